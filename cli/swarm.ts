@@ -1,0 +1,41 @@
+#!/usr/bin/env tsx
+// The `swarm` command: one entry point, one module per subcommand (loaded only when used).
+
+interface Subcommand {
+  summary: string;
+  load: () => Promise<{ main(argv: string[]): Promise<number | void> }>;
+}
+
+const SUBCOMMANDS: Record<string, Subcommand> = {
+  start: { summary: 'start the relay and the app on the embedded defaults', load: () => import('./start.ts') },
+  relay: { summary: 'run a bootstrap relay (circuit relay v2 + WebSockets)', load: () => import('./relay.ts') },
+  merge: { summary: 'merge HF PEFT LoRA adapters on disk with any registered strategy', load: () => import('./merge.ts') },
+  pretrain: { summary: 'train the default base model from scratch (reproducible)', load: () => import('./pretrain.ts') },
+  'prepare-assets': {
+    summary: 'prepare the Brown corpus and the tfjs .wasm files under public/ (build time, not committed)',
+    load: () => import('./prepare-assets.ts'),
+  },
+};
+
+function usage(): string {
+  const width = Math.max(...Object.keys(SUBCOMMANDS).map((k) => k.length));
+  return [
+    'usage: swarm <command> [options]   (swarm <command> --help for its options)',
+    '',
+    ...Object.entries(SUBCOMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
+  ].join('\n');
+}
+
+const [name, ...rest] = process.argv.slice(2);
+if (!name || name === '--help' || name === '-h') {
+  console.log(usage());
+  process.exit(name ? 0 : 1);
+}
+const sub = SUBCOMMANDS[name];
+if (!sub) {
+  console.error(`swarm: unknown command '${name}'\n\n${usage()}`);
+  process.exit(2);
+}
+const mod = await sub.load();
+const code = await mod.main(rest);
+process.exitCode = typeof code === 'number' ? code : 0;
