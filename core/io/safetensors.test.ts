@@ -237,3 +237,39 @@ describe('named errors', () => {
     }
   });
 });
+
+describe('F16 narrowing against a naive reference', () => {
+  // Reference: the nearest of all finite half values (found by search over the widened table), ties to the even
+  // bit pattern, overflow past 65520 to infinity — written from the definition, not from the bit tricks.
+  const finite: { value: number; bits: number }[] = [];
+  for (let bits = 0; bits < 0x7c00; bits++) finite.push({ value: halfBitsToFloat(bits), bits });
+  function referenceHalf(x: number): number {
+    const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
+    const a = Math.abs(x);
+    if (a >= 65520) return sign | 0x7c00;
+    let lo = 0;
+    let hi = finite.length - 1;
+    while (hi - lo > 1) {
+      const mid = (lo + hi) >> 1;
+      if (finite[mid].value <= a) lo = mid;
+      else hi = mid;
+    }
+    const below = finite[lo];
+    const above = finite[hi];
+    const dBelow = a - below.value;
+    const dAbove = above.value - a;
+    if (dBelow < dAbove) return sign | below.bits;
+    if (dAbove < dBelow) return sign | above.bits;
+    return sign | ((below.bits & 1) === 0 ? below.bits : above.bits);
+  }
+
+  it('agrees on 100k random float32 values across the whole half range', () => {
+    let s = 99;
+    const rand = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    const x = new Float32Array(1);
+    for (let i = 0; i < 100_000; i++) {
+      x[0] = (rand() - 0.5) * 2 ** Math.floor(rand() * 50 - 30);
+      expect(floatToHalfBits(x[0])).toBe(referenceHalf(x[0]));
+    }
+  });
+});

@@ -29,6 +29,8 @@ export interface TensorToWrite {
 export interface ParsedSafetensors {
   tensors: Map<string, DecodedTensor>;
   metadata: Record<string, string>;
+  /** Names of tensors left out by `include`, in header order. */
+  skipped: string[];
 }
 
 export interface ParseOptions {
@@ -213,6 +215,7 @@ export function parseSafetensors(bytes: Uint8Array, options: ParseOptions = {}):
   const data = bytes.subarray(8 + headerLength);
   const metadata: Record<string, string> = {};
   const spans: { name: string; begin: number; end: number }[] = [];
+  const skipped: string[] = [];
   const toDecode: { name: string; dtype: string; shape: number[]; begin: number; end: number }[] = [];
 
   for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
@@ -251,6 +254,7 @@ export function parseSafetensors(bytes: Uint8Array, options: ParseOptions = {}):
     }
     spans.push({ name, begin, end });
     if (included) toDecode.push({ name, dtype, shape: shape as number[], begin, end });
+    else skipped.push(name);
   }
 
   spans.sort((x, y) => x.begin - y.begin || x.end - y.end);
@@ -265,7 +269,7 @@ export function parseSafetensors(bytes: Uint8Array, options: ParseOptions = {}):
     const dtype = t.dtype as FloatDtype;
     tensors.set(t.name, { dtype, shape: t.shape, data: decode(data.subarray(t.begin, t.end), dtype, product(t.shape)) });
   }
-  return { tensors, metadata };
+  return { tensors, metadata, skipped };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
