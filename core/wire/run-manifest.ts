@@ -1,0 +1,166 @@
+/**
+ * The run manifest: everything peers must agree on to train and merge together. Its identity is the sha256 of
+ * its canonical JSON, so two peers holding the same id hold the same run.
+ */
+import { LORA_TARGETS, type LoraConfig } from '../model/adapter.ts';
+import { asciiToBytes, sha256Hex, WireFormatError } from './bytes.ts';
+import { isPayloadCodec, PAYLOAD_CODECS, type PayloadCodec } from './codec.ts';
+import { MAX_LORA_RANK, MAX_RUN_MANIFEST_BYTES, MODEL_ID_PATTERN, RUN_ID_PATTERN, RUN_MANIFEST_FORMAT_VERSION, SHA256_HEX_PATTERN } from './constants.ts';
+import {
+  boundedJson,
+  canonicalJson,
+  FieldRejection,
+  guarded,
+  intField,
+  isPlainObject,
+  numberField,
+  parseJsonObject,
+  requireKeys,
+  stringField,
+  type JsonObject,
+} from './json.ts';
+import type { Verdict } from './verdict.ts';
+
+export type StrategyParamValue = number | string | boolean;
+
+export interface RunManifest {
+  formatVersion: number;
+  runId: string;
+  baseModel: { id: string; url: string; sha256: string };
+  lora: LoraConfig;
+  /** A core/merge strategy by registry name, with its parameters. */
+  strategy: { name: string; params: Record<string, StrategyParamValue> };
+  /** Local optimiser steps between publishing (H). */
+  localSteps: number;
+  /** Learning-rate schedule and optimiser settings, validated in depth by core/train; here only bounded JSON. */
+  schedule: JsonObject;
+  /** Data partition configuration, validated in depth by core/data; here only bounded JSON. */
+  data: JsonObject;
+  codec: PayloadCodec;
+}
+
+const RUN_KEYS = ['formatVersion', 'runId', 'baseModel', 'lora', 'strategy', 'localSteps', 'schedule', 'data', 'codec'] as const;
+/** Absolute URL or a path on the app's origin: printable ASCII without spaces. */
+const URL_PATTERN = /^[!-~]{1,2048}$/;
+const STRATEGY_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const PARAM_KEY_PATTERN = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
+const MAX_STRATEGY_PARAMS = 64;
+const MAX_PARAM_STRING = 256;
+const MAX_LOCAL_STEPS = 1_000_000;
+
+function readObject(value: unknown, where: string): Record<string, unknown> {
+  if (!isPlainObject(value)) throw new FieldRejection('malformed', `${where} must be an object`);
+  return value;
+}
+
+function readLora(value: unknown): LoraConfig {
+  const where = 'run.lora';
+  const obj = readObject(value, where);
+  requireKeys(obj, ['r', 'alpha', 'targetModules'], [], where);
+  const r = intField(obj, 'r', 1, MAX_LORA_RANK, where);
+  const alpha = numberField(obj, 'alpha', Number.MIN_VALUE, Number.MAX_VALUE, where);
+  const targets = obj.targetModules;
+  if (!Array.isArray(targets) || targets.length === 0 || targets.length > LORA_TARGETS.length) {
+    throw new FieldRejection('malformed', `${where}.targetModules must be a non-empty array of at most ${LORA_TARGETS.length} names`);
+  }
+  const seen = new Set<string>();
+  for (const t of targets) {
+    if (typeof t !== 'string' || !(LORA_TARGETS as readonly string[]).includes(t)) {
+      throw new FieldRejection('malformed', `${where}.targetModules: '${String(t).slice(0, 40)}' is not one of ${LORA_TARGETS.join(', ')}`);
+    }
+    if (seen.has(t)) throw new FieldRejection('malformed', `${where}.targetModules lists '${t}' twice`);
+    seen.add(t);
+  }
+  return { r, alpha, targetModules: [...(targets as string[])] };
+}
+
+function readStrategy(value: unknown): RunManifest['strategy'] {
+  const where = 'run.strategy';
+  const obj = readObject(value, where);
+  requireKeys(obj, ['name', 'params'], [], where);
+  const name = stringField(obj, 'name', STRATEGY_NAME_PATTERN, where);
+  const rawParams = readObject(obj.params, `${where}.params`);
+  const entries = Object.entries(rawParams);
+  if (entries.length > MAX_STRATEGY_PARAMS) throw new FieldRejection('malformed', `${where}.params has more than ${MAX_STRATEGY_PARAMS} entries`);
+  const params: Record<string, StrategyParamValue> = {};
+  for (const [key, v] of entries) {
+    if (!PARAM_KEY_PATTERN.test(key)) throw new FieldRejection('malformed', `${where}.params key '${key.slice(0, 40)}' does not match ${PARAM_KEY_PATTERN}`);
+    if (typeof v === 'number') {
+      if (!Number.isFinite(v)) throw new FieldRejection('non-finite', `${where}.params.${key} is ${v}`);
+    } else if (typeof v === 'string') {
+      if (v.length > MAX_PARAM_STRING) throw new FieldRejection('malformed', `${where}.params.${key} is longer than ${MAX_PARAM_STRING}`);
+    } else if (typeof v !== 'boolean') {
+      throw new FieldRejection('malformed', `${where}.params.${key} must be a number, string or boolean`);
+    }
+    params[key] = v;
+  }
+  return { name, params };
+}
+
+function readRunManifest(obj: Record<string, unknown>): RunManifest {
+  const where = 'run';
+  if (typeof obj.formatVersion !== 'number' || !Number.isSafeInteger(obj.formatVersion)) {
+    throw new FieldRejection('malformed', `${where}.formatVersion must be an integer`);
+  }
+  if (obj.formatVersion !== RUN_MANIFEST_FORMAT_VERSION) {
+    throw new FieldRejection('unknown-version', `run manifest format version ${obj.formatVersion}; this build reads ${RUN_MANIFEST_FORMAT_VERSION}`);
+  }
+  requireKeys(obj, RUN_KEYS, [], where);
+  const base = readObject(obj.baseModel, `${where}.baseModel`);
+  requireKeys(base, ['id', 'url', 'sha256'], [], `${where}.baseModel`);
+  const codec = obj.codec;
+  if (!isPayloadCodec(codec)) throw new FieldRejection('malformed', `${where}.codec must be one of ${PAYLOAD_CODECS.join(', ')}`);
+  const schedule = boundedJson(readObject(obj.schedule, `${where}.schedule`), `${where}.schedule`) as JsonObject;
+  const data = boundedJson(readObject(obj.data, `${where}.data`), `${where}.data`) as JsonObject;
+  return {
+    formatVersion: RUN_MANIFEST_FORMAT_VERSION,
+    runId: stringField(obj, 'runId', RUN_ID_PATTERN, where),
+    baseModel: {
+      id: stringField(base, 'id', MODEL_ID_PATTERN, `${where}.baseModel`),
+      url: stringField(base, 'url', URL_PATTERN, `${where}.baseModel`),
+      sha256: stringField(base, 'sha256', SHA256_HEX_PATTERN, `${where}.baseModel`),
+    },
+    lora: readLora(obj.lora),
+    strategy: readStrategy(obj.strategy),
+    localSteps: intField(obj, 'localSteps', 1, MAX_LOCAL_STEPS, where),
+    schedule,
+    data,
+    codec,
+  };
+}
+
+/**
+ * Parses and validates a run manifest from bytes, JSON text or an already parsed object. Never throws.
+ * Bytes and text must be printable ASCII (tabs and line breaks allowed; other characters as \u escapes).
+ */
+export function decodeRunManifest(input: Uint8Array | string | object): Verdict<RunManifest> {
+  let obj: Record<string, unknown>;
+  if (input instanceof Uint8Array || typeof input === 'string') {
+    const parsed = parseJsonObject(input, MAX_RUN_MANIFEST_BYTES, 'run manifest', true);
+    if (!parsed.ok) return parsed;
+    obj = parsed.value;
+  } else if (isPlainObject(input)) {
+    obj = input;
+  } else {
+    return { ok: false, reason: 'malformed', detail: 'run manifest must be bytes, JSON text or a plain object' };
+  }
+  return guarded(() => readRunManifest(obj), 'run manifest');
+}
+
+/** Sorted-key, whitespace-free JSON of the manifest. Throws WireFormatError if it is invalid. */
+export function canonicalRunManifestJson(m: RunManifest): string {
+  const checked = decodeRunManifest(m);
+  if (!checked.ok) throw new WireFormatError(`invalid run manifest (${checked.reason}): ${checked.detail}`);
+  const text = canonicalJson(checked.value);
+  if (text.length > MAX_RUN_MANIFEST_BYTES) throw new WireFormatError(`run manifest of ${text.length} bytes exceeds ${MAX_RUN_MANIFEST_BYTES}`);
+  return text;
+}
+
+export function encodeRunManifest(m: RunManifest): Uint8Array {
+  return asciiToBytes(canonicalRunManifestJson(m));
+}
+
+/** The run's identity: sha256 (hex) of its canonical JSON. Throws WireFormatError if the manifest is invalid. */
+export function runManifestId(m: RunManifest): string {
+  return sha256Hex(encodeRunManifest(m));
+}

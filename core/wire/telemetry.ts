@@ -1,0 +1,105 @@
+/** A peer's periodic telemetry report, small enough to gossip, for the dashboard. */
+import { asciiToBytes, WireFormatError } from './bytes.ts';
+import {
+  BACKEND_PATTERN,
+  MAX_TELEMETRY_BYTES,
+  MAX_TELEMETRY_NEIGHBOURS,
+  PEER_ID_PATTERN,
+  RUN_ID_PATTERN,
+  TELEMETRY_FORMAT_VERSION,
+} from './constants.ts';
+import { canonicalJson, FieldRejection, guarded, intField, isPlainObject, nullableNumberField, parseJsonObject, requireKeys, stringField } from './json.ts';
+import { isRejectReason, type RejectReason, type Verdict } from './verdict.ts';
+
+export interface TelemetryReport {
+  formatVersion: number;
+  peerId: string;
+  runId: string;
+  /** Wall-clock time of the report (ms since the epoch). */
+  timeMs: number;
+  step: number;
+  trainLoss: number | null;
+  heldOutLoss: number | null;
+  merges: number;
+  bytesSent: number;
+  bytesReceived: number;
+  versionsAnnounced: number;
+  versionsFetched: number;
+  /** Peer ids of direct (non-relayed) neighbours. */
+  neighbours: string[];
+  rejections: Partial<Record<RejectReason, number>>;
+  tokensPerSecond: number | null;
+  /** tfjs backend name: 'webgpu', 'wasm', 'cpu', … */
+  backend: string;
+}
+
+const TELEMETRY_KEYS = [
+  'formatVersion', 'peerId', 'runId', 'timeMs', 'step', 'trainLoss', 'heldOutLoss', 'merges', 'bytesSent',
+  'bytesReceived', 'versionsAnnounced', 'versionsFetched', 'neighbours', 'rejections', 'tokensPerSecond', 'backend',
+] as const;
+const MAX_COUNTER = Number.MAX_SAFE_INTEGER;
+const MAX_LOSS = 1e6;
+const MAX_TOKENS_PER_SECOND = 1e9;
+
+function readTelemetry(obj: Record<string, unknown>): TelemetryReport {
+  const where = 'telemetry';
+  if (typeof obj.formatVersion !== 'number' || !Number.isSafeInteger(obj.formatVersion)) {
+    throw new FieldRejection('malformed', `${where}.formatVersion must be an integer`);
+  }
+  if (obj.formatVersion !== TELEMETRY_FORMAT_VERSION) {
+    throw new FieldRejection('unknown-version', `telemetry format version ${obj.formatVersion}; this build reads ${TELEMETRY_FORMAT_VERSION}`);
+  }
+  requireKeys(obj, TELEMETRY_KEYS, [], where);
+  const neighboursRaw = obj.neighbours;
+  if (!Array.isArray(neighboursRaw) || neighboursRaw.length > MAX_TELEMETRY_NEIGHBOURS) {
+    throw new FieldRejection('malformed', `${where}.neighbours must be an array of at most ${MAX_TELEMETRY_NEIGHBOURS} peer ids`);
+  }
+  const neighbours: string[] = [];
+  for (const n of neighboursRaw) {
+    if (typeof n !== 'string' || !PEER_ID_PATTERN.test(n)) throw new FieldRejection('malformed', `${where}.neighbours holds something that is not a peer id`);
+    if (neighbours.includes(n)) throw new FieldRejection('malformed', `${where}.neighbours lists ${n} twice`);
+    neighbours.push(n);
+  }
+  if (!isPlainObject(obj.rejections)) throw new FieldRejection('malformed', `${where}.rejections must be an object`);
+  const rejections: Partial<Record<RejectReason, number>> = {};
+  for (const key of Object.keys(obj.rejections)) {
+    if (!isRejectReason(key)) throw new FieldRejection('malformed', `${where}.rejections: unknown reason '${key.slice(0, 40)}'`);
+    rejections[key] = intField(obj.rejections, key, 0, MAX_COUNTER, `${where}.rejections`);
+  }
+  return {
+    formatVersion: TELEMETRY_FORMAT_VERSION,
+    peerId: stringField(obj, 'peerId', PEER_ID_PATTERN, where),
+    runId: stringField(obj, 'runId', RUN_ID_PATTERN, where),
+    timeMs: intField(obj, 'timeMs', 0, MAX_COUNTER, where),
+    step: intField(obj, 'step', 0, MAX_COUNTER, where),
+    trainLoss: nullableNumberField(obj, 'trainLoss', 0, MAX_LOSS, where),
+    heldOutLoss: nullableNumberField(obj, 'heldOutLoss', 0, MAX_LOSS, where),
+    merges: intField(obj, 'merges', 0, MAX_COUNTER, where),
+    bytesSent: intField(obj, 'bytesSent', 0, MAX_COUNTER, where),
+    bytesReceived: intField(obj, 'bytesReceived', 0, MAX_COUNTER, where),
+    versionsAnnounced: intField(obj, 'versionsAnnounced', 0, MAX_COUNTER, where),
+    versionsFetched: intField(obj, 'versionsFetched', 0, MAX_COUNTER, where),
+    neighbours,
+    rejections,
+    tokensPerSecond: nullableNumberField(obj, 'tokensPerSecond', 0, MAX_TOKENS_PER_SECOND, where),
+    backend: stringField(obj, 'backend', BACKEND_PATTERN, where),
+  };
+}
+
+/** Canonical JSON bytes. Throws WireFormatError when a field is invalid or the report exceeds MAX_TELEMETRY_BYTES. */
+export function encodeTelemetry(report: TelemetryReport): Uint8Array {
+  const copy: Record<string, unknown> = {};
+  for (const key of TELEMETRY_KEYS) copy[key] = report[key];
+  const checked = guarded(() => readTelemetry(copy), 'telemetry');
+  if (!checked.ok) throw new WireFormatError(`cannot encode telemetry: ${checked.detail}`);
+  const bytes = asciiToBytes(canonicalJson(checked.value));
+  if (bytes.length > MAX_TELEMETRY_BYTES) throw new WireFormatError(`telemetry of ${bytes.length} bytes exceeds ${MAX_TELEMETRY_BYTES}`);
+  return bytes;
+}
+
+/** Parses and type-checks a telemetry report from a peer. Never throws. */
+export function decodeTelemetry(bytes: Uint8Array): Verdict<TelemetryReport> {
+  const parsed = parseJsonObject(bytes, MAX_TELEMETRY_BYTES, 'telemetry');
+  if (!parsed.ok) return parsed;
+  return guarded(() => readTelemetry(parsed.value), 'telemetry');
+}
