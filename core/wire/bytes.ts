@@ -73,22 +73,29 @@ export class ByteWriter {
   }
 
   u8(value: number): void {
-    this.view.setUint8(this.reserve(1), value);
+    const at = this.reserve(1);
+    this.view.setUint8(at, value);
   }
   u16(value: number): void {
-    this.view.setUint16(this.reserve(2), value, true);
+    const at = this.reserve(2);
+    this.view.setUint16(at, value, true);
   }
   u32(value: number): void {
-    this.view.setUint32(this.reserve(4), value, true);
+    const at = this.reserve(4);
+    this.view.setUint32(at, value, true);
   }
   f32(value: number): void {
-    this.view.setFloat32(this.reserve(4), value, true);
+    const at = this.reserve(4);
+    this.view.setFloat32(at, value, true);
   }
   f64(value: number): void {
-    this.view.setFloat64(this.reserve(8), value, true);
+    const at = this.reserve(8);
+    this.view.setFloat64(at, value, true);
   }
   bytes(data: Uint8Array): void {
-    this.buffer.set(data, this.reserve(data.length));
+    // reserve() may replace the buffer, so it must run before this.buffer is read.
+    const start = this.reserve(data.length);
+    this.buffer.set(data, start);
   }
   /** One length byte, then printable ASCII. */
   shortAscii(text: string): void {
