@@ -1,0 +1,50 @@
+// Starts the real relay (`swarm relay`) as a child process on a free loopback port, for specs and the benchmark.
+import { spawn, type ChildProcess } from 'node:child_process';
+
+export interface RelayProcess {
+  child: ChildProcess;
+  multiaddr: string;
+  /** SIGKILL: the relay vanishes as a crashed or unplugged one would. */
+  kill(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startRelayProcess(extraArgs: string[] = []): Promise<RelayProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/swarm.ts', 'relay', '--port', '0', '--ephemeral', '--no-config', ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const multiaddr = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`relay did not start within 60 s:\n${output}`)), 60_000);
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      const match = output.match(/^\s+(\/ip4\/\S+\/ws\/p2p\/\S+)$/m);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`relay exited with ${code}:\n${output}`));
+    });
+  });
+  const exited = new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve();
+    else child.once('exit', () => resolve());
+  });
+  return {
+    child,
+    multiaddr,
+    async kill() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}

@@ -1,0 +1,33 @@
+// Protocol names and defaults shared by the browser node, the relay and the tests.
+
+/** Stream protocol that carries adapter payloads between two directly connected peers. */
+export const ADAPTER_PROTOCOL = '/swarm/adapter/1.0.0';
+
+/**
+ * Pubsub topic that peers use to announce their addresses. The relay subscribes to it so that two newcomers who
+ * only share the relay still hear each other.
+ */
+export const DISCOVERY_TOPIC = 'swarm._peer-discovery._p2p._pubsub';
+
+/** Gossip topic that carries the announcement manifests of one run. */
+export function runTopic(runId: string): string {
+  return `swarm/run/${runId}/adapters/1`;
+}
+
+/** How often a node re-announces its addresses on the discovery topic. */
+export const DEFAULT_DISCOVERY_INTERVAL_MS = 2_000;
+
+/** Direct (WebRTC) neighbours a node keeps; small swarms get a full mesh, larger ones a bounded degree. */
+export const DEFAULT_MAX_NEIGHBOURS = 12;
+
+/** A payload larger than this is refused before a single byte is fetched. */
+export const DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
+
+/** A fetch that has not finished after this long is abandoned. */
+export const DEFAULT_FETCH_TIMEOUT_MS = 60_000;
+
+/** Reservations a relay grants at once (libp2p's own default is 15, too few for a classroom). */
+export const DEFAULT_RELAY_MAX_RESERVATIONS = 512;
+
+export const DEFAULT_RELAY_HOST = '127.0.0.1';
+export const DEFAULT_RELAY_PORT = 9090;

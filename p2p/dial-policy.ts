@@ -1,0 +1,331 @@
+// Which peers a node connects to directly, and when.
+//
+// libp2p 3 does not dial the peers it discovers, so this service does: it keeps the bootstrap relays connected,
+// dials discovered peers on their direct (WebRTC) addresses only, lets the smaller peer id dial so two tabs do not
+// race two WebRTC handshakes at each other, retries with exponential backoff (about one browser WebRTC dial in six
+// hangs until its timeout), and stops at a neighbour cap so a large swarm forms a bounded-degree graph instead of
+// a full mesh. Relayed connections are limited by the relay (bytes and time), so they never count as neighbours.
+import { TypedEventEmitter, type Connection, type PeerId, type PeerInfo, type ComponentLogger, type Logger, type Libp2pEvents, type TypedEventTarget, type Startable, type PeerStore } from '@libp2p/interface';
+import type { ConnectionManager } from '@libp2p/interface-internal';
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
+import { DEFAULT_MAX_NEIGHBOURS } from './constants.ts';
+
+export interface DialPolicyInit {
+  /** Relay multiaddrs (with /p2p/<id>) to keep connected for discovery and signalling. */
+  relays?: string[];
+  /** Direct neighbours to keep; beyond it, inbound direct connections are closed. */
+  maxNeighbours?: number;
+  /** Which discovered addresses are worth dialling; default: browser-to-browser WebRTC addresses. */
+  isDirectAddress?: (ma: Multiaddr) => boolean;
+  /** Abandon one dial attempt after this long. */
+  dialTimeoutMs?: number;
+  /** First retry delay; doubles per failure up to maxBackoffMs. */
+  initialBackoffMs?: number;
+  maxBackoffMs?: number;
+  /**
+   * After this many consecutive failures a candidate is only retried once a minute, and after three times as many
+   * it is forgotten (it comes back if its addresses change). libp2p reports a peer as discovered only once, so
+   * forgetting too early would lose a peer whose tab was merely busy.
+   */
+  maxAttempts?: number;
+  /**
+   * The larger peer id normally waits to be dialled; if nothing arrived after this long it dials anyway, in case
+   * the smaller side never heard of it.
+   */
+  tieBreakGraceMs?: number;
+  /** How often pending candidates and relays are looked at. */
+  tickMs?: number;
+}
+
+export interface DialPolicyComponents {
+  peerId: PeerId;
+  connectionManager: ConnectionManager;
+  peerStore: PeerStore;
+  events: TypedEventTarget<Libp2pEvents>;
+  logger: ComponentLogger;
+}
+
+export interface DialPolicyEvents {
+  'neighbour:added': CustomEvent<string>;
+  'neighbour:removed': CustomEvent<string>;
+}
+
+export interface DialPolicy extends TypedEventEmitter<DialPolicyEvents> {
+  /** Peer ids with an open, direct, unlimited connection (relays excluded). */
+  neighbours(): string[];
+  /** Time each current neighbour was first connected (ms since epoch). */
+  neighbourSince(peerId: string): number | undefined;
+  /** Candidates not yet connected, with their retry state, for dashboards and tests. */
+  pending(): Array<{ peerId: string; attempts: number; nextAttemptAt: number }>;
+  isRelay(peerId: string): boolean;
+}
+
+interface Candidate {
+  peerId: PeerId;
+  addrs: Multiaddr[];
+  firstSeen: number;
+  attempts: number;
+  nextAttemptAt: number;
+  dialing: boolean;
+}
+
+interface RelayState {
+  addr: Multiaddr;
+  peerId: string;
+  attempts: number;
+  nextAttemptAt: number;
+  dialing: boolean;
+}
+
+const DEFAULTS = {
+  dialTimeoutMs: 10_000,
+  initialBackoffMs: 500,
+  maxBackoffMs: 15_000,
+  maxAttempts: 8,
+  tieBreakGraceMs: 6_000,
+  tickMs: 500,
+};
+
+const SLOW_RETRY_MS = 60_000;
+
+/** Browser-to-browser WebRTC addresses look like /.../p2p/<relay>/p2p-circuit/webrtc/p2p/<peer>. */
+export function isWebRtcAddress(ma: Multiaddr): boolean {
+  return ma.getComponents().some((c) => c.name === 'webrtc');
+}
+
+/** A connection that may carry payloads: open, not through a relay, not capped in bytes or time. */
+export function isDirectConnection(connection: Connection): boolean {
+  return connection.status === 'open' && connection.limits == null && connection.direct !== false;
+}
+
+export function backoffDelay(attempt: number, initialMs: number, maxMs: number, random = Math.random): number {
+  const exponential = Math.min(maxMs, initialMs * 2 ** Math.max(0, attempt - 1));
+  // Jitter keeps two tabs that failed together from retrying in lockstep.
+  return Math.round(exponential * (0.75 + 0.5 * random()));
+}
+
+class SwarmDialPolicy extends TypedEventEmitter<DialPolicyEvents> implements DialPolicy, Startable {
+  readonly [Symbol.toStringTag] = 'swarm/dial-policy';
+  private readonly components: DialPolicyComponents;
+  private readonly log: Logger;
+  private readonly options: typeof DEFAULTS & { maxNeighbours: number; isDirectAddress: (ma: Multiaddr) => boolean };
+  private readonly relays: RelayState[];
+  private readonly relayIds: Set<string>;
+  private readonly candidates = new Map<string, Candidate>();
+  private readonly neighbourSet = new Map<string, number>();
+  private timer?: ReturnType<typeof setInterval>;
+  private started = false;
+
+  constructor(components: DialPolicyComponents, init: DialPolicyInit) {
+    super();
+    this.components = components;
+    this.log = components.logger.forComponent('swarm:dial-policy');
+    this.options = {
+      dialTimeoutMs: init.dialTimeoutMs ?? DEFAULTS.dialTimeoutMs,
+      initialBackoffMs: init.initialBackoffMs ?? DEFAULTS.initialBackoffMs,
+      maxBackoffMs: init.maxBackoffMs ?? DEFAULTS.maxBackoffMs,
+      maxAttempts: init.maxAttempts ?? DEFAULTS.maxAttempts,
+      tieBreakGraceMs: init.tieBreakGraceMs ?? DEFAULTS.tieBreakGraceMs,
+      tickMs: init.tickMs ?? DEFAULTS.tickMs,
+      maxNeighbours: init.maxNeighbours ?? DEFAULT_MAX_NEIGHBOURS,
+      isDirectAddress: init.isDirectAddress ?? isWebRtcAddress,
+    };
+    this.relays = [];
+    for (const raw of init.relays ?? []) {
+      try {
+        const addr = multiaddr(raw);
+        const peerId = addr.getComponents().findLast((c) => c.name === 'p2p')?.value;
+        if (!peerId) {
+          this.log.error('relay address %s has no /p2p/ component, skipped', raw);
+          continue;
+        }
+        this.relays.push({ addr, peerId, attempts: 0, nextAttemptAt: 0, dialing: false });
+      } catch (err) {
+        this.log.error('relay address %s is not a multiaddr: %e', raw, err);
+      }
+    }
+    this.relayIds = new Set(this.relays.map((r) => r.peerId));
+    this.onDiscovery = this.onDiscovery.bind(this);
+    this.onPeerUpdate = this.onPeerUpdate.bind(this);
+    this.onConnectionOpen = this.onConnectionOpen.bind(this);
+    this.onConnectionClose = this.onConnectionClose.bind(this);
+  }
+
+  isStarted(): boolean {
+    return this.started;
+  }
+
+  start(): void {
+    this.started = true;
+    const { events } = this.components;
+    events.addEventListener('peer:discovery', this.onDiscovery);
+    events.addEventListener('peer:update', this.onPeerUpdate);
+    events.addEventListener('connection:open', this.onConnectionOpen);
+    events.addEventListener('connection:close', this.onConnectionClose);
+  }
+
+  afterStart(): void {
+    this.tick();
+    this.timer = setInterval(() => this.tick(), this.options.tickMs);
+  }
+
+  stop(): void {
+    this.started = false;
+    clearInterval(this.timer);
+    const { events } = this.components;
+    events.removeEventListener('peer:discovery', this.onDiscovery);
+    events.removeEventListener('peer:update', this.onPeerUpdate);
+    events.removeEventListener('connection:open', this.onConnectionOpen);
+    events.removeEventListener('connection:close', this.onConnectionClose);
+  }
+
+  neighbours(): string[] {
+    return [...this.neighbourSet.keys()];
+  }
+
+  neighbourSince(peerId: string): number | undefined {
+    return this.neighbourSet.get(peerId);
+  }
+
+  pending(): Array<{ peerId: string; attempts: number; nextAttemptAt: number }> {
+    return [...this.candidates.values()].map((c) => ({
+      peerId: c.peerId.toString(),
+      attempts: c.attempts,
+      nextAttemptAt: c.nextAttemptAt,
+    }));
+  }
+
+  isRelay(peerId: string): boolean {
+    return this.relayIds.has(peerId);
+  }
+
+  private onDiscovery(evt: CustomEvent<PeerInfo>): void {
+    this.consider(evt.detail.id, evt.detail.multiaddrs);
+  }
+
+  private onPeerUpdate(evt: CustomEvent<{ peer: { id: PeerId; addresses: Array<{ multiaddr: Multiaddr }> } }>): void {
+    this.consider(evt.detail.peer.id, evt.detail.peer.addresses.map((a) => a.multiaddr));
+  }
+
+  private consider(peerId: PeerId, addrs: Multiaddr[]): void {
+    const id = peerId.toString();
+    if (id === this.components.peerId.toString() || this.relayIds.has(id)) return;
+    const direct = addrs.filter((ma) => this.options.isDirectAddress(ma));
+    if (direct.length === 0) return;
+    const existing = this.candidates.get(id);
+    if (existing) {
+      existing.addrs = direct;
+      // New addresses (a peer that came back through another relay) deserve a prompt try.
+      if (!existing.dialing) existing.nextAttemptAt = Math.min(existing.nextAttemptAt, Date.now());
+      return;
+    }
+    this.candidates.set(id, { peerId, addrs: direct, firstSeen: Date.now(), attempts: 0, nextAttemptAt: 0, dialing: false });
+  }
+
+  private onConnectionOpen(evt: CustomEvent<Connection>): void {
+    const connection = evt.detail;
+    const id = connection.remotePeer.toString();
+    if (this.relayIds.has(id) || !isDirectConnection(connection) || this.neighbourSet.has(id)) return;
+    if (this.neighbourSet.size >= this.options.maxNeighbours) {
+      // Bounded degree: the dialer sees a quickly closed connection and backs off.
+      this.log('neighbour cap %d reached, closing connection from %s', this.options.maxNeighbours, id);
+      connection.close().catch(() => connection.abort(new Error('neighbour cap reached')));
+      return;
+    }
+    this.neighbourSet.set(id, Date.now());
+    const candidate = this.candidates.get(id);
+    if (candidate) {
+      candidate.attempts = 0;
+    }
+    this.safeDispatchEvent('neighbour:added', { detail: id });
+  }
+
+  private onConnectionClose(evt: CustomEvent<Connection>): void {
+    const id = evt.detail.remotePeer.toString();
+    if (!this.neighbourSet.has(id)) return;
+    const stillDirect = this.components.connectionManager
+      .getConnections(evt.detail.remotePeer)
+      .some((c) => c !== evt.detail && isDirectConnection(c));
+    if (stillDirect) return;
+    this.neighbourSet.delete(id);
+    const candidate = this.candidates.get(id);
+    if (candidate) {
+      candidate.nextAttemptAt = Date.now() + backoffDelay(1, this.options.initialBackoffMs, this.options.maxBackoffMs);
+    }
+    this.safeDispatchEvent('neighbour:removed', { detail: id });
+  }
+
+  private tick(): void {
+    if (!this.started) return;
+    const now = Date.now();
+    for (const relay of this.relays) {
+      if (relay.dialing || now < relay.nextAttemptAt) continue;
+      const connected = this.components.connectionManager
+        .getConnections()
+        .some((c) => c.remotePeer.toString() === relay.peerId && c.status === 'open');
+      if (!connected) void this.dialRelay(relay);
+    }
+
+    const me = this.components.peerId.toString();
+    let budget = this.options.maxNeighbours - this.neighbourSet.size;
+    for (const [id, candidate] of this.candidates) {
+      if (budget <= 0) break;
+      if (this.neighbourSet.has(id) || candidate.dialing || now < candidate.nextAttemptAt) continue;
+      const myTurn = me < id || now - candidate.firstSeen >= this.options.tieBreakGraceMs;
+      if (!myTurn) continue;
+      budget--;
+      void this.dialCandidate(candidate);
+    }
+  }
+
+  private async dialRelay(relay: RelayState): Promise<void> {
+    relay.dialing = true;
+    try {
+      await this.components.connectionManager.openConnection(relay.addr, {
+        signal: AbortSignal.timeout(this.options.dialTimeoutMs),
+      });
+      relay.attempts = 0;
+      relay.nextAttemptAt = 0;
+    } catch (err) {
+      relay.attempts++;
+      relay.nextAttemptAt = Date.now() + backoffDelay(relay.attempts, this.options.initialBackoffMs * 2, this.options.maxBackoffMs * 2);
+      this.log('relay %s unreachable (attempt %d): %e', relay.addr, relay.attempts, err);
+    } finally {
+      relay.dialing = false;
+    }
+  }
+
+  private async dialCandidate(candidate: Candidate): Promise<void> {
+    const id = candidate.peerId.toString();
+    candidate.dialing = true;
+    try {
+      const connection = await this.components.connectionManager.openConnection(candidate.addrs, {
+        signal: AbortSignal.timeout(this.options.dialTimeoutMs),
+      });
+      if (!isDirectConnection(connection)) {
+        // libp2p reused a relayed connection; a direct one is what we need, so try again later.
+        throw new Error('only a limited connection was available');
+      }
+      candidate.attempts = 0;
+    } catch (err) {
+      candidate.attempts++;
+      if (candidate.attempts >= 3 * this.options.maxAttempts) {
+        this.log('giving up on %s after %d attempts: %e', id, candidate.attempts, err);
+        this.candidates.delete(id);
+        return;
+      }
+      candidate.nextAttemptAt =
+        Date.now() +
+        (candidate.attempts >= this.options.maxAttempts
+          ? SLOW_RETRY_MS
+          : backoffDelay(candidate.attempts, this.options.initialBackoffMs, this.options.maxBackoffMs));
+      this.log('dial %s failed (attempt %d): %e', id, candidate.attempts, err);
+    } finally {
+      candidate.dialing = false;
+    }
+  }
+}
+
+export function dialPolicy(init: DialPolicyInit = {}): (components: DialPolicyComponents) => DialPolicy {
+  return (components) => new SwarmDialPolicy(components, init);
+}

@@ -1,0 +1,561 @@
+// The adapter exchange: gossip a small signed manifest per adapter version on the run's topic, serve the payload
+// over a direct stream protocol, and fetch the payloads that neighbours announce.
+//
+// Gossipsub drops messages of 4 MiB or more without a word, and relayed connections are capped at 128 KiB, so
+// payloads only ever travel over a stream on a direct, unlimited connection. Everything a peer sends is bytes until
+// core/wire accepts it; every rejection is counted per peer, feeds gossipsub's score, and a peer that keeps sending
+// bad data is disconnected and refused for a while. Nothing a peer sends can make this service throw.
+import { TypedEventEmitter, type ComponentLogger, type Connection, type Logger, type PeerId, type Startable, type Stream, type StreamMessageEvent } from '@libp2p/interface';
+import type { ConnectionManager, Registrar } from '@libp2p/interface-internal';
+import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub';
+import { peerIdFromString } from '@libp2p/peer-id';
+import type { Adapter } from '../core/model/adapter.ts';
+import { sha256Hex } from '../core/wire/bytes.ts';
+import {
+  checkAnnouncement,
+  encodeAnnouncement,
+  announcementFor,
+  validatePayload,
+  type AnnouncementManifest,
+} from '../core/wire/manifest.ts';
+import { gossipDisposition, reject, type RejectionLedger, type RejectReason, type Verdict } from '../core/wire/verdict.ts';
+import { isDirectConnection } from './dial-policy.ts';
+import { ADAPTER_PROTOCOL, DEFAULT_FETCH_TIMEOUT_MS, DEFAULT_MAX_PAYLOAD_BYTES, runTopic } from './constants.ts';
+
+/** Wire layout of a fetch. Request: [REQUEST_VERSION][32-byte sha256]. Response: [status][uint32 BE length][bytes]. */
+const REQUEST_VERSION = 1;
+const REQUEST_BYTES = 33;
+const RESPONSE_HEADER_BYTES = 5;
+const STATUS_OK = 0;
+const STATUS_NOT_FOUND = 1;
+/** Chunk size for writing a payload; small enough for WebRTC data channels to interleave other streams. */
+const WRITE_CHUNK_BYTES = 64 * 1024;
+
+/** What a node must know about its own run to judge a peer's announcement. */
+export interface RunContext {
+  baseModelId: string;
+  baseModelSha256: string;
+  schemaHash: string;
+}
+
+export interface AdapterExchangeInit {
+  runId: string;
+  ledger: RejectionLedger;
+  /** Known from the start, or set later with setRunContext (announcements before that are ignored, not counted). */
+  context?: RunContext;
+  maxPayloadBytes?: number;
+  fetchTimeoutMs?: number;
+  maxConcurrentFetches?: number;
+  /** How many of our own latest payloads stay fetchable. */
+  keepServed?: number;
+  /** How long a peer that was disconnected for bad data stays refused. */
+  banMs?: number;
+  bans?: PeerBans;
+}
+
+export interface AdapterExchangeComponents {
+  peerId: PeerId;
+  registrar: Registrar;
+  connectionManager: ConnectionManager;
+  logger: ComponentLogger;
+  pubsub?: GossipSub;
+}
+
+export interface ReceivedAdapter {
+  peerId: string;
+  manifest: AnnouncementManifest;
+  bytes: Uint8Array;
+  adapter: Adapter;
+  /** When the announcement arrived here, and when its payload was accepted (ms since epoch). */
+  announcedAtMs: number;
+  receivedAtMs: number;
+  fetchMs: number;
+}
+
+export interface RejectedInput {
+  peerId: string;
+  reason: RejectReason;
+  detail: string;
+  /** Where the bad input was met. */
+  stage: 'announcement' | 'payload';
+}
+
+export interface AdapterExchangeEvents {
+  'adapter:received': CustomEvent<ReceivedAdapter>;
+  'adapter:rejected': CustomEvent<RejectedInput>;
+  'peer:banned': CustomEvent<{ peerId: string; untilMs: number }>;
+}
+
+export interface ExchangeStats {
+  announced: number;
+  served: number;
+  bytesServed: number;
+  fetched: number;
+  bytesFetched: number;
+  rejected: number;
+  /** Valid announcements from peers we have no direct connection to (a bounded-degree swarm merges with neighbours only). */
+  skippedNotNeighbour: number;
+}
+
+export interface AdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> {
+  readonly topic: string;
+  setRunContext(context: RunContext): void;
+  /** Publishes the manifest for an encoded adapter and serves it until keepServed newer ones replace it. */
+  announce(payload: Uint8Array, fields: AnnounceFields): Promise<AnnouncementManifest>;
+  stats(): ExchangeStats;
+  isBanned(peerId: string): boolean;
+}
+
+/** Manifest fields the caller knows; the rest (run, peer, base model, size, hash, time) the exchange fills in. */
+export type AnnounceFields = Pick<AnnouncementManifest, 'version' | 'step' | 'samplesSeen' | 'localLoss' | 'codec'> &
+  Partial<Pick<AnnouncementManifest, 'schemaHash'>>;
+
+export class ExchangeNotReadyError extends Error {
+  static override readonly name = 'ExchangeNotReadyError';
+  override readonly name = 'ExchangeNotReadyError';
+}
+
+export class PayloadTooLargeError extends Error {
+  static override readonly name = 'PayloadTooLargeError';
+  override readonly name = 'PayloadTooLargeError';
+}
+
+/** Peers refused after sending bad data; consulted by the exchange and by the node's connection gater. */
+export class PeerBans {
+  private readonly until = new Map<string, number>();
+  constructor(private readonly now: () => number = Date.now) {}
+
+  ban(peerId: string, forMs: number): number {
+    const untilMs = this.now() + forMs;
+    this.until.set(peerId, untilMs);
+    return untilMs;
+  }
+
+  isBanned(peerId: string): boolean {
+    const untilMs = this.until.get(peerId);
+    if (untilMs === undefined) return false;
+    if (this.now() >= untilMs) {
+      this.until.delete(peerId);
+      return false;
+    }
+    return true;
+  }
+}
+
+interface PendingFetch {
+  manifest: AnnouncementManifest;
+  announcedAtMs: number;
+}
+
+class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> implements AdapterExchange, Startable {
+  readonly [Symbol.toStringTag] = 'swarm/adapter-exchange';
+  readonly topic: string;
+  private readonly components: AdapterExchangeComponents;
+  private readonly log: Logger;
+  private readonly runId: string;
+  private readonly ledger: RejectionLedger;
+  private readonly bans: PeerBans;
+  private readonly maxPayloadBytes: number;
+  private readonly fetchTimeoutMs: number;
+  private readonly maxConcurrentFetches: number;
+  private readonly keepServed: number;
+  private readonly banMs: number;
+  private context?: RunContext;
+  /** Our payloads by sha256 hex, oldest first. */
+  private readonly served = new Map<string, Uint8Array>();
+  private readonly lastVersion = new Map<string, number>();
+  /** The newest not-yet-fetched announcement per peer; an older one waiting is simply replaced. */
+  private readonly queue = new Map<string, PendingFetch>();
+  private readonly inFlight = new Set<string>();
+  private readonly counters: ExchangeStats = {
+    announced: 0, served: 0, bytesServed: 0, fetched: 0, bytesFetched: 0, rejected: 0, skippedNotNeighbour: 0,
+  };
+  private started = false;
+
+  constructor(components: AdapterExchangeComponents, init: AdapterExchangeInit) {
+    super();
+    this.components = components;
+    this.log = components.logger.forComponent('swarm:exchange');
+    this.runId = init.runId;
+    this.topic = runTopic(init.runId);
+    this.ledger = init.ledger;
+    this.bans = init.bans ?? new PeerBans();
+    this.context = init.context;
+    this.maxPayloadBytes = init.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
+    this.fetchTimeoutMs = init.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
+    this.maxConcurrentFetches = init.maxConcurrentFetches ?? 4;
+    this.keepServed = init.keepServed ?? 2;
+    this.banMs = init.banMs ?? 5 * 60_000;
+    this.onMessage = this.onMessage.bind(this);
+    this.validateMessage = this.validateMessage.bind(this);
+  }
+
+  private get pubsub(): GossipSub {
+    const pubsub = this.components.pubsub;
+    if (!pubsub) throw new ExchangeNotReadyError('the adapter exchange needs a gossipsub service named "pubsub"');
+    return pubsub;
+  }
+
+  isStarted(): boolean {
+    return this.started;
+  }
+
+  async start(): Promise<void> {
+    await this.components.registrar.handle(ADAPTER_PROTOCOL, (stream, connection) => this.serve(stream, connection), {
+      maxInboundStreams: 16,
+      maxOutboundStreams: 16,
+      // A relayed connection is capped at 128 KiB; payloads must never be attempted over one.
+      runOnLimitedConnection: false,
+    });
+    this.started = true;
+  }
+
+  afterStart(): void {
+    this.pubsub.topicValidators.set(this.topic, this.validateMessage);
+    this.pubsub.addEventListener('message', this.onMessage);
+    this.pubsub.subscribe(this.topic);
+  }
+
+  async stop(): Promise<void> {
+    this.started = false;
+    const pubsub = this.components.pubsub;
+    if (pubsub) {
+      pubsub.removeEventListener('message', this.onMessage);
+      pubsub.topicValidators.delete(this.topic);
+    }
+    await this.components.registrar.unhandle(ADAPTER_PROTOCOL);
+  }
+
+  setRunContext(context: RunContext): void {
+    this.context = { ...context };
+  }
+
+  stats(): ExchangeStats {
+    return { ...this.counters };
+  }
+
+  isBanned(peerId: string): boolean {
+    return this.bans.isBanned(peerId);
+  }
+
+  async announce(payload: Uint8Array, fields: AnnounceFields): Promise<AnnouncementManifest> {
+    const context = this.context;
+    if (!context) throw new ExchangeNotReadyError('setRunContext() must be called before announcing');
+    if (payload.length > this.maxPayloadBytes) {
+      throw new PayloadTooLargeError(`payload of ${payload.length} bytes exceeds the ${this.maxPayloadBytes}-byte limit peers accept`);
+    }
+    const manifest = announcementFor(payload, {
+      runId: this.runId,
+      peerId: this.components.peerId.toString(),
+      baseModelId: context.baseModelId,
+      baseModelSha256: context.baseModelSha256,
+      schemaHash: fields.schemaHash ?? context.schemaHash,
+      version: fields.version,
+      step: fields.step,
+      samplesSeen: fields.samplesSeen,
+      localLoss: fields.localLoss,
+      codec: fields.codec,
+      createdAtMs: Date.now(),
+    });
+    const encoded = encodeAnnouncement(manifest);
+    this.served.delete(manifest.payloadSha256);
+    this.served.set(manifest.payloadSha256, payload);
+    while (this.served.size > this.keepServed) this.served.delete(this.served.keys().next().value as string);
+    await this.pubsub.publish(this.topic, encoded);
+    this.counters.announced++;
+    return manifest;
+  }
+
+  /** Gossipsub topic validator: decides before a manifest is delivered or forwarded. Never throws. */
+  private validateMessage(_propagationSource: PeerId, message: Message): TopicValidatorResult {
+    try {
+      if (message.type !== 'signed') {
+        // StrictSign already refuses these; kept so a policy change cannot let anonymous manifests through.
+        return TopicValidatorResult.Reject;
+      }
+      const sender = message.from.toString();
+      if (this.bans.isBanned(sender)) return TopicValidatorResult.Reject;
+      const context = this.context;
+      if (!context) return TopicValidatorResult.Ignore;
+      const verdict = checkAnnouncement(message.data, {
+        runId: this.runId,
+        baseModelSha256: context.baseModelSha256,
+        schemaHash: context.schemaHash,
+        senderPeerId: sender,
+        lastVersionFromPeer: this.lastVersion.get(sender),
+        maxPayloadBytes: this.maxPayloadBytes,
+      });
+      if (!verdict.ok) {
+        this.recordRejection(sender, verdict.reason, verdict.detail, 'announcement');
+        return gossipDisposition(verdict.reason) === 'reject' ? TopicValidatorResult.Reject : TopicValidatorResult.Ignore;
+      }
+      this.lastVersion.set(sender, verdict.value.version);
+      return TopicValidatorResult.Accept;
+    } catch (err) {
+      this.log.error('topic validator failed: %e', err);
+      return TopicValidatorResult.Ignore;
+    }
+  }
+
+  private onMessage(evt: CustomEvent<Message>): void {
+    const message = evt.detail;
+    if (message.topic !== this.topic || message.type !== 'signed') return;
+    // The validator accepted it, so this decode succeeds; re-decoding keeps the validator free of side tables.
+    const decoded = checkAnnouncement(message.data, {
+      runId: this.runId,
+      baseModelSha256: this.context?.baseModelSha256 ?? '',
+      schemaHash: this.context?.schemaHash ?? '',
+      senderPeerId: message.from.toString(),
+      maxPayloadBytes: this.maxPayloadBytes,
+    });
+    if (!decoded.ok) return;
+    const sender = message.from.toString();
+    if (!this.directConnection(sender)) {
+      this.counters.skippedNotNeighbour++;
+      return;
+    }
+    this.queue.set(sender, { manifest: decoded.value, announcedAtMs: Date.now() });
+    this.pump();
+  }
+
+  private directConnection(peerId: string): Connection | undefined {
+    try {
+      return this.components.connectionManager.getConnections(peerIdFromString(peerId)).find(isDirectConnection);
+    } catch {
+      return undefined;
+    }
+  }
+
+  private pump(): void {
+    for (const [peerId, pending] of this.queue) {
+      if (this.inFlight.size >= this.maxConcurrentFetches) return;
+      if (this.inFlight.has(peerId)) continue;
+      this.queue.delete(peerId);
+      this.inFlight.add(peerId);
+      void this.fetchAndValidate(peerId, pending).finally(() => {
+        this.inFlight.delete(peerId);
+        this.pump();
+      });
+    }
+  }
+
+  private async fetchAndValidate(peerId: string, pending: PendingFetch): Promise<void> {
+    const startedAt = Date.now();
+    const fetched = await this.fetchPayload(peerId, pending.manifest);
+    if (!fetched.ok) {
+      this.recordRejection(peerId, fetched.reason, fetched.detail, 'payload');
+      return;
+    }
+    const context = this.context;
+    if (!context) return;
+    const verdict = await validatePayload(fetched.value, pending.manifest, {
+      schemaHash: context.schemaHash,
+      baseModelId: context.baseModelId,
+      maxPayloadBytes: this.maxPayloadBytes,
+    });
+    if (!verdict.ok) {
+      this.recordRejection(peerId, verdict.reason, verdict.detail, 'payload');
+      return;
+    }
+    const receivedAtMs = Date.now();
+    this.counters.fetched++;
+    this.counters.bytesFetched += fetched.value.length;
+    this.safeDispatchEvent('adapter:received', {
+      detail: {
+        peerId,
+        manifest: pending.manifest,
+        bytes: fetched.value,
+        adapter: verdict.value,
+        announcedAtMs: pending.announcedAtMs,
+        receivedAtMs,
+        fetchMs: receivedAtMs - startedAt,
+      },
+    });
+  }
+
+  /** Fetches exactly manifest.payloadBytes from the announcer over a direct connection. Never throws. */
+  private async fetchPayload(peerId: string, manifest: AnnouncementManifest): Promise<Verdict<Uint8Array>> {
+    const connection = this.directConnection(peerId);
+    if (!connection) return reject('fetch-failed', 'no direct connection to the announcer any more');
+    const signal = AbortSignal.timeout(this.fetchTimeoutMs);
+    let stream: Stream | undefined;
+    try {
+      stream = await connection.newStream(ADAPTER_PROTOCOL, { signal, runOnLimitedConnection: false });
+      const request = new Uint8Array(REQUEST_BYTES);
+      request[0] = REQUEST_VERSION;
+      request.set(hexToBytes(manifest.payloadSha256), 1);
+      stream.send(request);
+      await stream.close({ signal });
+      const result = await receivePayload(stream, manifest.payloadBytes, signal);
+      if (!result.ok) stream.abort(new Error(result.detail));
+      return result;
+    } catch (err) {
+      stream?.abort(err instanceof Error ? err : new Error(String(err)));
+      if (signal.aborted) return reject('timeout', `payload not received within ${this.fetchTimeoutMs} ms`);
+      return reject('fetch-failed', err instanceof Error ? `${err.name}: ${err.message}` : String(err));
+    }
+  }
+
+  /** Answers one fetch: the payload if we announced it, otherwise a not-found status. */
+  private async serve(stream: Stream, connection: Connection): Promise<void> {
+    const signal = AbortSignal.timeout(this.fetchTimeoutMs);
+    try {
+      const request = await readRequest(stream, signal);
+      if (!request) {
+        stream.abort(new Error('malformed adapter request'));
+        return;
+      }
+      const payload = this.served.get(request);
+      const header = new Uint8Array(RESPONSE_HEADER_BYTES);
+      if (!payload) {
+        header[0] = STATUS_NOT_FOUND;
+        stream.send(header);
+        await stream.close({ signal });
+        return;
+      }
+      header[0] = STATUS_OK;
+      new DataView(header.buffer).setUint32(1, payload.length);
+      await sendWithBackpressure(stream, header, signal);
+      for (let offset = 0; offset < payload.length; offset += WRITE_CHUNK_BYTES) {
+        await sendWithBackpressure(stream, payload.subarray(offset, offset + WRITE_CHUNK_BYTES), signal);
+      }
+      await stream.close({ signal });
+      this.counters.served++;
+      this.counters.bytesServed += payload.length;
+    } catch (err) {
+      this.log('serving %s failed: %e', connection.remotePeer, err);
+      stream.abort(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  private recordRejection(peerId: string, reason: RejectReason, detail: string, stage: RejectedInput['stage']): void {
+    this.counters.rejected++;
+    this.log('rejected %s from %s: %s', stage, peerId, detail);
+    const disconnect = this.ledger.record(peerId, reason, detail);
+    this.safeDispatchEvent('adapter:rejected', { detail: { peerId, reason, detail, stage } });
+    if (disconnect && !this.bans.isBanned(peerId)) {
+      const untilMs = this.bans.ban(peerId, this.banMs);
+      this.queue.delete(peerId);
+      this.safeDispatchEvent('peer:banned', { detail: { peerId, untilMs } });
+      try {
+        void this.components.connectionManager.closeConnections(peerIdFromString(peerId)).catch((err: unknown) => {
+          this.log.error('closing connections to %s failed: %e', peerId, err);
+        });
+      } catch (err) {
+        this.log.error('cannot disconnect %s: %e', peerId, err);
+      }
+    }
+  }
+}
+
+function hexToBytes(hex: string): Uint8Array {
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+function bytesToHex(bytes: Uint8Array): string {
+  let hex = '';
+  for (const b of bytes) hex += b.toString(16).padStart(2, '0');
+  return hex;
+}
+
+function* chunksOf(data: Uint8Array | Iterable<Uint8Array>): Iterable<Uint8Array> {
+  if (data instanceof Uint8Array) yield data;
+  else yield* data;
+}
+
+async function sendWithBackpressure(stream: Stream, chunk: Uint8Array, signal: AbortSignal): Promise<void> {
+  if (!stream.send(chunk)) await stream.onDrain({ signal });
+}
+
+/** Reads the 33-byte request; null when the peer sent anything else. */
+function readRequest(stream: Stream, signal: AbortSignal): Promise<string | null> {
+  return new Promise((resolve, reject) => {
+    const received = new Uint8Array(REQUEST_BYTES);
+    let length = 0;
+    const finish = (value: string | null, err?: Error) => {
+      stream.removeEventListener('message', onMessage);
+      stream.removeEventListener('end', onEnd);
+      stream.removeEventListener('close', onEnd);
+      signal.removeEventListener('abort', onAbort);
+      if (err) reject(err);
+      else resolve(value);
+    };
+    const onMessage = (evt: StreamMessageEvent) => {
+      for (const chunk of chunksOf(evt.data)) {
+        if (length + chunk.length > REQUEST_BYTES) return finish(null);
+        received.set(chunk, length);
+        length += chunk.length;
+      }
+    };
+    const onEnd = () => {
+      if (length !== REQUEST_BYTES || received[0] !== REQUEST_VERSION) return finish(null);
+      finish(bytesToHex(received.subarray(1)));
+    };
+    const onAbort = () => finish(null, new Error('adapter request not received in time'));
+    stream.addEventListener('message', onMessage);
+    stream.addEventListener('end', onEnd);
+    stream.addEventListener('close', onEnd);
+    signal.addEventListener('abort', onAbort);
+    if (stream.readableEnded) onEnd();
+  });
+}
+
+/**
+ * Reads a response into a buffer of exactly the announced size. A peer that declares or sends more is rejected as
+ * oversized before any extra byte is stored, one that stops early as truncated, one that stalls by the timeout.
+ */
+export function receivePayload(stream: Stream, expectedBytes: number, signal: AbortSignal): Promise<Verdict<Uint8Array>> {
+  return new Promise((resolve) => {
+    const header = new Uint8Array(RESPONSE_HEADER_BYTES);
+    let headerLength = 0;
+    let body: Uint8Array | undefined;
+    let bodyLength = 0;
+    const finish = (verdict: Verdict<Uint8Array>) => {
+      stream.removeEventListener('message', onMessage);
+      stream.removeEventListener('end', onEnd);
+      stream.removeEventListener('close', onEnd);
+      signal.removeEventListener('abort', onAbort);
+      resolve(verdict);
+    };
+    const onMessage = (evt: StreamMessageEvent) => {
+      for (let chunk of chunksOf(evt.data)) {
+        if (!body) {
+          const take = Math.min(RESPONSE_HEADER_BYTES - headerLength, chunk.length);
+          header.set(chunk.subarray(0, take), headerLength);
+          headerLength += take;
+          chunk = chunk.subarray(take);
+          if (headerLength < RESPONSE_HEADER_BYTES) continue;
+          if (header[0] === STATUS_NOT_FOUND) return finish(reject('fetch-failed', 'announcer no longer serves this payload'));
+          if (header[0] !== STATUS_OK) return finish(reject('malformed', `unknown response status ${header[0]}`));
+          const declared = new DataView(header.buffer).getUint32(1);
+          if (declared > expectedBytes) return finish(reject('oversized', `response declares ${declared} bytes, ${expectedBytes} announced`));
+          if (declared < expectedBytes) return finish(reject('truncated', `response declares ${declared} bytes, ${expectedBytes} announced`));
+          body = new Uint8Array(expectedBytes);
+        }
+        if (bodyLength + chunk.length > expectedBytes) {
+          return finish(reject('oversized', `more than the ${expectedBytes} announced bytes sent`));
+        }
+        body.set(chunk, bodyLength);
+        bodyLength += chunk.length;
+      }
+    };
+    const onEnd = () => {
+      if (body && bodyLength === expectedBytes) return finish({ ok: true, value: body });
+      finish(reject('truncated', `stream ended after ${body ? bodyLength : headerLength} of ${expectedBytes} bytes`));
+    };
+    const onAbort = () => finish(reject('timeout', `payload incomplete (${bodyLength} of ${expectedBytes} bytes) when the time ran out`));
+    stream.addEventListener('message', onMessage);
+    stream.addEventListener('end', onEnd);
+    stream.addEventListener('close', onEnd);
+    signal.addEventListener('abort', onAbort);
+  });
+}
+
+export function adapterExchange(init: AdapterExchangeInit): (components: AdapterExchangeComponents) => AdapterExchange {
+  return (components) => new SwarmAdapterExchange(components, init);
+}
+
+/** sha256 hex of a payload, as the manifest carries it (re-exported so callers need not reach into core/wire). */
+export const payloadHash = sha256Hex;

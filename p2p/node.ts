@@ -1,0 +1,120 @@
+// The swarm's libp2p node for a browser tab: WebSockets to reach the relays, WebRTC between tabs (signalled over
+// the circuit-relay transport), gossipsub for manifests and peer discovery, and the adapter exchange protocol.
+import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p';
+import { webSockets } from '@libp2p/websockets';
+import { webRTC } from '@libp2p/webrtc';
+import { circuitRelayTransport } from '@libp2p/circuit-relay-v2';
+import { noise } from '@chainsafe/libp2p-noise';
+import { yamux } from '@chainsafe/libp2p-yamux';
+import { identify } from '@libp2p/identify';
+import { ping } from '@libp2p/ping';
+import { gossipsub, StrictSign, type GossipSub } from '@libp2p/gossipsub';
+import { pubsubPeerDiscovery } from '@libp2p/pubsub-peer-discovery';
+import type { PeerId, PrivateKey } from '@libp2p/interface';
+import type { Multiaddr } from '@multiformats/multiaddr';
+import { RejectionLedger, type RejectionLedgerOptions } from '../core/wire/verdict.ts';
+import { DEFAULT_DISCOVERY_INTERVAL_MS, DISCOVERY_TOPIC } from './constants.ts';
+import { dialPolicy, type DialPolicy, type DialPolicyInit } from './dial-policy.ts';
+import { adapterExchange, PeerBans, type AdapterExchange, type AdapterExchangeInit } from './exchange.ts';
+
+export interface SwarmNodeInit {
+  /** Bootstrap relay multiaddrs (each ending in /p2p/<relay id>); several are allowed, any one suffices. */
+  relays: string[];
+  /** The run this node takes part in: manifests travel on a per-run topic and other runs are rejected. */
+  runId: string;
+  /** Identity of the node; a fresh one per page load when absent. */
+  privateKey?: PrivateKey;
+  /** How often the node re-announces its addresses on the discovery topic. */
+  discoveryIntervalMs?: number;
+  /** ICE servers for WebRTC; none by default, because tabs on one machine or LAN need none. */
+  iceServers?: RTCIceServer[];
+  dial?: Omit<DialPolicyInit, 'relays'>;
+  exchange?: Omit<AdapterExchangeInit, 'runId' | 'ledger' | 'bans'>;
+  ledger?: RejectionLedgerOptions;
+  /**
+   * Replaces the transports and listen addresses (Node tests run the same services over WebSockets on 127.0.0.1,
+   * because Node has no WebRTC of its own).
+   */
+  transport?: Pick<Libp2pOptions, 'transports' | 'addresses'>;
+}
+
+export type SwarmServices = {
+  identify: ReturnType<ReturnType<typeof identify>>;
+  ping: ReturnType<ReturnType<typeof ping>>;
+  pubsub: GossipSub;
+  dialPolicy: DialPolicy;
+  exchange: AdapterExchange;
+};
+
+export interface SwarmNode {
+  libp2p: Libp2p<SwarmServices>;
+  peerId: PeerId;
+  dialPolicy: DialPolicy;
+  exchange: AdapterExchange;
+  ledger: RejectionLedger;
+  /** The addresses other tabs can dial (WebRTC via a relay once a reservation exists). */
+  multiaddrs(): Multiaddr[];
+  stop(): Promise<void>;
+}
+
+/**
+ * Gossipsub's application score for a peer: each weighted rejection in the ledger's window costs 10 points, so
+ * a peer reaches the graylist threshold (-80) at the same point where the ledger asks for a disconnect (8).
+ */
+export const SCORE_PER_REJECTION = -10;
+
+export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
+  const ledger = new RejectionLedger(init.ledger);
+  const bans = new PeerBans();
+  const transport = init.transport ?? {
+    addresses: { listen: ['/p2p-circuit', '/webrtc'] },
+    transports: [
+      webSockets(),
+      webRTC({ rtcConfiguration: { iceServers: init.iceServers ?? [] } }),
+      circuitRelayTransport({ reservationCompletionTimeout: 10_000 }),
+    ],
+  };
+  const libp2p = await createLibp2p<SwarmServices>({
+    privateKey: init.privateKey,
+    ...transport,
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    // The browser's default gater refuses private and loopback addresses, which is where relays and tabs of a
+    // local swarm live; the dial policy decides what gets dialled.
+    connectionGater: {
+      denyDialMultiaddr: () => false,
+      // A peer disconnected for sending bad data stays out for the ban period, in both directions.
+      denyDialPeer: (peerId) => bans.isBanned(peerId.toString()),
+      denyInboundEncryptedConnection: (peerId) => bans.isBanned(peerId.toString()),
+    },
+    peerDiscovery: [
+      pubsubPeerDiscovery({ interval: init.discoveryIntervalMs ?? DEFAULT_DISCOVERY_INTERVAL_MS, topics: [DISCOVERY_TOPIC] }),
+    ],
+    services: {
+      identify: identify(),
+      ping: ping(),
+      // pubsub-peer-discovery looks the service up under this exact name.
+      pubsub: gossipsub({
+        globalSignaturePolicy: StrictSign,
+        allowPublishToZeroTopicPeers: true,
+        scoreParams: {
+          appSpecificScore: (peerId: string) => SCORE_PER_REJECTION * ledger.recentWeight(peerId),
+          appSpecificWeight: 1,
+        },
+      }),
+      dialPolicy: dialPolicy({ ...init.dial, relays: init.relays }),
+      exchange: adapterExchange({ ...init.exchange, runId: init.runId, ledger, bans }),
+    },
+  });
+  return {
+    libp2p,
+    peerId: libp2p.peerId,
+    dialPolicy: libp2p.services.dialPolicy,
+    exchange: libp2p.services.exchange,
+    ledger,
+    multiaddrs: () => libp2p.getMultiaddrs(),
+    stop: async () => {
+      await libp2p.stop();
+    },
+  };
+}

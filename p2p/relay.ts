@@ -1,0 +1,104 @@
+// The bootstrap relay: introduces peers (circuit relay v2 for WebRTC signalling, gossipsub for peer discovery) and
+// holds nothing else. Relayed connections keep libp2p's default limits, so no adapter payload can cross them.
+import { createLibp2p, type Libp2p } from 'libp2p';
+import { webSockets } from '@libp2p/websockets';
+import { noise } from '@chainsafe/libp2p-noise';
+import { yamux } from '@chainsafe/libp2p-yamux';
+import { identify } from '@libp2p/identify';
+import { ping } from '@libp2p/ping';
+import { gossipsub } from '@libp2p/gossipsub';
+import { circuitRelayServer } from '@libp2p/circuit-relay-v2';
+import type { PrivateKey } from '@libp2p/interface';
+import { multiaddr } from '@multiformats/multiaddr';
+import {
+  DEFAULT_RELAY_HOST,
+  DEFAULT_RELAY_MAX_RESERVATIONS,
+  DEFAULT_RELAY_PORT,
+  DISCOVERY_TOPIC,
+} from './constants.ts';
+
+export interface RelayInit {
+  /** Interface to listen on; loopback unless the relay should serve other machines. */
+  host?: string;
+  /** WebSockets port; 0 picks a free one. */
+  port?: number;
+  /** Simultaneous circuit reservations (one per connected tab). */
+  maxReservations?: number;
+  /** Stable identity, so the relay's multiaddr survives restarts. */
+  privateKey?: PrivateKey;
+  /** Discovery topics to subscribe to (and so forward between newcomers). */
+  discoveryTopics?: string[];
+  /** Connections the relay keeps open at once. */
+  maxConnections?: number;
+}
+
+export interface SwarmRelay {
+  node: Libp2p;
+  peerId: string;
+  /** Dialable multiaddrs, each ending in /p2p/<relay peer id>. */
+  multiaddrs: string[];
+  stop(): Promise<void>;
+}
+
+export class RelayListenError extends Error {
+  static override readonly name = 'RelayListenError';
+  override readonly name = 'RelayListenError';
+}
+
+export async function startRelay(init: RelayInit = {}): Promise<SwarmRelay> {
+  const host = init.host ?? DEFAULT_RELAY_HOST;
+  const port = init.port ?? DEFAULT_RELAY_PORT;
+  const maxReservations = init.maxReservations ?? DEFAULT_RELAY_MAX_RESERVATIONS;
+  const topics = init.discoveryTopics ?? [DISCOVERY_TOPIC];
+  const listenAddr = multiaddr(`/${host.includes(':') ? 'ip6' : 'ip4'}/${host}/tcp/${port}/ws`).toString();
+
+  let node: Libp2p<{ identify: unknown; ping: unknown; pubsub: ReturnType<ReturnType<typeof gossipsub>>; relay: unknown }>;
+  try {
+    node = await createLibp2p({
+      privateKey: init.privateKey,
+      addresses: { listen: [listenAddr] },
+      transports: [webSockets()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      connectionManager: {
+        maxConnections: init.maxConnections ?? Math.max(1024, maxReservations * 2),
+        // A classroom opening the page at once is a burst of handshakes, not an attack.
+        maxIncomingPendingConnections: 256,
+        inboundConnectionThreshold: 1_000,
+      },
+      services: {
+        identify: identify(),
+        ping: ping(),
+        pubsub: gossipsub({
+          // The relay only forwards discovery gossip; it must never join a run's adapter topic.
+          allowedTopics: topics,
+          allowPublishToZeroTopicPeers: true,
+          // Peers reach each other through the relay before any WebRTC link exists, so forward everything.
+          floodPublish: true,
+          // Discovery records of peers are useful to everyone who joins later.
+          doPX: false,
+        }),
+        relay: circuitRelayServer({
+          reservations: { maxReservations },
+          // Each tab opens a short signalling stream per WebRTC dial; allow plenty.
+          maxInboundHopStreams: 1024,
+          maxOutboundStopStreams: 1024,
+        }),
+      },
+    });
+  } catch (err) {
+    throw new RelayListenError(`could not listen on ${listenAddr}: ${(err as Error).message}`, { cause: err });
+  }
+  for (const topic of topics) node.services.pubsub.subscribe(topic);
+
+  const peerId = node.peerId.toString();
+  const multiaddrs = node.getMultiaddrs().map((ma) => ma.toString());
+  return {
+    node,
+    peerId,
+    multiaddrs,
+    stop: async () => {
+      await node.stop();
+    },
+  };
+}
