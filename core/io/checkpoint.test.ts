@@ -210,7 +210,13 @@ describe('urlSource over real HTTP', () => {
     await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
     baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/models/tiny/`;
   });
-  afterAll(() => new Promise<void>((done) => server.close(() => done())));
+  afterAll(
+    () =>
+      new Promise<void>((done) => {
+        server.close(() => done());
+        server.closeAllConnections(); // fetch keeps connections alive; do not wait for their idle timeout
+      }),
+  );
 
   it('loads with Node fetch, reporting download progress up to Content-Length', async () => {
     const progress: { file: string; loadedBytes: number; totalBytes?: number }[] = [];

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Adapter } from '../model/adapter.ts';
-import { canonicalModuleName, exportPeft, importPeft, PeftFormatError } from './peft.ts';
+import { canonicalModuleName, exportPeft, importPeft, loadPeftAdapter, PeftFormatError } from './peft.ts';
+import { filesSource } from './source.ts';
 import { parseSafetensors, serializeSafetensors, type TensorToWrite } from './safetensors.ts';
 
 function filled(n: number, f: (i: number) => number): Float32Array {
@@ -65,6 +66,15 @@ describe('exportPeft', () => {
       expect(bits(got.a)).toEqual(bits(pair.a));
       expect(bits(got.b)).toEqual(bits(pair.b));
     }
+  });
+});
+
+describe('loadPeftAdapter', () => {
+  it('reads the two PEFT files from a source (config as bytes)', async () => {
+    const files = exportPeft(sampleAdapter());
+    const adapter = await loadPeftAdapter(filesSource(new Map(Object.entries(files))), 'swarm/tiny-test');
+    expect(bits(adapter.modules.get('transformer.h.1.mlp.c_proj')!.b)).toEqual(bits(sampleAdapter().modules.get('transformer.h.1.mlp.c_proj')!.b));
+    expect(adapter.config.alpha).toBe(4);
   });
 });
 

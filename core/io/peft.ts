@@ -15,6 +15,7 @@ import { assertAdapterShapes, LORA_TARGETS, schemaHash, type Adapter, type LoraP
 import { loraModuleDims, type Gpt2Config } from '../model/config.ts';
 import { parseSafetensors, serializeSafetensors, type TensorToWrite } from './safetensors.ts';
 import { jsonBytes, utf8DecodeStrict } from './text.ts';
+import type { FileSource } from './source.ts';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -135,6 +136,7 @@ export interface ImportPeftOptions {
  * cover (PEFT's own target_modules may be short names like `c_proj` or a regex, which say less).
  */
 export function importPeft(
+  /** adapterConfig: the parsed JSON object, its text, or its bytes. */
   files: { adapterConfig: unknown; safetensors: Uint8Array },
   baseModelId: string,
   options: ImportPeftOptions = {},
@@ -201,4 +203,10 @@ export function importPeft(
   };
   assertAdapterShapes(adapter);
   return adapter;
+}
+
+/** Reads `adapter_config.json` and `adapter_model.safetensors` from a source (URL, picked files, directory). */
+export async function loadPeftAdapter(source: FileSource, baseModelId: string, options: ImportPeftOptions = {}): Promise<Adapter> {
+  const [adapterConfig, safetensors] = await Promise.all([source.read(ADAPTER_CONFIG_FILE), source.read(ADAPTER_WEIGHTS_FILE)]);
+  return importPeft({ adapterConfig, safetensors }, baseModelId, options);
 }

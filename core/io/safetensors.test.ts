@@ -267,9 +267,13 @@ describe('F16 narrowing against a naive reference', () => {
     let s = 99;
     const rand = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32);
     const x = new Float32Array(1);
+    const mismatches: string[] = [];
     for (let i = 0; i < 100_000; i++) {
       x[0] = (rand() - 0.5) * 2 ** Math.floor(rand() * 50 - 30);
-      expect(floatToHalfBits(x[0])).toBe(referenceHalf(x[0]));
+      const got = floatToHalfBits(x[0]);
+      const want = referenceHalf(x[0]);
+      if (got !== want) mismatches.push(`${x[0]}: got ${got.toString(16)}, want ${want.toString(16)}`);
     }
+    expect(mismatches).toEqual([]);
   });
 });
