@@ -27,7 +27,7 @@ describe('directorySource and writeFilesTo', () => {
     dirs.push(dir);
     const weights: BaseWeights = new Map(shapes.map(([name, shape], k) => [name, { shape, data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => k + i / 10) }]));
     const files = saveHfCheckpoint(config, weights);
-    const written = await writeFilesTo(join(dir, 'model'), { ...files });
+    const written = await writeFilesTo(join(dir, 'model'), files);
     expect(written.map((p) => p.slice(dir.length))).toEqual(['/model/config.json', '/model/model.safetensors']);
     expect(new Uint8Array(await readFile(join(dir, 'model', 'model.safetensors')))).toEqual(files['model.safetensors']);
     const loaded = await loadHfCheckpoint(directorySource(join(dir, 'model')));

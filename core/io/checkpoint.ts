@@ -122,10 +122,11 @@ export function isMaskBuffer(name: string): boolean {
   return MASK_BUFFER.test(name);
 }
 
-export interface CheckpointFiles {
+/** A type alias (not an interface) so it can be passed where Record<string, Uint8Array> is expected. */
+export type CheckpointFiles = {
   'config.json': Uint8Array;
   'model.safetensors': Uint8Array;
-}
+};
 
 /**
  * Writes a checkpoint transformers' GPT2LMHeadModel.from_pretrained loads: `transformer.`-prefixed F32 tensors,

@@ -28,10 +28,11 @@ export class PeftFormatError extends Error {
   }
 }
 
-export interface PeftFiles {
+/** A type alias (not an interface) so it can be passed where Record<string, Uint8Array> is expected. */
+export type PeftFiles = {
   'adapter_config.json': Uint8Array;
   'adapter_model.safetensors': Uint8Array;
-}
+};
 
 const KEY_PREFIX = 'base_model.model.';
 const MODULE_PATTERN = new RegExp(`^(?:transformer\\.)?h\\.(\\d+)\\.(${LORA_TARGETS.map((t) => t.replace('.', '\\.')).join('|')})$`);
