@@ -1,0 +1,480 @@
+/**
+ * The linear algebra the merge strategies need, on plain typed arrays (no tfjs): Gram matrices of tall factor
+ * stacks, Householder QR, pivoted Cholesky, a symmetric eigensolver, a one-sided Jacobi SVD for small matrices,
+ * a randomised SVD with power iterations, and the Hungarian assignment.
+ *
+ * Conventions: small matrices are Float64Array row-major; a tall matrix given "by columns" is a flat array of
+ * `cols` columns of length `rows` each (column j at offset j*rows), which keeps every inner loop contiguous.
+ */
+import { gaussianRandom } from './common.ts';
+
+export class LinalgError extends Error {
+  static override readonly name = 'LinalgError';
+  override readonly name = LinalgError.name;
+}
+
+/** G = XᵀX (n×n, row-major, float64) for X given by n columns of length m. Blocks of 2×2 dot products. */
+export function gramOfColumns(columns: Float32Array | Float64Array, m: number, n: number): Float64Array {
+  const g = new Float64Array(n * n);
+  const even = n - (n % 2);
+  for (let i = 0; i < even; i += 2) {
+    const xi = i * m, xi1 = xi + m;
+    for (let j = i; j < even; j += 2) {
+      const yj = j * m, yj1 = yj + m;
+      let s00 = 0, s01 = 0, s10 = 0, s11 = 0;
+      for (let k = 0; k < m; k++) {
+        const a0 = columns[xi + k], a1 = columns[xi1 + k];
+        const b0 = columns[yj + k], b1 = columns[yj1 + k];
+        s00 += a0 * b0;
+        s01 += a0 * b1;
+        s10 += a1 * b0;
+        s11 += a1 * b1;
+      }
+      g[i * n + j] = s00;
+      g[i * n + j + 1] = s01;
+      g[(i + 1) * n + j] = s10;
+      g[(i + 1) * n + j + 1] = s11;
+    }
+  }
+  if (even < n) {
+    const last = even * m;
+    for (let i = 0; i < n; i++) {
+      let s = 0;
+      const xi = i * m;
+      for (let k = 0; k < m; k++) s += columns[xi + k] * columns[last + k];
+      g[i * n + even] = s;
+    }
+  }
+  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) g[j * n + i] = g[i * n + j];
+  return g;
+}
+
+/**
+ * Thin Householder QR of an m×n matrix given by columns (m ≥ n). Returns Q by columns (m×n, orthonormal
+ * columns) and R (n×n upper triangular, row-major) with X = Q·R. Does not modify its argument.
+ */
+export function householderQr(columns: Float64Array, m: number, n: number): { q: Float64Array; r: Float64Array } {
+  if (m < n) throw new LinalgError(`householderQr needs rows >= columns, got ${m}x${n}`);
+  const w = Float64Array.from(columns.subarray(0, m * n));
+  const betas = new Float64Array(n);
+  const r = new Float64Array(n * n);
+  for (let k = 0; k < n; k++) {
+    const col = k * m;
+    let norm2 = 0;
+    for (let i = k; i < m; i++) norm2 += w[col + i] * w[col + i];
+    const norm = Math.sqrt(norm2);
+    const x0 = w[col + k];
+    const alpha = x0 >= 0 ? -norm : norm;
+    // v = x - alpha e1 stored in place of column k below the diagonal; beta = 2 / vᵀv.
+    const v0 = x0 - alpha;
+    const vv = norm2 - x0 * x0 + v0 * v0;
+    w[col + k] = v0;
+    betas[k] = vv > 0 ? 2 / vv : 0;
+    r[k * n + k] = alpha;
+    const beta = betas[k];
+    if (beta === 0) {
+      for (let j = k + 1; j < n; j++) r[k * n + j] = w[j * m + k];
+      continue;
+    }
+    for (let j = k + 1; j < n; j++) {
+      const cj = j * m;
+      let dot = 0;
+      for (let i = k; i < m; i++) dot += w[col + i] * w[cj + i];
+      const f = beta * dot;
+      for (let i = k; i < m; i++) w[cj + i] -= f * w[col + i];
+      r[k * n + j] = w[cj + k];
+    }
+  }
+  // Q = H_0 H_1 ... H_{n-1} applied to the first n columns of the identity, last reflector first.
+  const q = new Float64Array(m * n);
+  for (let j = 0; j < n; j++) q[j * m + j] = 1;
+  for (let k = n - 1; k >= 0; k--) {
+    const beta = betas[k];
+    if (beta === 0) continue;
+    const col = k * m;
+    for (let j = k; j < n; j++) {
+      const cj = j * m;
+      let dot = 0;
+      for (let i = k; i < m; i++) dot += w[col + i] * q[cj + i];
+      const f = beta * dot;
+      if (f !== 0) for (let i = k; i < m; i++) q[cj + i] -= f * w[col + i];
+    }
+  }
+  return { q, r };
+}
+
+/**
+ * Pivoted Cholesky of a symmetric positive semi-definite n×n matrix: G ≈ L·Lᵀ with L n×rank (row-major, rows in
+ * the original order). Stops when the largest remaining diagonal is ≤ relTol × the largest initial diagonal, so a
+ * rank-deficient G (for example a stack of identical factors) yields rank < n instead of failing.
+ * `pivots[k]` is the row chosen at step k; the k×k block of L on rows pivots[0..rank) is lower triangular.
+ */
+export function pivotedCholesky(g: Float64Array, n: number, relTol = 1e-13): { l: Float64Array; rank: number; pivots: Int32Array } {
+  const diag = new Float64Array(n);
+  let maxDiag = 0;
+  for (let i = 0; i < n; i++) {
+    diag[i] = g[i * n + i];
+    if (diag[i] > maxDiag) maxDiag = diag[i];
+  }
+  const l = new Float64Array(n * n);
+  const pivots = new Int32Array(n);
+  const used = new Uint8Array(n);
+  let rank = 0;
+  const stop = maxDiag * relTol;
+  for (let k = 0; k < n; k++) {
+    let p = -1;
+    let best = stop;
+    for (let i = 0; i < n; i++) if (!used[i] && diag[i] > best) { best = diag[i]; p = i; }
+    if (p < 0 || maxDiag === 0) break;
+    used[p] = 1;
+    pivots[k] = p;
+    const root = Math.sqrt(diag[p]);
+    l[p * n + k] = root;
+    for (let i = 0; i < n; i++) {
+      if (used[i]) continue;
+      let s = g[i * n + p];
+      for (let j = 0; j < k; j++) s -= l[i * n + j] * l[p * n + j];
+      const v = s / root;
+      l[i * n + k] = v;
+      diag[i] -= v * v;
+    }
+    rank++;
+  }
+  // Compact to n×rank.
+  const out = new Float64Array(n * rank);
+  for (let i = 0; i < n; i++) for (let j = 0; j < rank; j++) out[i * rank + j] = l[i * n + j];
+  return { l: out, rank, pivots: pivots.slice(0, rank) };
+}
+
+/**
+ * Eigen-decomposition of a symmetric n×n matrix (row-major): Householder reduction to tridiagonal form, then
+ * implicit QR steps with Wilkinson shifts. Returns eigenvalues in decreasing order and the matching orthonormal
+ * eigenvectors as the columns of `vectors` (row-major n×n). Does not modify its argument.
+ */
+export function symmetricEigen(matrix: Float64Array, n: number): { values: Float64Array; vectors: Float64Array } {
+  const a = Float64Array.from(matrix.subarray(0, n * n));
+  const z = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) z[i * n + i] = 1;
+  const d = new Float64Array(n);
+  const e = new Float64Array(Math.max(0, n - 1));
+  const v = new Float64Array(n);
+  const p = new Float64Array(n);
+  for (let k = 0; k + 2 < n; k++) {
+    // Householder vector v for x = A[k+1.., k].
+    let norm2 = 0;
+    for (let i = k + 1; i < n; i++) norm2 += a[i * n + k] * a[i * n + k];
+    const x0 = a[(k + 1) * n + k];
+    const norm = Math.sqrt(norm2);
+    const alpha = x0 >= 0 ? -norm : norm;
+    const v0 = x0 - alpha;
+    const vv = norm2 - x0 * x0 + v0 * v0;
+    if (!(vv > 0) || norm2 === x0 * x0) {
+      e[k] = x0;
+      continue;
+    }
+    const beta = 2 / vv;
+    v[k + 1] = v0;
+    for (let i = k + 2; i < n; i++) v[i] = a[i * n + k];
+    // p = beta A22 v ; w = p - (beta/2)(pᵀv) v ; A22 -= v wᵀ + w vᵀ
+    let pv = 0;
+    for (let i = k + 1; i < n; i++) {
+      let s = 0;
+      const row = i * n;
+      for (let j = k + 1; j < n; j++) s += a[row + j] * v[j];
+      p[i] = beta * s;
+      pv += p[i] * v[i];
+    }
+    const half = (beta / 2) * pv;
+    for (let i = k + 1; i < n; i++) p[i] -= half * v[i];
+    for (let i = k + 1; i < n; i++) {
+      const row = i * n, vi = v[i], wi = p[i];
+      for (let j = k + 1; j < n; j++) a[row + j] -= vi * p[j] + wi * v[j];
+    }
+    e[k] = alpha;
+    // Z = Z H_k
+    for (let i = 0; i < n; i++) {
+      const row = i * n;
+      let s = 0;
+      for (let j = k + 1; j < n; j++) s += z[row + j] * v[j];
+      const f = beta * s;
+      if (f !== 0) for (let j = k + 1; j < n; j++) z[row + j] -= f * v[j];
+    }
+  }
+  for (let i = 0; i < n; i++) d[i] = a[i * n + i];
+  if (n >= 2) e[n - 2] = a[(n - 1) * n + (n - 2)];
+  tridiagonalQr(d, e, z, n);
+  // Sort decreasing.
+  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => d[y] - d[x] || x - y);
+  const values = new Float64Array(n);
+  const vectors = new Float64Array(n * n);
+  for (let c = 0; c < n; c++) {
+    const src = order[c];
+    values[c] = d[src];
+    for (let i = 0; i < n; i++) vectors[i * n + c] = z[i * n + src];
+  }
+  return { values, vectors };
+}
+
+/** Implicit symmetric QR on the tridiagonal (d, e), accumulating the rotations into the columns of z. */
+function tridiagonalQr(d: Float64Array, e: Float64Array, z: Float64Array, n: number): void {
+  const eps = 2.220446049250313e-16;
+  let iterations = 0;
+  let hi = n - 1;
+  while (hi > 0) {
+    for (let i = 0; i < hi; i++) {
+      if (Math.abs(e[i]) <= eps * (Math.abs(d[i]) + Math.abs(d[i + 1]))) e[i] = 0;
+    }
+    while (hi > 0 && e[hi - 1] === 0) hi--;
+    if (hi === 0) break;
+    let lo = hi - 1;
+    while (lo > 0 && e[lo - 1] !== 0) lo--;
+    if (++iterations > 60 * n) throw new LinalgError('symmetricEigen did not converge');
+    // Wilkinson shift from the trailing 2×2 block.
+    const delta = (d[hi - 1] - d[hi]) / 2;
+    const b = e[hi - 1];
+    const denom = delta + (delta >= 0 ? 1 : -1) * Math.hypot(delta, b);
+    const mu = denom === 0 ? d[hi] : d[hi] - (b * b) / denom;
+    let x = d[lo] - mu;
+    let y = e[lo];
+    for (let k = lo; k < hi; k++) {
+      const r = Math.hypot(x, y);
+      const c = r === 0 ? 1 : x / r;
+      const s = r === 0 ? 0 : y / r;
+      if (k > lo) e[k - 1] = r;
+      const dk = d[k], dk1 = d[k + 1], ek = e[k];
+      d[k] = c * c * dk + 2 * c * s * ek + s * s * dk1;
+      d[k + 1] = s * s * dk - 2 * c * s * ek + c * c * dk1;
+      e[k] = c * s * (dk1 - dk) + (c * c - s * s) * ek;
+      if (k + 1 < hi) {
+        x = e[k];
+        y = s * e[k + 1];
+        e[k + 1] *= c;
+      }
+      for (let i = 0; i < n; i++) {
+        const row = i * n;
+        const zk = z[row + k], zk1 = z[row + k + 1];
+        z[row + k] = c * zk + s * zk1;
+        z[row + k + 1] = -s * zk + c * zk1;
+      }
+    }
+  }
+}
+
+/**
+ * SVD of a small m×n matrix (row-major, m ≥ n) by one-sided Jacobi rotations (Hestenes): orthogonalise the
+ * columns, then σ_j = ‖column j‖. Returns U by columns (m×n), singular values (decreasing) and V (n×n row-major,
+ * columns are right singular vectors) with X = U·diag(s)·Vᵀ. Accurate for small matrices; cost grows as m·n² per sweep.
+ */
+export function jacobiSvd(matrix: Float64Array, m: number, n: number): { u: Float64Array; s: Float64Array; v: Float64Array } {
+  if (m < n) throw new LinalgError(`jacobiSvd needs rows >= columns, got ${m}x${n}`);
+  const cols = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) cols[j * m + i] = matrix[i * n + j];
+  const vcols = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) vcols[j * n + j] = 1;
+  const tol = 1e-15;
+  for (let sweep = 0; sweep < 80; sweep++) {
+    let rotated = false;
+    for (let p = 0; p < n - 1; p++) {
+      for (let q = p + 1; q < n; q++) {
+        const cp = p * m, cq = q * m;
+        let alpha = 0, beta = 0, gamma = 0;
+        for (let i = 0; i < m; i++) {
+          const x = cols[cp + i], y = cols[cq + i];
+          alpha += x * x;
+          beta += y * y;
+          gamma += x * y;
+        }
+        if (gamma === 0 || Math.abs(gamma) <= tol * Math.sqrt(alpha * beta)) continue;
+        rotated = true;
+        const zeta = (beta - alpha) / (2 * gamma);
+        const t = (zeta >= 0 ? 1 : -1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
+        const c = 1 / Math.sqrt(1 + t * t);
+        const s = c * t;
+        for (let i = 0; i < m; i++) {
+          const x = cols[cp + i], y = cols[cq + i];
+          cols[cp + i] = c * x - s * y;
+          cols[cq + i] = s * x + c * y;
+        }
+        const vp = p * n, vq = q * n;
+        for (let i = 0; i < n; i++) {
+          const x = vcols[vp + i], y = vcols[vq + i];
+          vcols[vp + i] = c * x - s * y;
+          vcols[vq + i] = s * x + c * y;
+        }
+      }
+    }
+    if (!rotated) break;
+  }
+  const norms = new Float64Array(n);
+  for (let j = 0; j < n; j++) {
+    let s = 0;
+    for (let i = 0; i < m; i++) s += cols[j * m + i] * cols[j * m + i];
+    norms[j] = Math.sqrt(s);
+  }
+  const order = Array.from({ length: n }, (_, j) => j).sort((x, y) => norms[y] - norms[x] || x - y);
+  const u = new Float64Array(m * n);
+  const s = new Float64Array(n);
+  const v = new Float64Array(n * n);
+  for (let c = 0; c < n; c++) {
+    const j = order[c];
+    s[c] = norms[j];
+    const inv = norms[j] > 0 ? 1 / norms[j] : 0;
+    for (let i = 0; i < m; i++) u[c * m + i] = cols[j * m + i] * inv;
+    for (let i = 0; i < n; i++) v[i * n + c] = vcols[j * n + i];
+  }
+  return { u, s, v };
+}
+
+/**
+ * Rank-`rank` truncated SVD of a dense m×n float32 matrix (row-major) by randomised range finding (Halko,
+ * Martinsson & Tropp 2011) with `oversample` extra columns and `powerIterations` rounds of re-orthonormalised power
+ * iteration. Exact (up to rounding) when the matrix has rank ≤ rank + oversample. The Gaussian sketch is seeded, so
+ * the result is deterministic. Returns U by columns (m×rank), s (decreasing) and V by columns (n×rank).
+ */
+export function randomizedSvd(
+  matrix: Float32Array,
+  m: number,
+  n: number,
+  rank: number,
+  options: { oversample: number; powerIterations: number; seed: number },
+): { u: Float64Array; s: Float64Array; v: Float64Array } {
+  const l = Math.min(rank + options.oversample, m, n);
+  const gauss = gaussianRandom(options.seed);
+  const omega = new Float64Array(l * n);
+  for (let i = 0; i < omega.length; i++) omega[i] = gauss();
+  let q = householderQr(multiplyRows(matrix, m, n, omega, l), m, l).q;
+  for (let it = 0; it < options.powerIterations; it++) {
+    const zq = householderQr(multiplyTransposed(matrix, m, n, q, l), n, l).q;
+    q = householderQr(multiplyRows(matrix, m, n, zq, l), m, l).q;
+  }
+  // Mᵀ Q = Q2 R2  ⇒  M ≈ Q Qᵀ M = Q R2ᵀ Q2ᵀ ; SVD(R2ᵀ) = Us S Vsᵀ  ⇒  M ≈ (Q Us) S (Q2 Vs)ᵀ.
+  const { q: q2, r: r2 } = householderQr(multiplyTransposed(matrix, m, n, q, l), n, l);
+  const r2t = new Float64Array(l * l);
+  for (let i = 0; i < l; i++) for (let j = 0; j < l; j++) r2t[i * l + j] = r2[j * l + i];
+  const small = jacobiSvd(r2t, l, l);
+  const k = Math.min(rank, l);
+  const u = new Float64Array(m * k);
+  const v = new Float64Array(n * k);
+  for (let c = 0; c < k; c++) {
+    for (let j = 0; j < l; j++) {
+      const fu = small.u[c * l + j];
+      if (fu !== 0) for (let i = 0; i < m; i++) u[c * m + i] += fu * q[j * m + i];
+      const fv = small.v[j * l + c];
+      if (fv !== 0) for (let i = 0; i < n; i++) v[c * n + i] += fv * q2[j * n + i];
+    }
+  }
+  return { u, s: small.s.slice(0, k), v };
+}
+
+/** Y = M·X for M (m×n row-major, float32) and X given by l columns of length n; Y by l columns of length m. */
+function multiplyRows(matrix: Float32Array, m: number, n: number, xCols: Float64Array, l: number): Float64Array {
+  const y = new Float64Array(m * l);
+  for (let row = 0; row < m; row++) {
+    const off = row * n;
+    let c = 0;
+    for (; c + 4 <= l; c += 4) {
+      const x0 = c * n, x1 = x0 + n, x2 = x1 + n, x3 = x2 + n;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let j = 0; j < n; j++) {
+        const mv = matrix[off + j];
+        s0 += mv * xCols[x0 + j];
+        s1 += mv * xCols[x1 + j];
+        s2 += mv * xCols[x2 + j];
+        s3 += mv * xCols[x3 + j];
+      }
+      y[c * m + row] = s0;
+      y[(c + 1) * m + row] = s1;
+      y[(c + 2) * m + row] = s2;
+      y[(c + 3) * m + row] = s3;
+    }
+    for (; c < l; c++) {
+      const x0 = c * n;
+      let s = 0;
+      for (let j = 0; j < n; j++) s += matrix[off + j] * xCols[x0 + j];
+      y[c * m + row] = s;
+    }
+  }
+  return y;
+}
+
+/** Z = Mᵀ·Q for M (m×n row-major, float32) and Q given by l columns of length m; Z by l columns of length n. */
+function multiplyTransposed(matrix: Float32Array, m: number, n: number, qCols: Float64Array, l: number): Float64Array {
+  const z = new Float64Array(n * l);
+  for (let row = 0; row < m; row++) {
+    const off = row * n;
+    let c = 0;
+    for (; c + 2 <= l; c += 2) {
+      const f0 = qCols[c * m + row], f1 = qCols[(c + 1) * m + row];
+      const z0 = c * n, z1 = z0 + n;
+      for (let j = 0; j < n; j++) {
+        const mv = matrix[off + j];
+        z[z0 + j] += f0 * mv;
+        z[z1 + j] += f1 * mv;
+      }
+    }
+    for (; c < l; c++) {
+      const f = qCols[c * m + row];
+      const z0 = c * n;
+      for (let j = 0; j < n; j++) z[z0 + j] += f * matrix[off + j];
+    }
+  }
+  return z;
+}
+
+/**
+ * Minimum-cost assignment of n rows to n columns (Hungarian method with potentials and shortest augmenting
+ * paths, O(n³)). `cost` is n×n row-major. Returns assignment[row] = column. Equal costs resolve to the lower
+ * column index, so the result is deterministic.
+ */
+export function hungarian(cost: Float64Array, n: number): Int32Array {
+  const INF = Number.POSITIVE_INFINITY;
+  // 1-based potentials; column 0 is a virtual start.
+  const u = new Float64Array(n + 1);
+  const v = new Float64Array(n + 1);
+  const matchOfColumn = new Int32Array(n + 1);
+  const way = new Int32Array(n + 1);
+  const minSlack = new Float64Array(n + 1);
+  const visited = new Uint8Array(n + 1);
+  for (let row = 1; row <= n; row++) {
+    matchOfColumn[0] = row;
+    let col0 = 0;
+    minSlack.fill(INF);
+    visited.fill(0);
+    do {
+      visited[col0] = 1;
+      const r0 = matchOfColumn[col0];
+      let delta = INF;
+      let col1 = 0;
+      for (let col = 1; col <= n; col++) {
+        if (visited[col]) continue;
+        const reduced = cost[(r0 - 1) * n + (col - 1)] - u[r0] - v[col];
+        if (reduced < minSlack[col]) {
+          minSlack[col] = reduced;
+          way[col] = col0;
+        }
+        if (minSlack[col] < delta) {
+          delta = minSlack[col];
+          col1 = col;
+        }
+      }
+      if (!Number.isFinite(delta)) throw new LinalgError('hungarian: cost matrix must be finite');
+      for (let col = 0; col <= n; col++) {
+        if (visited[col]) {
+          u[matchOfColumn[col]] += delta;
+          v[col] -= delta;
+        } else {
+          minSlack[col] -= delta;
+        }
+      }
+      col0 = col1;
+    } while (matchOfColumn[col0] !== 0);
+    do {
+      const col1 = way[col0];
+      matchOfColumn[col0] = matchOfColumn[col1];
+      col0 = col1;
+    } while (col0 !== 0);
+  }
+  const assignment = new Int32Array(n);
+  for (let col = 1; col <= n; col++) assignment[matchOfColumn[col] - 1] = col - 1;
+  return assignment;
+}
