@@ -9,6 +9,7 @@ import { decodeAdapter, encodeAdapter, type PayloadCodec } from './codec.ts';
 import {
   announcementFor,
   decodeAnnouncement,
+  validatePayload,
   decodeRunManifest,
   decodeTelemetry,
   encodeAnnouncement,
@@ -159,6 +160,8 @@ const manifests = Object.fromEntries(
 ) as Record<PayloadCodec, AnnouncementManifest>;
 
 describe('fuzz: adapter payloads', () => {
+  const mutatedCopies: { bytes: Uint8Array; codec: PayloadCodec; reason: string }[] = [];
+
   it('4,500 mutated payloads: no exception, accepted ones are canonical, validation rejects every mutation', () => {
     const reasons = new Set<RejectReason>();
     let decodedOk = 0;
@@ -180,12 +183,23 @@ describe('fuzz: adapter payloads', () => {
         }
         const verdict = noThrow(label, () => validatePayloadSync(bytes, manifests[codec], { schemaHash: ctx.schemaHash }));
         if (!sameBytes(bytes, original)) expect(verdict.ok, `${label} passed payload validation`).toBe(false);
+        if (i < 200) mutatedCopies.push({ bytes, codec, reason: verdict.ok ? 'accepted' : verdict.reason });
       }
     }
     expect(cases).toBe(4500);
     // The mutations reach past the header (some tensor flips decode) and trip the deep checks too.
     expect(decodedOk).toBeGreaterThan(100);
     for (const reason of ['malformed', 'truncated', 'unknown-version', 'non-finite'] as const) expect(reasons).toContain(reason);
+  });
+
+  it('the async validator (WebCrypto hashing) gives the same verdict as the sync one on 600 of those mutations', async () => {
+    expect(mutatedCopies.length).toBe(600);
+    for (const { bytes, codec, reason } of mutatedCopies) {
+      const verdict = await validatePayload(bytes, manifests[codec], { schemaHash: ctx.schemaHash });
+      expect(verdict.ok ? 'accepted' : verdict.reason).toBe(reason);
+    }
+    const honest = await validatePayload(payloads.int8, manifests.int8, { schemaHash: ctx.schemaHash });
+    expect(honest.ok).toBe(true);
   });
 
   it('2,500 random byte strings, half behind a valid header prefix, to every decoder', () => {

@@ -115,6 +115,8 @@ export function boundedJson(value: unknown, where: string, depth = 0, budget = {
     const out: JsonObject = {};
     for (const [key, item] of Object.entries(value)) {
       if (key.length > MAX_JSON_STRING_LENGTH) throw new FieldRejection('malformed', `${where} has a key longer than ${MAX_JSON_STRING_LENGTH}`);
+      // Assigning '__proto__' would replace the copy's prototype instead of adding a field.
+      if (key === '__proto__') throw new FieldRejection('malformed', `${where} has a '__proto__' key`);
       out[key] = boundedJson(item, `${where}.${key}`, depth + 1, budget);
     }
     return out;

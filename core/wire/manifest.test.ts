@@ -234,6 +234,7 @@ describe('run manifest', () => {
     let deep: unknown = 1;
     for (let i = 0; i < 10; i++) deep = { d: deep };
     expect(reasonOf({ ...run, schedule: deep })).toBe('malformed');
+    expect(reasonOf(JSON.stringify(run).replace('"warmupSteps":10', '"__proto__":{"polluted":true}'))).toBe('malformed');
     expect(reasonOf('x'.repeat(70_000))).toBe('oversized');
     expect(reasonOf(new Uint8Array([0x7b, 0xff, 0x7d]))).toBe('malformed');
     expect(reasonOf(42)).toBe('malformed');

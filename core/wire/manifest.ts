@@ -18,7 +18,8 @@ import {
 } from './constants.ts';
 import { canonicalJson, FieldRejection, guarded, intField, nullableNumberField, parseJsonObject, requireKeys, stringField } from './json.ts';
 import { WireFormatError } from './bytes.ts';
-import { accept, reject, type Verdict } from './verdict.ts';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { accept, reject, type Rejection, type Verdict } from './verdict.ts';
 
 export * from './run-manifest.ts';
 export * from './telemetry.ts';
@@ -159,35 +160,69 @@ export interface PayloadContext {
   maxPayloadBytes?: number;
 }
 
-/** Checks a fetched payload against the announcement that advertised it, then decodes it. Never throws. */
+function checkPayloadSize(bytes: Uint8Array, m: AnnouncementManifest, ctx: PayloadContext): Rejection | null {
+  if (!(bytes instanceof Uint8Array)) return reject('malformed', 'payload is not a Uint8Array');
+  const maxPayloadBytes = ctx.maxPayloadBytes ?? MAX_PAYLOAD_BYTES;
+  if (bytes.length > maxPayloadBytes) return reject('oversized', `payload of ${bytes.length} bytes exceeds ${maxPayloadBytes}`);
+  if (bytes.length > m.payloadBytes) return reject('oversized', `payload of ${bytes.length} bytes, ${m.payloadBytes} announced`);
+  if (bytes.length < m.payloadBytes) return reject('truncated', `payload of ${bytes.length} bytes, ${m.payloadBytes} announced`);
+  return null;
+}
+
+function checkPayloadContent(bytes: Uint8Array, digest: string, m: AnnouncementManifest, ctx: PayloadContext): Verdict<Adapter> {
+  if (digest !== m.payloadSha256) return reject('bad-hash', `payload sha256 ${digest}, announced ${m.payloadSha256}`);
+  if (m.schemaHash !== ctx.schemaHash) return reject('schema-mismatch', `announced schema ${m.schemaHash}, ours is ${ctx.schemaHash}`);
+  const decoded = decodeAdapter(bytes, { maxBytes: ctx.maxPayloadBytes ?? MAX_PAYLOAD_BYTES, expectSchemaHash: m.schemaHash });
+  if (!decoded.ok) return reject(decoded.reason, decoded.detail);
+  if (decoded.codec !== m.codec) return reject('malformed', `payload is ${decoded.codec}, announced ${m.codec}`);
+  if (decoded.adapter.baseModelId !== m.baseModelId) {
+    return reject('wrong-base-model', `payload is for '${decoded.adapter.baseModelId}', announced '${m.baseModelId}'`);
+  }
+  if (ctx.baseModelId !== undefined && decoded.adapter.baseModelId !== ctx.baseModelId) {
+    return reject('wrong-base-model', `payload is for '${decoded.adapter.baseModelId}', ours is '${ctx.baseModelId}'`);
+  }
+  return accept(decoded.adapter);
+}
+
+function unexpected(error: unknown): Rejection {
+  return reject('malformed', `payload validation failed: ${error instanceof Error ? error.message : String(error)}`);
+}
+
+/**
+ * Checks a fetched payload against the announcement that advertised it (size, sha256, schema, codec, base model),
+ * then decodes it (finite values, canonical layout). Never throws. Hashes with @noble/hashes on the calling thread.
+ */
 export function validatePayloadSync(bytes: Uint8Array, m: AnnouncementManifest, ctx: PayloadContext): Verdict<Adapter> {
   try {
-    if (!(bytes instanceof Uint8Array)) return reject('malformed', 'payload is not a Uint8Array');
-    const maxPayloadBytes = ctx.maxPayloadBytes ?? MAX_PAYLOAD_BYTES;
-    if (bytes.length > maxPayloadBytes) return reject('oversized', `payload of ${bytes.length} bytes exceeds ${maxPayloadBytes}`);
-    if (bytes.length > m.payloadBytes) return reject('oversized', `payload of ${bytes.length} bytes, ${m.payloadBytes} announced`);
-    if (bytes.length < m.payloadBytes) return reject('truncated', `payload of ${bytes.length} bytes, ${m.payloadBytes} announced`);
-    const digest = sha256Hex(bytes);
-    if (digest !== m.payloadSha256) return reject('bad-hash', `payload sha256 ${digest}, announced ${m.payloadSha256}`);
-    if (m.schemaHash !== ctx.schemaHash) return reject('schema-mismatch', `announced schema ${m.schemaHash}, ours is ${ctx.schemaHash}`);
-    const decoded = decodeAdapter(bytes, { maxBytes: maxPayloadBytes, expectSchemaHash: m.schemaHash });
-    if (!decoded.ok) return reject(decoded.reason, decoded.detail);
-    if (decoded.codec !== m.codec) return reject('malformed', `payload is ${decoded.codec}, announced ${m.codec}`);
-    if (decoded.adapter.baseModelId !== m.baseModelId) {
-      return reject('wrong-base-model', `payload is for '${decoded.adapter.baseModelId}', announced '${m.baseModelId}'`);
-    }
-    if (ctx.baseModelId !== undefined && decoded.adapter.baseModelId !== ctx.baseModelId) {
-      return reject('wrong-base-model', `payload is for '${decoded.adapter.baseModelId}', ours is '${ctx.baseModelId}'`);
-    }
-    return accept(decoded.adapter);
+    return checkPayloadSize(bytes, m, ctx) ?? checkPayloadContent(bytes, sha256Hex(bytes), m, ctx);
   } catch (error) {
-    return reject('malformed', `payload validation failed: ${error instanceof Error ? error.message : String(error)}`);
+    return unexpected(error);
   }
 }
 
-/** validatePayloadSync behind a Promise, so hashing can move off the calling thread later without an API change. */
+/** The slice of WebCrypto this module uses; core has no DOM typings, so it is declared here. */
+interface SubtleDigest {
+  digest(algorithm: 'SHA-256', data: Uint8Array): Promise<ArrayBuffer>;
+}
+
+async function sha256HexPreferNative(bytes: Uint8Array): Promise<string> {
+  const subtle = (globalThis as { crypto?: { subtle?: SubtleDigest } }).crypto?.subtle;
+  if (!subtle) return sha256Hex(bytes);
+  return bytesToHex(new Uint8Array(await subtle.digest('SHA-256', bytes)));
+}
+
+/**
+ * Same checks as validatePayloadSync, hashing with WebCrypto where it exists (browsers in secure contexts,
+ * Node ≥ 19), which is several times faster on multi-megabyte payloads. Never rejects its Promise.
+ */
 export async function validatePayload(bytes: Uint8Array, m: AnnouncementManifest, ctx: PayloadContext): Promise<Verdict<Adapter>> {
-  return validatePayloadSync(bytes, m, ctx);
+  try {
+    const sizeProblem = checkPayloadSize(bytes, m, ctx);
+    if (sizeProblem) return sizeProblem;
+    return checkPayloadContent(bytes, await sha256HexPreferNative(bytes), m, ctx);
+  } catch (error) {
+    return unexpected(error);
+  }
 }
 
 /** Builds the announcement for a payload we encoded ourselves. */
