@@ -1,5 +1,6 @@
 #!/usr/bin/env tsx
 // The `swarm` command: one entry point, one module per subcommand (loaded only when used).
+export {};
 
 interface Subcommand {
   summary: string;
@@ -26,14 +27,14 @@ function usage(): string {
   ].join('\n');
 }
 
-const [name, ...rest] = process.argv.slice(2);
-if (!name || name === '--help' || name === '-h') {
+const [command, ...rest] = process.argv.slice(2);
+if (!command || command === '--help' || command === '-h') {
   console.log(usage());
-  process.exit(name ? 0 : 1);
+  process.exit(command ? 0 : 1);
 }
-const sub = SUBCOMMANDS[name];
+const sub = SUBCOMMANDS[command];
 if (!sub) {
-  console.error(`swarm: unknown command '${name}'\n\n${usage()}`);
+  console.error(`swarm: unknown command '${command}'\n\n${usage()}`);
   process.exit(2);
 }
 const mod = await sub.load();

@@ -80,7 +80,7 @@ export function adapterParameterCount(adapter: Adapter): number {
 }
 
 export class AdapterShapeError extends Error {
-  static readonly name = 'AdapterShapeError';
+  static override readonly name = 'AdapterShapeError';
   override readonly name = AdapterShapeError.name;
 }
 

@@ -21,7 +21,7 @@ export interface Gpt2Config {
 }
 
 export class ModelConfigError extends Error {
-  static readonly name = 'ModelConfigError';
+  static override readonly name = 'ModelConfigError';
   override readonly name = ModelConfigError.name;
 }
 

