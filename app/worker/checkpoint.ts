@@ -1,0 +1,220 @@
+/**
+ * A peer's checkpoint as one byte string: what it needs to resume exactly where it stopped (adapter, optimiser
+ * moments, step counters, data position, loss history). The data position is the step counter itself: batches
+ * are drawn from a generator seeded by (run seed, slot, step), so resuming at step s draws batch s next.
+ *
+ * Layout: "SWCK" | u32 LE header length | header JSON (UTF-8) | float32 LE blobs in the header's `tensors` order.
+ */
+import type { Adapter, LoraPair } from '../../core/model/adapter.ts';
+import type { AdamWState } from '../../core/train/adamw.ts';
+import type { HeldOutPoint, LossPoint, MergeRecord } from './protocol.ts';
+
+const MAGIC = [0x53, 0x57, 0x43, 0x4b];
+export const CHECKPOINT_FORMAT_VERSION = 1;
+
+export interface CheckpointCounters {
+  step: number;
+  samplesSeen: number;
+  tokensSeen: number;
+  merges: number;
+  publishedVersion: number;
+  donatedMs: number;
+  adaptersAccepted: number;
+}
+
+export interface PeerCheckpoint {
+  wireRunId: string;
+  peerKey: string;
+  slot: number;
+  savedAtMs: number;
+  counters: CheckpointCounters;
+  adapter: Adapter;
+  optimizer: AdamWState;
+  lossHistory: LossPoint[];
+  heldOutHistory: HeldOutPoint[];
+  baseHeldOut: HeldOutPoint | null;
+  mergeHistory: MergeRecord[];
+  adoptedFrom: { peerId: string; step: number } | null;
+}
+
+export class CheckpointFormatError extends Error {
+  static override readonly name = 'CheckpointFormatError';
+  override readonly name = CheckpointFormatError.name;
+}
+
+interface TensorEntry {
+  name: string;
+  length: number;
+}
+
+interface Header extends Omit<PeerCheckpoint, 'adapter' | 'optimizer'> {
+  formatVersion: number;
+  adapter: { baseModelId: string; config: Adapter['config']; modules: Array<{ name: string; inDim: number; outDim: number }> };
+  optimizerStep: number;
+  tensors: TensorEntry[];
+}
+
+export function encodeCheckpoint(c: PeerCheckpoint): Uint8Array {
+  const tensors: TensorEntry[] = [];
+  const blobs: Float32Array[] = [];
+  const add = (name: string, data: Float32Array) => {
+    tensors.push({ name, length: data.length });
+    blobs.push(data);
+  };
+  const moduleNames = [...c.adapter.modules.keys()].sort();
+  for (const name of moduleNames) {
+    const p = c.adapter.modules.get(name)!;
+    add(`adapter/${name}/a`, p.a);
+    add(`adapter/${name}/b`, p.b);
+  }
+  for (const name of Object.keys(c.optimizer.moments).sort()) {
+    add(`adam/${name}/m`, c.optimizer.moments[name].m);
+    add(`adam/${name}/v`, c.optimizer.moments[name].v);
+  }
+  const { adapter, optimizer, ...rest } = c;
+  const header: Header = {
+    ...rest,
+    formatVersion: CHECKPOINT_FORMAT_VERSION,
+    adapter: {
+      baseModelId: adapter.baseModelId,
+      config: adapter.config,
+      modules: moduleNames.map((name) => ({ name, inDim: adapter.modules.get(name)!.inDim, outDim: adapter.modules.get(name)!.outDim })),
+    },
+    optimizerStep: optimizer.step,
+    tensors,
+  };
+  const headerBytes = new TextEncoder().encode(JSON.stringify(header));
+  const floatCount = blobs.reduce((n, b) => n + b.length, 0);
+  // The float section starts on a 4-byte boundary so it can be viewed as a Float32Array without copying.
+  const headerEnd = 8 + headerBytes.length;
+  const floatStart = Math.ceil(headerEnd / 4) * 4;
+  const out = new Uint8Array(floatStart + floatCount * 4);
+  out.set(MAGIC, 0);
+  new DataView(out.buffer).setUint32(4, headerBytes.length, true);
+  out.set(headerBytes, 8);
+  const view = new DataView(out.buffer);
+  let at = floatStart;
+  for (const blob of blobs) {
+    for (let i = 0; i < blob.length; i++, at += 4) view.setFloat32(at, blob[i], true);
+  }
+  return out;
+}
+
+export function decodeCheckpoint(bytes: Uint8Array): PeerCheckpoint {
+  if (bytes.length < 8 || MAGIC.some((m, i) => bytes[i] !== m)) throw new CheckpointFormatError('not a Swarm checkpoint (bad magic)');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLength = view.getUint32(4, true);
+  if (8 + headerLength > bytes.length) throw new CheckpointFormatError(`checkpoint header of ${headerLength} bytes runs past the end (${bytes.length} bytes)`);
+  let header: Header;
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLength))) as Header;
+  } catch (error) {
+    throw new CheckpointFormatError(`checkpoint header is not valid JSON: ${(error as Error).message}`);
+  }
+  if (header.formatVersion !== CHECKPOINT_FORMAT_VERSION) {
+    throw new CheckpointFormatError(`checkpoint format version ${header.formatVersion}; this build reads ${CHECKPOINT_FORMAT_VERSION}`);
+  }
+  const floatStart = Math.ceil((8 + headerLength) / 4) * 4;
+  const floatCount = header.tensors.reduce((n, t) => n + t.length, 0);
+  if (floatStart + floatCount * 4 !== bytes.length) {
+    throw new CheckpointFormatError(`checkpoint holds ${bytes.length} bytes, header describes ${floatStart + floatCount * 4}`);
+  }
+  const tensors = new Map<string, Float32Array>();
+  let at = floatStart;
+  for (const t of header.tensors) {
+    const data = new Float32Array(t.length);
+    for (let i = 0; i < t.length; i++, at += 4) data[i] = view.getFloat32(at, true);
+    tensors.set(t.name, data);
+  }
+  const take = (name: string, length: number): Float32Array => {
+    const data = tensors.get(name);
+    if (!data || data.length !== length) throw new CheckpointFormatError(`checkpoint tensor '${name}' is missing or has the wrong length`);
+    return data;
+  };
+  const r = header.adapter.config.r;
+  const modules = new Map<string, LoraPair>();
+  for (const m of header.adapter.modules) {
+    modules.set(m.name, { a: take(`adapter/${m.name}/a`, r * m.inDim), b: take(`adapter/${m.name}/b`, m.outDim * r), inDim: m.inDim, outDim: m.outDim });
+  }
+  const moments: AdamWState['moments'] = {};
+  for (const t of header.tensors) {
+    const match = /^adam\/(.+)\/m$/.exec(t.name);
+    if (match) moments[match[1]] = { m: tensors.get(t.name)!, v: take(`adam/${match[1]}/v`, t.length) };
+  }
+  const { formatVersion: _v, adapter, optimizerStep, tensors: _t, ...rest } = header;
+  return {
+    ...rest,
+    adapter: { baseModelId: adapter.baseModelId, config: adapter.config, modules },
+    optimizer: { step: optimizerStep, moments },
+  };
+}
+
+/** Where checkpoints and local text are kept: IndexedDB in the browser, a Map in tests. */
+export interface KeyValueStore {
+  get(key: string): Promise<Uint8Array | undefined>;
+  put(key: string, value: Uint8Array): Promise<void>;
+  delete(key: string): Promise<void>;
+}
+
+export class StorageFullError extends Error {
+  static override readonly name = 'StorageFullError';
+  override readonly name = StorageFullError.name;
+}
+
+export function memoryStore(): KeyValueStore & { keys(): string[] } {
+  const map = new Map<string, Uint8Array>();
+  return {
+    async get(key) {
+      return map.get(key)?.slice();
+    },
+    async put(key, value) {
+      map.set(key, value.slice());
+    },
+    async delete(key) {
+      map.delete(key);
+    },
+    keys: () => [...map.keys()],
+  };
+}
+
+/** IndexedDB store (one object store of byte strings). A quota error becomes StorageFullError. */
+export function indexedDbStore(dbName = 'swarm-peer'): KeyValueStore {
+  const open = (): Promise<IDBDatabase> =>
+    new Promise((resolve, reject) => {
+      const req = indexedDB.open(dbName, 1);
+      req.onupgradeneeded = () => req.result.createObjectStore('kv');
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+  let db: Promise<IDBDatabase> | undefined;
+  const tx = async <T>(mode: IDBTransactionMode, body: (store: IDBObjectStore) => IDBRequest<T>): Promise<T> => {
+    db ??= open();
+    const database = await db;
+    return new Promise<T>((resolve, reject) => {
+      const transaction = database.transaction('kv', mode);
+      const req = body(transaction.objectStore('kv'));
+      let result: T;
+      req.onsuccess = () => (result = req.result);
+      transaction.oncomplete = () => resolve(result);
+      const fail = () => {
+        const error = transaction.error ?? req.error;
+        if (error?.name === 'QuotaExceededError') reject(new StorageFullError(`browser storage is full: ${error.message}`));
+        else reject(error ?? new Error('IndexedDB transaction failed'));
+      };
+      transaction.onerror = fail;
+      transaction.onabort = fail;
+    });
+  };
+  return {
+    async get(key) {
+      const value = await tx<unknown>('readonly', (s) => s.get(key));
+      return value instanceof Uint8Array ? value : value instanceof ArrayBuffer ? new Uint8Array(value) : undefined;
+    },
+    async put(key, value) {
+      await tx('readwrite', (s) => s.put(value, key));
+    },
+    async delete(key) {
+      await tx('readwrite', (s) => s.delete(key));
+    },
+  };
+}

@@ -1,0 +1,269 @@
+import { readFile } from 'node:fs/promises';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { useTestBackend } from '../../core/test-backend.ts';
+import type { Gpt2Config } from '../../core/model/config.ts';
+import { initGpt2Weights } from '../../core/model/gpt2.ts';
+import type { Adapter } from '../../core/model/adapter.ts';
+import { decodeAdapter, encodeAdapter } from '../../core/wire/codec.ts';
+import { defaultRunManifest, wireRunId } from '../../core/swarm/run.ts';
+import type { RunManifest } from '../../core/wire/run-manifest.ts';
+import { decodeCheckpoint, encodeCheckpoint, memoryStore, CheckpointFormatError, type PeerCheckpoint } from './checkpoint.ts';
+import { PeerEngine, type EngineHost } from './engine.ts';
+import type { EngineOptions, MainToWorker, WorkerToMain } from './protocol.ts';
+
+const TINY: Gpt2Config = { nEmbd: 16, nLayer: 1, nHead: 2, nPositions: 32, vocabSize: 256, nInner: 32, layerNormEpsilon: 1e-5 };
+const SHA = 'e'.repeat(64);
+const H = 3;
+
+function tinyManifest(overrides: Partial<RunManifest> = {}): RunManifest {
+  const m = defaultRunManifest(SHA, { localSteps: H, codec: 'fp32' });
+  return {
+    ...m,
+    lora: { r: 2, alpha: 4, targetModules: ['attn.c_attn', 'mlp.c_fc'] },
+    schedule: { ...m.schedule, batchSize: 2, seqLen: 16, lr: 1e-2, warmupSteps: 1 },
+    ...overrides,
+  };
+}
+
+const OPTIONS: EngineOptions = {
+  peerKey: 'tab-1', slot: 0, maxSteps: 0, mergeEnabled: true, bootstrapWaitMs: 0, evaluateEvery: 0, checkpointEvery: 1000,
+  duty: 1, slowWhenHidden: false, halfLifeMs: 60_000, dropAfterMs: 300_000, evalBatches: 1,
+};
+
+interface Harness {
+  engine: PeerEngine;
+  messages: WorkerToMain[];
+  store: ReturnType<typeof memoryStore>;
+  send(m: MainToWorker): Promise<void>;
+  until(pred: (m: WorkerToMain[]) => boolean, what: string): Promise<void>;
+}
+
+function harness(store = memoryStore(), clock?: () => number): Harness {
+  const messages: WorkerToMain[] = [];
+  const host: EngineHost = {
+    readCorpus: (path) => readFile(`public/data/brown/${path}`, 'utf8'),
+    loadBase: async () => ({ config: TINY, weights: initGpt2Weights(TINY, 7), sha256: SHA }),
+    store,
+    // Messages are structured-cloned like postMessage does, so the test sees exactly what would cross the boundary.
+    post: (message) => messages.push(structuredClone(message)),
+    backendName: () => 'wasm',
+    now: clock,
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms >= 1000 ? Math.min(ms, 3000) : 0)),
+  };
+  const engine = new PeerEngine(host);
+  return {
+    engine,
+    messages,
+    store,
+    send: (m) => engine.handle(m),
+    async until(pred, what) {
+      const deadline = Date.now() + 60_000;
+      while (!pred(messages)) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        const error = messages.find((m) => m.type === 'error');
+        if (error) throw new Error(`engine error: ${JSON.stringify(error)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+  };
+}
+
+const lastStatus = (messages: WorkerToMain[]) => {
+  for (let i = messages.length - 1; i >= 0; i--) {
+    const m = messages[i];
+    if (m.type === 'status' || m.type === 'ready') return m.status;
+  }
+  return undefined;
+};
+const stepOf = (messages: WorkerToMain[]) => lastStatus(messages)?.step ?? -1;
+
+/** Every byte string in a message: ArrayBuffers as they are, everything else as its JSON text. */
+function outgoingBytes(message: WorkerToMain): Uint8Array[] {
+  const buffers: Uint8Array[] = [];
+  const json = JSON.stringify(message, (_key, value) => {
+    if (value instanceof ArrayBuffer) {
+      buffers.push(new Uint8Array(value));
+      return '[buffer]';
+    }
+    return value;
+  });
+  return [new TextEncoder().encode(json), ...buffers];
+}
+
+function contains(haystack: Uint8Array, needle: Uint8Array): boolean {
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return true;
+  }
+  return false;
+}
+
+function adapterOf(bytes: ArrayBuffer): Adapter {
+  const decoded = decodeAdapter(new Uint8Array(bytes));
+  if (!decoded.ok) throw new Error(decoded.detail);
+  return decoded.adapter;
+}
+
+beforeAll(async () => {
+  await useTestBackend();
+});
+
+describe('checkpoint format', () => {
+  it('round-trips every field and float exactly, and refuses damaged bytes by name', () => {
+    const c: PeerCheckpoint = {
+      wireRunId: 'r.1', peerKey: 'k', slot: 3, savedAtMs: 123,
+      counters: { step: 40, samplesSeen: 320, tokensSeen: 40960, merges: 2, publishedVersion: 2, donatedMs: 5000, adaptersAccepted: 5 },
+      adapter: {
+        baseModelId: 'm', config: { r: 1, alpha: 2, targetModules: ['attn.c_attn'] },
+        modules: new Map([['transformer.h.0.attn.c_attn', { a: Float32Array.of(1.5, -2), b: Float32Array.of(0.1, 1e-30, -3e38), inDim: 2, outDim: 3 }]]),
+      },
+      optimizer: { step: 40, moments: { 'x.lora_A': { m: Float32Array.of(0.25, -0.5), v: Float32Array.of(1, 2) } } },
+      lossHistory: [{ step: 1, loss: 3.25, atMs: 1 }],
+      heldOutHistory: [{ step: 0, own: 2, allGenres: 2.5, byGenre: { a: 2 }, atMs: 0 }],
+      baseHeldOut: null,
+      mergeHistory: [{ step: 20, atMs: 9, strategy: 'fedavg', inputs: [{ peerId: 'self', weight: 1, ageMs: 0 }], ms: 3 }],
+      adoptedFrom: { peerId: 'p', step: 60 },
+    };
+    const bytes = encodeCheckpoint(c);
+    expect(decodeCheckpoint(bytes)).toEqual(c);
+    expect(() => decodeCheckpoint(bytes.subarray(0, bytes.length - 4))).toThrow(CheckpointFormatError);
+    const bad = bytes.slice();
+    bad[0] = 0;
+    expect(() => decodeCheckpoint(bad)).toThrow(/bad magic/);
+  });
+});
+
+describe('peer engine (tfjs WASM in Node, real Brown data)', () => {
+  it('local text never leaves the worker: its marker is in no outgoing message or payload', async () => {
+    const marker = 'ZQX-LOCAL-MARKER-7731';
+    const text = Array.from({ length: 200 }, (_, i) => `line ${i} ${marker} private diary entry\n`).join('');
+    const h = harness();
+    await h.send({ type: 'init', manifest: tinyManifest(), baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, peerKey: 'private' } });
+    await h.send({ type: 'local-text', name: 'diary.txt', text });
+    await h.until((m) => stepOf(m) >= 3 * H, `${3 * H} steps`);
+    await h.send({ type: 'export-peft', requestId: 1 });
+    h.engine.stop();
+    const status = lastStatus(h.messages)!;
+    // The local file is really trained on, at half the mixture ...
+    expect(status.data.find((d) => d.kind === 'local')).toMatchObject({ name: 'diary.txt', weight: 0.5 });
+    expect(h.messages.filter((m) => m.type === 'publish').length).toBeGreaterThanOrEqual(3);
+    expect(h.messages.some((m) => m.type === 'peft')).toBe(true);
+    // ... and the search does find the marker where it is (the inbound message), so a miss below means absence.
+    const needle = new TextEncoder().encode(marker);
+    expect(contains(new TextEncoder().encode(JSON.stringify({ type: 'local-text', text })), needle)).toBe(true);
+    for (const message of h.messages) {
+      for (const bytes of outgoingBytes(message)) expect(contains(bytes, needle)).toBe(false);
+    }
+  });
+
+  it('merges a neighbour with fedavg at the H boundary: result = mean of its published self and the neighbour', async () => {
+    const now = 1_000_000;
+    const h = harness(memoryStore(), () => now);
+    const manifest = tinyManifest();
+    await h.send({ type: 'pause' });
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H } });
+    const neighbour = await neighbourAdapter(manifest, 0.5);
+    await h.send(adapterMessage(manifest, neighbour, 'peerNEIGHBOUR1', 1, now));
+    expect(h.messages.find((m) => m.type === 'adapter-verdict')).toMatchObject({ ok: true, peerId: 'peerNEIGHBOUR1' });
+    await h.send({ type: 'resume' });
+    await h.until((m) => lastStatus(m)?.phase === 'done', 'done');
+    h.engine.stop();
+    const published = h.messages.find((m) => m.type === 'publish');
+    if (published?.type !== 'publish') throw new Error('nothing published');
+    expect(published.step).toBe(H);
+    const self = adapterOf(published.bytes);
+    const saved = decodeCheckpoint((await h.store.get(`checkpoint/${wireRunId(manifest)}/tab-1`))!);
+    expect(saved.counters.merges).toBe(1);
+    expect(saved.mergeHistory[0].inputs).toEqual([{ peerId: 'self', weight: 1, ageMs: 0 }, { peerId: 'peerNEIGHBOUR1', weight: 1, ageMs: 0 }]);
+    for (const [name, pair] of saved.adapter.modules) {
+      const mine = self.modules.get(name)!;
+      for (let i = 0; i < pair.a.length; i++) expect(pair.a[i]).toBeCloseTo((mine.a[i] + 0.5) / 2, 6);
+      for (let i = 0; i < pair.b.length; i++) expect(pair.b[i]).toBeCloseTo((mine.b[i] + 0.5) / 2, 6);
+    }
+  });
+
+  it('refuses adapters of another run or another schema, with the reason', async () => {
+    const h = harness();
+    const manifest = tinyManifest();
+    await h.send({ type: 'pause' });
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: OPTIONS });
+    await h.send({ ...(adapterMessage(manifest, await neighbourAdapter(manifest, 0.1), 'peerOTHERRUN1', 1, 0) as Extract<MainToWorker, { type: 'adapter' }>), runId: 'another-run.0123' });
+    const otherRank = tinyManifest({ lora: { r: 4, alpha: 4, targetModules: ['attn.c_attn', 'mlp.c_fc'] } });
+    await h.send(adapterMessage(manifest, await neighbourAdapter(otherRank, 0.1), 'peerOTHERRANK', 1, 0));
+    h.engine.stop();
+    const verdicts = h.messages.filter((m) => m.type === 'adapter-verdict');
+    expect(verdicts).toMatchObject([
+      { peerId: 'peerOTHERRUN1', ok: false, reason: 'wrong-run' },
+      { peerId: 'peerOTHERRANK', ok: false, reason: 'schema-mismatch' },
+    ]);
+    expect(lastStatus(h.messages)!.adaptersRefused).toEqual({ 'wrong-run': 1, 'schema-mismatch': 1 });
+  });
+
+  it('resumes from its checkpoint: step counter, loss history and merges continue', async () => {
+    const store = memoryStore();
+    const manifest = tinyManifest();
+    const first = harness(store);
+    await first.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, checkpointEvery: 2, maxSteps: 4 } });
+    await first.until((m) => lastStatus(m)?.phase === 'done', 'first run done');
+    first.engine.stop();
+    const firstLosses = first.messages.flatMap((m) => (m.type === 'status' && m.newLoss ? [m.newLoss] : []));
+    expect(firstLosses.map((l) => l.step)).toEqual([1, 2, 3, 4]);
+
+    const second = harness(store);
+    await second.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, checkpointEvery: 2, maxSteps: 6 } });
+    const ready = second.messages.find((m) => m.type === 'ready');
+    if (ready?.type !== 'ready') throw new Error('not ready');
+    expect(ready.status.resumedFromStep).toBe(4);
+    expect(ready.info.lossHistory).toEqual(firstLosses);
+    await second.until((m) => lastStatus(m)?.phase === 'done', 'second run done');
+    second.engine.stop();
+    const secondSteps = second.messages.flatMap((m) => (m.type === 'status' && m.newLoss ? [m.newLoss.step] : []));
+    expect(secondSteps).toEqual([5, 6]);
+    // A fresh tab (another key) starts from zero.
+    const other = harness(store);
+    await other.send({ type: 'pause' });
+    await other.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, peerKey: 'tab-2' } });
+    other.engine.stop();
+    expect(other.messages.find((m) => m.type === 'ready')).toMatchObject({ status: { step: 0, resumedFromStep: null } });
+  });
+
+  it('a late joiner without a checkpoint starts from the first neighbour adapter it receives', async () => {
+    const h = harness();
+    const manifest = tinyManifest();
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, bootstrapWaitMs: 60_000, maxSteps: 1 } });
+    expect(lastStatus(h.messages)!.phase).toBe('bootstrapping');
+    const neighbour = await neighbourAdapter(manifest, 0.25);
+    await h.send(adapterMessage(manifest, neighbour, 'peerVETERAN01', 9, Date.now()));
+    const adopted = decodeCheckpoint((await h.store.get(`checkpoint/${wireRunId(manifest)}/tab-1`))!);
+    expect(adopted.counters.step).toBe(0);
+    expect(adopted.adoptedFrom).toEqual({ peerId: 'peerVETERAN01', step: 180 });
+    for (const [name, pair] of adopted.adapter.modules) {
+      expect(Array.from(pair.a)).toEqual(Array.from(neighbour.modules.get(name)!.a));
+      expect(Array.from(pair.b)).toEqual(Array.from(neighbour.modules.get(name)!.b));
+    }
+    await h.until((m) => lastStatus(m)?.phase === 'done', 'one step after adopting');
+    h.engine.stop();
+  });
+});
+
+/** An adapter of the manifest's schema built outside the engine, every factor value set to `value`. */
+async function neighbourAdapter(manifest: RunManifest, value: number): Promise<Adapter> {
+  const { Gpt2Model } = await import('../../core/model/gpt2.ts');
+  const model = new Gpt2Model(TINY, initGpt2Weights(TINY, 7), { baseModelId: manifest.baseModel.id });
+  model.attachLora(manifest.lora, 99);
+  const adapter = await model.getAdapter();
+  model.dispose();
+  for (const p of adapter.modules.values()) {
+    p.a.fill(value);
+    p.b.fill(value);
+  }
+  return adapter;
+}
+
+function adapterMessage(manifest: RunManifest, adapter: Adapter, peerId: string, version: number, receivedAtMs: number): MainToWorker {
+  const bytes = encodeAdapter(adapter, 'fp32');
+  return {
+    type: 'adapter', bytes: bytes.slice().buffer, peerId, version, step: version * 20, samplesSeen: version * 160, localLoss: 2,
+    runId: wireRunId(manifest), baseModelSha256: manifest.baseModel.sha256, schemaHash: 'unused-by-engine', receivedAtMs,
+  };
+}

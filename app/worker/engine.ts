@@ -1,0 +1,658 @@
+/**
+ * The swarm loop of one peer, independent of how it is hosted: the Web Worker wires it to postMessage and
+ * IndexedDB, the unit tests to arrays and a Map. Train H local steps, publish the adapter, merge the freshest
+ * accepted neighbour adapters with the run's strategy, checkpoint, continue; never wait for a neighbour.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { Gpt2Model, generate } from '../../core/model/gpt2.ts';
+import type { BaseWeights, Gpt2Config } from '../../core/model/config.ts';
+import { schemaHash as adapterSchemaHash, type Adapter } from '../../core/model/adapter.ts';
+import { Trainer } from '../../core/train/trainer.ts';
+import { evaluate } from '../../core/train/evaluate.ts';
+import { PreparedCorpus } from '../../core/data/corpus.ts';
+import { assignMixture } from '../../core/data/partition.ts';
+import { evaluationBatches, MixtureSampler, type Batch, type MixtureSource } from '../../core/data/batches.ts';
+import { createRng, deriveSeed } from '../../core/util/random.ts';
+import { ByteTokenizer } from '../../core/io/tokenizer.ts';
+import { exportPeft } from '../../core/io/peft.ts';
+import { mergeWith, getStrategy, resolveParams } from '../../core/merge/registry.ts';
+import { decodeAdapter, encodeAdapter } from '../../core/wire/codec.ts';
+import { runManifestId, type RunManifest } from '../../core/wire/run-manifest.ts';
+import type { RejectReason } from '../../core/wire/verdict.ts';
+import { NeighbourTable } from '../../core/swarm/neighbours.ts';
+import { actionsAfterStep, checkCadence, restAfterStep, type CadenceConfig } from '../../core/swarm/cadence.ts';
+import { defaultRunManifest, runTrainingSettings, wireRunId, type RunTrainingSettings } from '../../core/swarm/run.ts';
+import { decodeCheckpoint, encodeCheckpoint, StorageFullError, type KeyValueStore, type PeerCheckpoint } from './checkpoint.ts';
+import type {
+  DataSourceInfo,
+  EngineOptions,
+  EngineStatus,
+  ErrorKind,
+  HeldOutPoint,
+  LossPoint,
+  MainToWorker,
+  MergeRecord,
+  ReadyInfo,
+  WorkerToMain,
+} from './protocol.ts';
+
+export interface LoadedBase {
+  config: Gpt2Config;
+  weights: BaseWeights;
+  sha256: string;
+}
+
+export interface EngineHost {
+  /** Reads a prepared-corpus file (`index.json`, `<genre>.train.txt`, …). */
+  readCorpus(relativePath: string): Promise<string>;
+  loadBase(url: string): Promise<LoadedBase>;
+  store: KeyValueStore;
+  post(message: WorkerToMain, transfer?: ArrayBuffer[]): void;
+  /** Switches the tfjs backend (after a WebGPU device loss); returns the backend now in use. */
+  switchBackend?(name: 'wasm' | 'cpu'): Promise<string>;
+  backendName(): string;
+  now?(): number;
+  sleep?(ms: number): Promise<void>;
+}
+
+/** Named, so the page can say in words what went wrong. */
+export class RunMismatchError extends Error {
+  static override readonly name = 'RunMismatchError';
+  override readonly name = RunMismatchError.name;
+}
+
+const LOCAL_SHARE = 0.5;
+const MAX_HISTORY = 2000;
+const EVAL_BATCH = 4;
+
+/** Copy of a slice of a typed array that owns its own ArrayBuffer (what postMessage can transfer). */
+function ownBuffer(bytes: Uint8Array): ArrayBuffer {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer
+    ? bytes.buffer
+    : bytes.slice().buffer;
+}
+
+function zeroB(adapter: Adapter): Adapter {
+  const modules = new Map([...adapter.modules].map(([name, p]) => [name, { ...p, b: new Float32Array(p.b.length) }]));
+  return { ...adapter, modules };
+}
+
+export class PeerEngine {
+  private readonly now: () => number;
+  private readonly sleep: (ms: number) => Promise<void>;
+  private options!: EngineOptions;
+  private manifest!: RunManifest;
+  private settings!: RunTrainingSettings;
+  private cadence!: CadenceConfig;
+  private runWireId = '';
+  private base!: LoadedBase;
+  private model?: Gpt2Model;
+  private trainer?: Trainer;
+  private table!: NeighbourTable;
+  private schema = '';
+  private sources: MixtureSource[] = [];
+  private corpusSources: MixtureSource[] = [];
+  private localTexts: Array<{ name: string; bytes: Uint8Array }> = [];
+  private heldOut = new Map<string, Batch[]>();
+  private mixture: Record<string, number> = {};
+  private lossHistory: LossPoint[] = [];
+  private heldOutHistory: HeldOutPoint[] = [];
+  private mergeHistory: MergeRecord[] = [];
+  private lock: Promise<unknown> = Promise.resolve();
+  private paused = false;
+  private hidden = false;
+  private stopped = false;
+  private resumeWaiters: Array<() => void> = [];
+  private bootstrapDone = false;
+  private bootstrapWake?: () => void;
+  private deviceLost = false;
+  private backendReason = '';
+  private adapterInfo?: string;
+  private readonly status: EngineStatus = {
+    phase: 'loading', backend: '', step: 0, samplesSeen: 0, tokensSeen: 0, tokensPerSecond: null, trainLoss: null, heldOut: null,
+    baseHeldOut: null, merges: 0, publishedVersion: 0, neighbours: [], lastMerge: null, checkpoint: null, resumedFromStep: null,
+    adoptedFrom: null, donatedMs: 0, duty: 1, data: [], adaptersAccepted: 0, adaptersRefused: {},
+  };
+
+  constructor(private readonly host: EngineHost) {
+    this.now = host.now ?? Date.now;
+    this.sleep = host.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+  }
+
+  get checkpointKey(): string {
+    return `checkpoint/${this.runWireId}/${this.options.peerKey}`;
+  }
+
+  private get localTextKey(): string {
+    return `local-text/${this.options.peerKey}`;
+  }
+
+  /** Runs body alone: training steps, merges, generation and export never interleave on the model. */
+  private exclusive<T>(body: () => Promise<T>): Promise<T> {
+    const next = this.lock.then(body, body);
+    this.lock = next.catch(() => undefined);
+    return next;
+  }
+
+  async handle(message: MainToWorker): Promise<void> {
+    try {
+      switch (message.type) {
+        case 'init':
+          this.backendReason = (message as { backendReason?: string }).backendReason ?? '';
+          await this.init(message.manifest, message.baseModelUrl, message.options);
+          void this.loop();
+          return;
+        case 'adapter':
+          await this.exclusive(() => this.receiveAdapter(message));
+          return;
+        case 'pause':
+          this.paused = true;
+          this.status.phase = this.status.phase === 'training' ? 'paused' : this.status.phase;
+          this.postStatus();
+          return;
+        case 'resume':
+          this.paused = false;
+          if (this.status.phase === 'paused') this.status.phase = 'training';
+          this.resumeWaiters.splice(0).forEach((wake) => wake());
+          this.postStatus();
+          return;
+        case 'throttle':
+          this.options.duty = Math.min(1, Math.max(0.05, message.duty));
+          if (message.slowWhenHidden !== undefined) this.options.slowWhenHidden = message.slowWhenHidden;
+          this.status.duty = this.options.duty;
+          this.postStatus();
+          return;
+        case 'visibility':
+          this.hidden = message.hidden;
+          return;
+        case 'local-text':
+          await this.exclusive(() => this.addLocalText(message.name, message.text, true));
+          return;
+        case 'generate':
+          await this.exclusive(() => this.generateBoth(message.requestId, message.prompt, message.maxNewTokens, message.temperature, message.seed));
+          return;
+        case 'export-peft':
+          await this.exclusive(() => this.exportPeftFiles(message.requestId));
+          return;
+        case 'simulate-device-loss':
+          this.deviceLost = true;
+          return;
+      }
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  setBackendInfo(reason: string, adapterInfo?: string): void {
+    this.backendReason = reason;
+    this.adapterInfo = adapterInfo;
+  }
+
+  /** Called by the host when the GPU device is lost: the next step rebuilds on WASM from the last checkpoint. */
+  signalDeviceLost(): void {
+    this.deviceLost = true;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.resumeWaiters.splice(0).forEach((wake) => wake());
+    this.bootstrapWake?.();
+  }
+
+  private fail(error: unknown, fatal = false): void {
+    const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+    let kind: ErrorKind = 'internal';
+    if (error instanceof StorageFullError) kind = 'storage-full';
+    else if (error instanceof RunMismatchError) kind = 'run-mismatch';
+    else if (error instanceof Error && /CheckpointFetchError|ModelConfigError|MissingTensorError|TensorShapeError/.test(error.name)) kind = 'model-load';
+    else if (error instanceof Error && /DatasetError|PartitionError/.test(error.name)) kind = 'data';
+    if (fatal) this.status.phase = 'error';
+    this.host.post({ type: 'error', kind, message, fatal });
+  }
+
+  private async init(given: RunManifest | null, baseModelUrl: string, options: EngineOptions): Promise<void> {
+    this.options = { ...options };
+    this.status.duty = options.duty;
+    this.status.backend = this.host.backendName();
+    try {
+      this.base = await this.host.loadBase(given?.baseModel.url ?? baseModelUrl);
+    } catch (error) {
+      this.fail(error, true);
+      throw error;
+    }
+    const manifest = given ?? defaultRunManifest(this.base.sha256);
+    if (manifest.baseModel.sha256 !== this.base.sha256) {
+      const error = new RunMismatchError(
+        `the run expects base model sha256 ${manifest.baseModel.sha256.slice(0, 16)}…, but ${manifest.baseModel.url} serves ${this.base.sha256.slice(0, 16)}…`,
+      );
+      this.fail(error, true);
+      throw error;
+    }
+    this.manifest = manifest;
+    this.settings = runTrainingSettings(manifest);
+    getStrategy(manifest.strategy.name);
+    resolveParams(getStrategy(manifest.strategy.name), manifest.strategy.params);
+    this.cadence = checkCadence({ localSteps: manifest.localSteps, checkpointEvery: options.checkpointEvery, evaluateEvery: options.evaluateEvery });
+    this.runWireId = wireRunId(manifest);
+    this.buildModel();
+    this.table = new NeighbourTable(
+      { runId: this.runWireId, baseModelSha256: manifest.baseModel.sha256, schemaHash: this.schema },
+      { halfLifeMs: options.halfLifeMs, dropAfterMs: options.dropAfterMs },
+    );
+    await this.prepareData();
+    const saved = await this.host.store.get(this.checkpointKey);
+    if (saved) {
+      this.restore(decodeCheckpoint(saved));
+      this.bootstrapDone = true;
+    } else {
+      this.bootstrapDone = !options.mergeEnabled || options.bootstrapWaitMs <= 0;
+      const base = await this.evaluateHeldOut();
+      this.status.baseHeldOut = base;
+      this.status.heldOut = base;
+      this.heldOutHistory.push(base);
+    }
+    const info: ReadyInfo = {
+      manifest,
+      manifestId: runManifestId(manifest),
+      wireRunId: this.runWireId,
+      schemaHash: this.schema,
+      baseModelId: manifest.baseModel.id,
+      baseModelSha256: manifest.baseModel.sha256,
+      backend: this.host.backendName(),
+      backendReason: this.backendReason,
+      adapterInfo: this.adapterInfo,
+      codec: manifest.codec,
+      lossHistory: [...this.lossHistory],
+      heldOutHistory: [...this.heldOutHistory],
+      mergeHistory: [...this.mergeHistory],
+    };
+    this.status.phase = this.bootstrapDone ? (this.paused ? 'paused' : 'training') : 'bootstrapping';
+    this.host.post({ type: 'ready', info, status: this.snapshot() });
+  }
+
+  private buildModel(): void {
+    this.trainer?.dispose();
+    this.model?.dispose();
+    this.model = new Gpt2Model(this.base.config, this.base.weights, { baseModelId: this.manifest.baseModel.id });
+    // The same seed on every peer: all start from the same A, which keeps fedavg's cross terms small.
+    this.model.attachLora(this.manifest.lora, this.settings.seed);
+    this.trainer = new Trainer(this.model, {
+      schedule: this.settings.schedule,
+      optimizer: { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: this.settings.weightDecay },
+      clipNorm: this.settings.clipNorm,
+      accumulation: 1,
+    });
+    this.schema = this.model.adapterSchemaHash();
+    this.status.backend = this.host.backendName();
+  }
+
+  private async prepareData(): Promise<void> {
+    const corpus = await PreparedCorpus.open(this.host.readCorpus);
+    const sizes = corpus.trainSizes();
+    this.mixture = this.options.genre
+      ? { [this.options.genre]: 1 }
+      : assignMixture(this.settings.partition, this.options.slot, this.settings.seed, sizes);
+    this.corpusSources = [];
+    for (const [genre, weight] of Object.entries(this.mixture)) {
+      if (weight <= 0) continue;
+      this.corpusSources.push({ name: genre, tokens: await corpus.bytes(genre, 'train'), weight });
+    }
+    const evalGenres = new Set([...this.settings.partition.genres, ...Object.keys(this.mixture)]);
+    for (const genre of evalGenres) {
+      this.heldOut.set(genre, evaluationBatches(await corpus.bytes(genre, 'heldout'), EVAL_BATCH, this.settings.seqLen, this.options.evalBatches));
+    }
+    const stored = await this.host.store.get(this.localTextKey);
+    if (stored) {
+      const list = JSON.parse(new TextDecoder().decode(stored)) as Array<{ name: string; text: string }>;
+      for (const item of list) await this.addLocalText(item.name, item.text, false);
+    }
+    this.rebuildSources();
+  }
+
+  private rebuildSources(): void {
+    const localBytes = this.localTexts.reduce((n, t) => n + t.bytes.length, 0);
+    const corpusWeight = this.localTexts.length > 0 ? 1 - LOCAL_SHARE : 1;
+    this.sources = this.corpusSources.map((s) => ({ ...s, weight: s.weight * corpusWeight }));
+    for (const t of this.localTexts) {
+      if (t.bytes.length > this.settings.seqLen + 1) this.sources.push({ name: `local:${t.name}`, tokens: t.bytes, weight: (LOCAL_SHARE * t.bytes.length) / localBytes });
+    }
+    this.status.data = this.sources.map<DataSourceInfo>((s) => ({
+      name: s.name.startsWith('local:') ? s.name.slice(6) : s.name,
+      kind: s.name.startsWith('local:') ? 'local' : 'corpus',
+      bytes: s.tokens.length,
+      weight: s.weight,
+    }));
+  }
+
+  /** Local files stay in this worker (and its IndexedDB); only the adapter trained on them ever leaves. */
+  private async addLocalText(name: string, text: string, persist: boolean): Promise<void> {
+    const bytes = new ByteTokenizer().encode(text);
+    if (bytes.length <= this.settings.seqLen + 1) {
+      this.host.post({ type: 'notice', level: 'warning', message: `${name} is too short to train on (${bytes.length} bytes; at least ${this.settings.seqLen + 2} needed)` });
+      return;
+    }
+    this.localTexts.push({ name, bytes: Uint8Array.from(bytes) });
+    if (persist) {
+      const existing = await this.host.store.get(this.localTextKey);
+      const list = existing ? (JSON.parse(new TextDecoder().decode(existing)) as Array<{ name: string; text: string }>) : [];
+      list.push({ name, text });
+      await this.host.store.put(this.localTextKey, new TextEncoder().encode(JSON.stringify(list)));
+      this.rebuildSources();
+      this.host.post({ type: 'notice', level: 'info', message: `training on ${name} too (${bytes.length} bytes, stays in this tab)` });
+      this.postStatus();
+    }
+  }
+
+  private restore(c: PeerCheckpoint): void {
+    this.model!.setAdapter(c.adapter);
+    this.trainer!.optimizer.importState(c.optimizer);
+    Object.assign(this.status, {
+      step: c.counters.step,
+      samplesSeen: c.counters.samplesSeen,
+      tokensSeen: c.counters.tokensSeen,
+      merges: c.counters.merges,
+      publishedVersion: c.counters.publishedVersion,
+      donatedMs: c.counters.donatedMs,
+      adaptersAccepted: c.counters.adaptersAccepted,
+      resumedFromStep: c.counters.step,
+      adoptedFrom: c.adoptedFrom,
+      baseHeldOut: c.baseHeldOut,
+      heldOut: c.heldOutHistory.at(-1) ?? null,
+      trainLoss: c.lossHistory.at(-1)?.loss ?? null,
+      lastMerge: c.mergeHistory.at(-1) ?? null,
+      checkpoint: { step: c.counters.step, atMs: c.savedAtMs, bytes: 0 },
+    });
+    this.lossHistory = c.lossHistory;
+    this.heldOutHistory = c.heldOutHistory;
+    this.mergeHistory = c.mergeHistory;
+  }
+
+  private async checkpoint(): Promise<void> {
+    const c: PeerCheckpoint = {
+      wireRunId: this.runWireId,
+      peerKey: this.options.peerKey,
+      slot: this.options.slot,
+      savedAtMs: this.now(),
+      counters: {
+        step: this.status.step,
+        samplesSeen: this.status.samplesSeen,
+        tokensSeen: this.status.tokensSeen,
+        merges: this.status.merges,
+        publishedVersion: this.status.publishedVersion,
+        donatedMs: this.status.donatedMs,
+        adaptersAccepted: this.status.adaptersAccepted,
+      },
+      adapter: await this.model!.getAdapter(),
+      optimizer: await this.trainer!.optimizer.exportState(),
+      lossHistory: this.lossHistory,
+      heldOutHistory: this.heldOutHistory,
+      baseHeldOut: this.status.baseHeldOut,
+      mergeHistory: this.mergeHistory,
+      adoptedFrom: this.status.adoptedFrom,
+    };
+    const bytes = encodeCheckpoint(c);
+    await this.host.store.put(this.checkpointKey, bytes);
+    this.status.checkpoint = { step: c.counters.step, atMs: c.savedAtMs, bytes: bytes.length };
+  }
+
+  private batchFor(step: number): Batch {
+    // Seeded by (run seed, slot, step): the step counter is the data position a checkpoint needs.
+    const rng = createRng(deriveSeed(this.settings.seed, `batch/${this.options.slot}/${step}`));
+    return new MixtureSampler(this.sources, rng).sample(this.settings.batchSize, this.settings.seqLen);
+  }
+
+  private async evaluateHeldOut(): Promise<HeldOutPoint> {
+    const byGenre: Record<string, number> = {};
+    for (const [genre, batches] of this.heldOut) byGenre[genre] = (await evaluate(this.model!, batches)).loss;
+    const runGenres = this.settings.partition.genres;
+    const allGenres = runGenres.reduce((s, g) => s + byGenre[g], 0) / runGenres.length;
+    const weightSum = Object.values(this.mixture).reduce((a, b) => a + b, 0);
+    const own = Object.entries(this.mixture).reduce((s, [g, w]) => s + (w / weightSum) * byGenre[g], 0);
+    return { step: this.status.step, own, allGenres, byGenre, atMs: this.now() };
+  }
+
+  private async loop(): Promise<void> {
+    await this.waitForBootstrap();
+    let tokensPerSecond: number | null = null;
+    while (!this.stopped) {
+      if (this.options.maxSteps > 0 && this.status.step >= this.options.maxSteps) {
+        await this.exclusive(() => this.finish());
+        return;
+      }
+      if (this.paused) {
+        await new Promise<void>((resolve) => this.resumeWaiters.push(resolve));
+        continue;
+      }
+      if (this.deviceLost) await this.exclusive(() => this.recoverFromDeviceLoss());
+      const started = this.now();
+      let busyMs = 0;
+      try {
+        await this.exclusive(async () => {
+          const step = this.status.step;
+          const result = await this.trainer!.trainStep(() => this.batchFor(step));
+          busyMs = Math.max(1, this.now() - started);
+          const tps = (result.tokens * 1000) / busyMs;
+          tokensPerSecond = tokensPerSecond === null ? tps : 0.8 * tokensPerSecond + 0.2 * tps;
+          this.status.step = step + 1;
+          this.status.samplesSeen += this.settings.batchSize;
+          this.status.tokensSeen += result.tokens;
+          this.status.trainLoss = result.loss;
+          this.status.tokensPerSecond = tokensPerSecond;
+          this.status.donatedMs += busyMs;
+          const point = { step: this.status.step, loss: result.loss, atMs: this.now() };
+          this.pushBounded(this.lossHistory, point);
+          await this.afterStep(point);
+        });
+      } catch (error) {
+        if (this.host.backendName() === 'webgpu') {
+          this.host.post({ type: 'notice', level: 'warning', message: `WebGPU failed (${(error as Error).message}); continuing on WASM` });
+          this.deviceLost = true;
+          continue;
+        }
+        this.fail(error, true);
+        return;
+      }
+      const duty = this.hidden && this.options.slowWhenHidden ? this.options.duty * 0.25 : this.options.duty;
+      const rest = restAfterStep(busyMs, duty);
+      // Yield to the message queue even at full duty, so pause, adapters and "try it" are handled promptly.
+      await this.sleep(Number.isFinite(rest) ? rest : 1000);
+    }
+  }
+
+  private pushBounded<T>(list: T[], item: T): void {
+    list.push(item);
+    if (list.length > MAX_HISTORY) list.splice(0, list.length - MAX_HISTORY);
+  }
+
+  private async afterStep(point: LossPoint): Promise<void> {
+    const nowMs = this.now();
+    this.table.prune(nowMs);
+    const live = this.options.mergeEnabled ? this.table.size : 0;
+    const actions = actionsAfterStep(this.status.step, live, this.cadence);
+    let newHeldOut: HeldOutPoint | undefined;
+    let newMerge: MergeRecord | undefined;
+    if (actions.publish) await this.publish();
+    if (actions.merge) newMerge = await this.merge();
+    if (actions.evaluate) {
+      newHeldOut = await this.evaluateHeldOut();
+      this.status.heldOut = newHeldOut;
+      this.pushBounded(this.heldOutHistory, newHeldOut);
+    }
+    if (actions.checkpoint) await this.saveCheckpointReporting();
+    this.postStatus({ newLoss: point, newHeldOut, newMerge });
+  }
+
+  private async saveCheckpointReporting(): Promise<void> {
+    try {
+      await this.checkpoint();
+    } catch (error) {
+      // Training goes on without checkpoints; the page says why.
+      this.fail(error);
+    }
+  }
+
+  private async publish(): Promise<void> {
+    if (!this.options.mergeEnabled) return;
+    const adapter = await this.model!.getAdapter();
+    const bytes = encodeAdapter(adapter, this.manifest.codec);
+    this.status.publishedVersion++;
+    const buffer = ownBuffer(bytes);
+    this.host.post(
+      {
+        type: 'publish',
+        bytes: buffer,
+        version: this.status.publishedVersion,
+        step: this.status.step,
+        samplesSeen: this.status.samplesSeen,
+        localLoss: this.status.trainLoss,
+        codec: this.manifest.codec,
+        schemaHash: this.schema,
+      },
+      [buffer],
+    );
+  }
+
+  private async merge(): Promise<MergeRecord> {
+    const started = this.now();
+    const self = await this.model!.getAdapter();
+    const inputs = this.table.mergeInputs(
+      { peerId: 'self', adapter: self, samples: this.status.samplesSeen, loss: this.status.trainLoss ?? undefined },
+      started,
+    );
+    const merged = mergeWith(this.manifest.strategy.name, inputs, this.manifest.strategy.params, { seed: deriveSeed(this.settings.seed, `merge/${this.status.step}`) });
+    this.model!.setAdapter(merged);
+    this.status.merges++;
+    const record: MergeRecord = {
+      step: this.status.step,
+      atMs: this.now(),
+      strategy: this.manifest.strategy.name,
+      inputs: inputs.map((i) => ({ peerId: i.meta.peerId, weight: i.weight, ageMs: i.meta.ageMs })),
+      ms: this.now() - started,
+    };
+    this.status.lastMerge = record;
+    this.pushBounded(this.mergeHistory, record);
+    return record;
+  }
+
+  private refuse(peerId: string, version: number, reason: RejectReason, detail: string): void {
+    this.status.adaptersRefused[reason] = (this.status.adaptersRefused[reason] ?? 0) + 1;
+    this.host.post({ type: 'adapter-verdict', peerId, version, ok: false, reason, detail });
+    this.postStatus();
+  }
+
+  private async receiveAdapter(m: Extract<MainToWorker, { type: 'adapter' }>): Promise<void> {
+    if (!this.model || !this.options.mergeEnabled) return;
+    const decoded = decodeAdapter(new Uint8Array(m.bytes), { expectSchemaHash: this.schema });
+    if (!decoded.ok) return this.refuse(m.peerId, m.version, decoded.reason, decoded.detail);
+    const identity = { runId: m.runId, baseModelSha256: m.baseModelSha256, schemaHash: adapterSchemaHash(decoded.adapter) };
+    const verdict = this.table.offer(
+      decoded.adapter,
+      { peerId: m.peerId, version: m.version, step: m.step, samplesSeen: m.samplesSeen, localLoss: m.localLoss, receivedAtMs: m.receivedAtMs },
+      identity,
+    );
+    if (!verdict.ok) return this.refuse(m.peerId, m.version, verdict.reason, verdict.detail);
+    this.status.adaptersAccepted++;
+    this.host.post({ type: 'adapter-verdict', peerId: m.peerId, version: m.version, ok: true });
+    if (!this.bootstrapDone) {
+      // A late joiner starts from the swarm's current adapter rather than from scratch.
+      this.model.setAdapter(decoded.adapter);
+      this.status.adoptedFrom = { peerId: m.peerId, step: m.step };
+      this.bootstrapDone = true;
+      this.bootstrapWake?.();
+      this.host.post({ type: 'notice', level: 'info', message: `starting from the adapter of peer ${m.peerId.slice(-6)} (its step ${m.step})` });
+      const adopted = await this.evaluateHeldOut();
+      this.status.heldOut = adopted;
+      this.pushBounded(this.heldOutHistory, adopted);
+      await this.saveCheckpointReporting();
+      this.postStatus({ newHeldOut: adopted });
+    } else {
+      this.status.neighbours = this.table.summary(this.now());
+      this.postStatus();
+    }
+  }
+
+  private async waitForBootstrap(): Promise<void> {
+    if (this.bootstrapDone) return;
+    await Promise.race([
+      new Promise<void>((resolve) => (this.bootstrapWake = resolve)),
+      this.sleep(this.options.bootstrapWaitMs),
+    ]);
+    this.bootstrapDone = true;
+    if (this.status.phase === 'bootstrapping') this.status.phase = this.paused ? 'paused' : 'training';
+    this.postStatus();
+  }
+
+  private async finish(): Promise<void> {
+    const last = this.heldOutHistory.at(-1);
+    if (!last || last.step !== this.status.step) {
+      const point = await this.evaluateHeldOut();
+      this.status.heldOut = point;
+      this.pushBounded(this.heldOutHistory, point);
+      await this.saveCheckpointReporting();
+      this.status.phase = 'done';
+      this.postStatus({ newHeldOut: point });
+      return;
+    }
+    this.status.phase = 'done';
+    this.postStatus();
+  }
+
+  private async recoverFromDeviceLoss(): Promise<void> {
+    this.deviceLost = false;
+    if (!this.host.switchBackend) return;
+    const previous = this.host.backendName();
+    const now = await this.host.switchBackend('wasm');
+    this.buildModel();
+    const saved = await this.host.store.get(this.checkpointKey);
+    if (saved) this.restore(decodeCheckpoint(saved));
+    this.host.post({
+      type: 'notice',
+      level: 'warning',
+      message: `the ${previous} device was lost; continuing on ${now} from the checkpoint at step ${this.status.step}`,
+    });
+    this.postStatus();
+  }
+
+  private async generateBoth(requestId: number, prompt: string, maxNewTokens: number, temperature: number, seed: number): Promise<void> {
+    const started = this.now();
+    const tokenizer = new ByteTokenizer();
+    const ids = Array.from(tokenizer.encode(prompt.length > 0 ? prompt : '\n'));
+    const options = { maxNewTokens: Math.min(400, Math.max(1, maxNewTokens)), temperature, topK: 40, seed };
+    const current = await this.model!.getAdapter();
+    const adapted = await generate(this.model!, ids, options);
+    this.model!.setAdapter(zeroB(current));
+    let base: number[];
+    try {
+      base = await generate(this.model!, ids, options);
+    } finally {
+      this.model!.setAdapter(current);
+    }
+    const text = (all: number[]) => tokenizer.decode(all.slice(ids.length));
+    this.host.post({ type: 'generated', requestId, base: text(base), adapted: text(adapted), ms: this.now() - started });
+  }
+
+  private async exportPeftFiles(requestId: number): Promise<void> {
+    const files = exportPeft(await this.model!.getAdapter(), { baseModelNameOrPath: this.manifest.baseModel.id });
+    const out: Record<string, ArrayBuffer> = {};
+    for (const [name, bytes] of Object.entries(files)) out[name] = ownBuffer(bytes as Uint8Array);
+    this.host.post({ type: 'peft', requestId, files: out }, Object.values(out));
+  }
+
+  snapshot(): EngineStatus {
+    return {
+      ...this.status,
+      neighbours: this.table ? this.table.summary(this.now()) : [],
+      data: [...this.status.data],
+      adaptersRefused: { ...this.status.adaptersRefused },
+    };
+  }
+
+  private postStatus(extra: { newLoss?: LossPoint; newHeldOut?: HeldOutPoint; newMerge?: MergeRecord } = {}): void {
+    this.host.post({ type: 'status', status: this.snapshot(), ...extra });
+  }
+
+  /** For tests: the tfjs memory in use (the loop must not leak tensors). */
+  static tensorCount(): number {
+    return tf.memory().numTensors;
+  }
+}
