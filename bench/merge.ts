@@ -1,0 +1,192 @@
+/**
+ * Merge benchmark: 8 adapters of GPT-2-small shape (d = 768, 12 layers, rank 16 on attn.c_attn, attn.c_proj,
+ * mlp.c_fc and mlp.c_proj), every registered strategy at its defaults plus product-space TIES, each timed as the
+ * median of several runs, beside a plain memory copy of the same input bytes measured in the same run.
+ *
+ *   npm run bench:merge                      # table on stdout
+ *   npm run bench:merge -- --json out.json   # also writes the results as JSON to out.json
+ *   npm run bench:merge -- --json -          # JSON on stdout instead of the table
+ *   npm run bench:merge -- --runs 7          # runs per strategy (default 5; 3 for the slow ones)
+ *
+ * Extra memory of product-space TIES is measured in a child process (so nothing else has raised its peak):
+ * the growth of peak RSS (process.resourceUsage().maxRSS) over one merge.
+ */
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { adapterParameterCount, type Adapter, type LoraPair } from '../core/model/adapter.ts';
+import { uniformRandom } from '../core/merge/common.ts';
+import { listStrategies, resolveParams } from '../core/merge/registry.ts';
+import type { MergeInput, MergeParams, MergeStrategy } from '../core/merge/types.ts';
+
+const D = 768;
+const LAYERS = 12;
+const RANK = 16;
+const PEERS = 8;
+const SHAPES: Array<[string, number, number]> = [
+  ['attn.c_attn', D, 3 * D],
+  ['attn.c_proj', D, D],
+  ['mlp.c_fc', D, 4 * D],
+  ['mlp.c_proj', 4 * D, D],
+];
+
+function gpt2SmallAdapter(seed: number): Adapter {
+  const random = uniformRandom(seed);
+  const modules = new Map<string, LoraPair>();
+  for (let layer = 0; layer < LAYERS; layer++) {
+    for (const [suffix, inDim, outDim] of SHAPES) {
+      const a = new Float32Array(RANK * inDim);
+      const b = new Float32Array(outDim * RANK);
+      for (let i = 0; i < a.length; i++) a[i] = (random() - 0.5) * 0.04;
+      for (let i = 0; i < b.length; i++) b[i] = (random() - 0.5) * 0.01;
+      modules.set(`transformer.h.${layer}.${suffix}`, { a, b, inDim, outDim });
+    }
+  }
+  return { baseModelId: 'gpt2', config: { r: RANK, alpha: 2 * RANK, targetModules: SHAPES.map((s) => s[0]) }, modules };
+}
+
+function makeInputs(): MergeInput[] {
+  return Array.from({ length: PEERS }, (_, i) => ({
+    adapter: gpt2SmallAdapter(1000 + i),
+    weight: 1 + i / PEERS,
+    meta: { peerId: `peer-${i}`, samples: 1000, ageMs: 0 },
+  }));
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+function timeRuns(runs: number, fn: () => unknown): number[] {
+  fn(); // warm-up (JIT), not counted
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    fn();
+    times.push(performance.now() - t0);
+  }
+  return times;
+}
+
+interface Case {
+  label: string;
+  strategy: MergeStrategy;
+  params: MergeParams;
+  slow: boolean;
+}
+
+function cases(): Case[] {
+  const list: Case[] = listStrategies().map((strategy) => ({
+    label: strategy.name,
+    strategy,
+    params: resolveParams(strategy, {}),
+    slow: false,
+  }));
+  const ties = listStrategies().find((s) => s.name === 'ties')!;
+  list.push({ label: 'ties (space=products)', strategy: ties, params: resolveParams(ties, { space: 'products' }), slow: true });
+  return list;
+}
+
+function memoryProbe(): void {
+  const inputs = makeInputs();
+  const ties = listStrategies().find((s) => s.name === 'ties')!;
+  const params = resolveParams(ties, { space: 'products' });
+  const before = process.resourceUsage().maxRSS;
+  const arrayBuffersBefore = process.memoryUsage().arrayBuffers;
+  const merged = ties.merge(inputs, params, { seed: 1 });
+  const after = process.resourceUsage().maxRSS;
+  const arrayBuffersAfter = process.memoryUsage().arrayBuffers;
+  process.stdout.write(JSON.stringify({
+    peakRssGrowthBytes: (after - before) * 1024,
+    arrayBuffersGrowthBytes: arrayBuffersAfter - arrayBuffersBefore,
+    outputParams: adapterParameterCount(merged),
+  }));
+}
+
+function parseArgs(argv: string[]): { json?: string; runs: number; probe: boolean } {
+  let json: string | undefined;
+  let runs = 5;
+  let probe = false;
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--json') json = argv[i + 1] && !argv[i + 1].startsWith('--') ? argv[++i] : '-';
+    else if (argv[i] === '--runs') runs = Math.max(1, Number(argv[++i]) || 5);
+    else if (argv[i] === '--memory-probe') probe = true;
+  }
+  return { json, runs, probe };
+}
+
+function main(): void {
+  const args = parseArgs(process.argv.slice(2));
+  if (args.probe) return memoryProbe();
+  const log = args.json === '-' ? (s: string) => process.stderr.write(s + '\n') : (s: string) => console.log(s);
+
+  const inputs = makeInputs();
+  const params = adapterParameterCount(inputs[0].adapter);
+  const bytes = PEERS * params * 4;
+  log(`merge benchmark: ${PEERS} adapters × ${params.toLocaleString('en')} parameters (GPT-2 small, r=${RANK}, 4 targets × ${LAYERS} layers) = ${(bytes / 1e6).toFixed(1)} MB of input, node ${process.version}`);
+
+  // Plain copy of the same bytes into preallocated buffers: the floor for anything that reads every input once.
+  const sources = inputs.flatMap((input) => [...input.adapter.modules.values()].flatMap((p) => [p.a, p.b]));
+  const targets = sources.map((s) => new Float32Array(s.length));
+  const copyRuns = timeRuns(Math.max(args.runs, 9), () => {
+    for (let i = 0; i < sources.length; i++) targets[i].set(sources[i]);
+  });
+  const copyMs = median(copyRuns);
+  log(`memory copy baseline: ${copyMs.toFixed(2)} ms median, ${(bytes / copyMs / 1e6).toFixed(2)} GB/s`);
+
+  const results: Array<Record<string, unknown>> = [];
+  log('');
+  log(`${'strategy'.padEnd(26)} ${'median ms'.padStart(10)} ${'GB/s'.padStart(8)} ${'× copy'.padStart(8)}   runs (ms)`);
+  for (const c of cases()) {
+    const runs = c.slow ? Math.min(args.runs, 3) : args.runs;
+    const times = timeRuns(runs, () => c.strategy.merge(inputs, c.params, { seed: 1 }));
+    const ms = median(times);
+    results.push({ strategy: c.label, params: c.params, medianMs: ms, gbPerS: bytes / ms / 1e6, timesCopy: ms / copyMs, runsMs: times });
+    log(`${c.label.padEnd(26)} ${ms.toFixed(1).padStart(10)} ${(bytes / ms / 1e6).toFixed(3).padStart(8)} ${(ms / copyMs).toFixed(1).padStart(8)}   ${times.map((t) => t.toFixed(0)).join(', ')}`);
+  }
+
+  const probe = spawnSync(process.execPath, [...process.execArgv, process.argv[1], '--memory-probe'], { encoding: 'utf8' });
+  let memory: Record<string, number> | null = null;
+  if (probe.status === 0) memory = JSON.parse(probe.stdout);
+  log('');
+  log(memory
+    ? `ties (space=products) extra memory: peak RSS +${(memory.peakRssGrowthBytes / 1e6).toFixed(0)} MB over one merge (child process; arrayBuffers +${(memory.arrayBuffersGrowthBytes / 1e6).toFixed(0)} MB right after it, before GC)`
+    : `ties (space=products) memory probe failed: ${probe.stderr.trim().split('\n').pop()}`);
+
+  const find = (label: string) => results.find((r) => r.strategy === label)!.medianMs as number;
+  const goals = [
+    { goal: 'fedavg within 3x of copy', measured: `${(find('fedavg') / copyMs).toFixed(1)}x`, met: find('fedavg') <= 3 * copyMs },
+    { goal: 'exact-average < 1 s', measured: `${find('exact-average').toFixed(0)} ms`, met: find('exact-average') < 1000 },
+    { goal: 'ties (factors) < 1 s', measured: `${find('ties').toFixed(0)} ms`, met: find('ties') < 1000 },
+    { goal: 'ties (products) < 10 s', measured: `${find('ties (space=products)').toFixed(0)} ms`, met: find('ties (space=products)') < 10000 },
+    {
+      goal: 'ties (products) < 1 GB extra',
+      measured: memory ? `${(memory.peakRssGrowthBytes / 1e6).toFixed(0)} MB` : 'n/a',
+      met: memory ? memory.peakRssGrowthBytes < 1e9 : false,
+    },
+  ];
+  log('');
+  for (const g of goals) log(`${g.met ? 'MET   ' : 'MISSED'} ${g.goal}: ${g.measured}`);
+
+  if (args.json) {
+    const report = {
+      node: process.version,
+      peers: PEERS,
+      parametersPerAdapter: params,
+      inputBytes: bytes,
+      copyBaseline: { medianMs: copyMs, gbPerS: bytes / copyMs / 1e6, runsMs: copyRuns },
+      strategies: results,
+      tiesProductsMemory: memory,
+      goals,
+    };
+    const text = JSON.stringify(report, null, 2);
+    if (args.json === '-') process.stdout.write(text + '\n');
+    else {
+      writeFileSync(args.json, text + '\n');
+      log(`JSON written to ${args.json}`);
+    }
+  }
+}
+
+main();
