@@ -117,7 +117,17 @@ export function weightedSumInto(out: Float32Array, arrays: readonly Float32Array
   for (let start = 0; start < out.length; start += CHUNK) {
     const len = Math.min(CHUNK, out.length - start);
     acc.fill(0, 0, len);
-    for (let i = 0; i < arrays.length; i++) {
+    let i = 0;
+    // four inputs per pass over the accumulator: a quarter of the accumulator loads and stores
+    for (; i + 4 <= arrays.length; i += 4) {
+      const w0 = weights[i], w1 = weights[i + 1], w2 = weights[i + 2], w3 = weights[i + 3];
+      const x0 = arrays[i], x1 = arrays[i + 1], x2 = arrays[i + 2], x3 = arrays[i + 3];
+      for (let j = 0; j < len; j++) {
+        const k = start + j;
+        acc[j] += w0 * x0[k] + w1 * x1[k] + w2 * x2[k] + w3 * x3[k];
+      }
+    }
+    for (; i < arrays.length; i++) {
       const w = weights[i];
       if (w === 0) continue;
       const x = arrays[i];
@@ -190,9 +200,7 @@ export function keepTopMagnitudes(x: Float32Array, keep: number): void {
     return;
   }
   const bits = new Uint32Array(x.buffer, x.byteOffset, x.length);
-  const threshold = kthLargestMagnitudeBits(bits, keep);
-  let above = 0;
-  for (let j = 0; j < bits.length; j++) if ((bits[j] & 0x7fffffff) > threshold) above++;
+  const { threshold, above } = kthLargestMagnitude(bits, keep);
   let equalAllowed = keep - above;
   for (let j = 0; j < bits.length; j++) {
     const m = bits[j] & 0x7fffffff;
@@ -222,7 +230,7 @@ export function keepMagnitudeBand(x: Float32Array, dropTop: number, keep: number
 /** Sets marks[j] = value for the `count` entries of largest magnitude (ties by index), zeros included. */
 function markTopRanks(bits: Uint32Array, count: number, marks: Uint8Array, value: number): void {
   if (count <= 0) return;
-  const threshold = kthLargestMagnitudeBits(bits, count);
+  const { threshold } = kthLargestMagnitude(bits, count);
   let left = count;
   for (let j = 0; j < bits.length; j++) if ((bits[j] & 0x7fffffff) > threshold) { marks[j] = value; left--; }
   for (let j = 0; j < bits.length && left > 0; j++) {
@@ -230,8 +238,11 @@ function markTopRanks(bits: Uint32Array, count: number, marks: Uint8Array, value
   }
 }
 
-/** Bit pattern of the k-th largest magnitude (k ≥ 1), by radix selection: high 16 bits, then low 16 bits. */
-export function kthLargestMagnitudeBits(bits: Uint32Array, k: number): number {
+/**
+ * Bit pattern of the k-th largest magnitude (k ≥ 1), by radix selection (high 16 bits, then low 16 bits), and how
+ * many entries are strictly larger (read off the two histograms, no extra pass).
+ */
+export function kthLargestMagnitude(bits: Uint32Array, k: number): { threshold: number; above: number } {
   const hist = new Uint32Array(65536);
   for (let j = 0; j < bits.length; j++) hist[(bits[j] & 0x7fffffff) >>> 16]++;
   let remaining = k;
@@ -250,7 +261,7 @@ export function kthLargestMagnitudeBits(bits: Uint32Array, k: number): number {
     if (hist[low] >= remaining) break;
     remaining -= hist[low];
   }
-  return ((high << 16) | low) >>> 0;
+  return { threshold: ((high << 16) | low) >>> 0, above: k - remaining };
 }
 
 /** Number of entries a density in [0, 1] keeps out of n (rounded to nearest, as "top k%" reads). */

@@ -34,7 +34,7 @@ const identity = (n: number) => Float64Array.from({ length: n * n }, (_, i) => (
 
 describe('linalg', () => {
   it('gramOfColumns equals XᵀX computed naively (odd and even column counts)', () => {
-    for (const n of [4, 5]) {
+    for (const n of [4, 5, 6, 7, 9]) {
       const m = 7;
       const cols = randomMatrix(n, m, n); // n columns of length m = Xᵀ row-major
       const x = transpose(cols, n, m); // m×n

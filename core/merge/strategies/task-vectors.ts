@@ -14,7 +14,7 @@
  *     the elected sign. An exact zero sum elects no sign and the entry merges to 0 (no majority to follow); zeros
  *     (trimmed or genuine) never vote and never count in the denominator.
  */
-import { tensorOf, type TensorRef } from '../common.ts';
+import { tensorOf, weightedSumInto, type TensorRef } from '../common.ts';
 import type { MergeInput, ParamSpec } from '../types.ts';
 
 export type Base = 'self' | 'zero';
@@ -50,34 +50,40 @@ export function taskVectors(inputs: readonly MergeInput[], ref: TensorRef, base:
 
 /** out = combination of the (sparsified) task vectors; see the file comment. */
 export function combine(taus: readonly Float32Array[], weights: ArrayLike<number>, consensus: Consensus, out: Float32Array): void {
-  const n = taus.length;
   if (consensus === 'linear') {
-    for (let j = 0; j < out.length; j++) {
-      let s = 0;
-      for (let i = 0; i < n; i++) s += weights[i] * taus[i][j];
-      out[j] = s;
-    }
+    weightedSumInto(out, taus, weights);
     return;
   }
-  for (let j = 0; j < out.length; j++) {
-    let sum = 0;
-    for (let i = 0; i < n; i++) sum += weights[i] * taus[i][j];
-    if (sum === 0) {
-      out[j] = 0;
-      continue;
+  // Chunked so that each pass runs over one input at a time (long, monomorphic inner loops).
+  const chunk = Math.min(CHUNK, out.length);
+  const sum = new Float64Array(chunk);
+  const agreeing = new Float64Array(chunk);
+  const agreeingWeight = new Float64Array(chunk);
+  for (let start = 0; start < out.length; start += CHUNK) {
+    const len = Math.min(CHUNK, out.length - start);
+    sum.fill(0);
+    agreeing.fill(0);
+    agreeingWeight.fill(0);
+    for (let i = 0; i < taus.length; i++) {
+      const w = weights[i], t = taus[i];
+      for (let j = 0; j < len; j++) sum[j] += w * t[start + j];
     }
-    let agreeing = 0;
-    let agreeingWeight = 0;
-    for (let i = 0; i < n; i++) {
-      const t = taus[i][j];
-      if (t !== 0 && (t > 0) === (sum > 0)) {
-        agreeing += weights[i] * t;
-        agreeingWeight += weights[i];
+    for (let i = 0; i < taus.length; i++) {
+      const w = weights[i], t = taus[i];
+      for (let j = 0; j < len; j++) {
+        const v = t[start + j];
+        // same sign as the elected one, both non-zero: v·sum > 0
+        if (v * sum[j] > 0) {
+          agreeing[j] += w * v;
+          agreeingWeight[j] += w;
+        }
       }
     }
-    out[j] = agreeingWeight > 0 ? agreeing / agreeingWeight : 0;
+    for (let j = 0; j < len; j++) out[start + j] = agreeingWeight[j] > 0 ? agreeing[j] / agreeingWeight[j] : 0;
   }
 }
+
+const CHUNK = 2048;
 
 /** base + lambda·combined, written into `combined`'s place in a fresh array. */
 export function addToBase(inputs: readonly MergeInput[], ref: TensorRef, base: Base, lambda: number, combined: Float32Array): Float32Array {

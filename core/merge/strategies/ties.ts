@@ -91,24 +91,30 @@ function tiesProducts(inputs: readonly MergeInput[], weights: Float64Array, para
   return adapterLike(template, modules);
 }
 
-/** out[o][j] = scale·(B·A)[o][j] − (minus ? minus[o][j] : 0), row by row, four rank units per pass. */
+/** out[o][j] = scale·(B·A)[o][j] − (minus ? minus[o][j] : 0), row by row in a float64 accumulator, 8 rank units per pass. */
 export function denseProduct(pair: LoraPair, r: number, scale: number, out: Float32Array, minus: Float32Array | null): void {
   const { a, b, inDim, outDim } = pair;
+  const acc = new Float64Array(inDim);
   for (let o = 0; o < outDim; o++) {
     const row = o * inDim;
-    if (minus) for (let j = 0; j < inDim; j++) out[row + j] = -minus[row + j];
-    else out.fill(0, row, row + inDim);
+    const br = o * r;
+    acc.fill(0);
     let k = 0;
-    for (; k + 4 <= r; k += 4) {
-      const c0 = scale * b[o * r + k], c1 = scale * b[o * r + k + 1], c2 = scale * b[o * r + k + 2], c3 = scale * b[o * r + k + 3];
-      const a0 = k * inDim, a1 = a0 + inDim, a2 = a1 + inDim, a3 = a2 + inDim;
-      for (let j = 0; j < inDim; j++) out[row + j] += c0 * a[a0 + j] + c1 * a[a1 + j] + c2 * a[a2 + j] + c3 * a[a3 + j];
+    for (; k + 8 <= r; k += 8) {
+      const c0 = b[br + k], c1 = b[br + k + 1], c2 = b[br + k + 2], c3 = b[br + k + 3];
+      const c4 = b[br + k + 4], c5 = b[br + k + 5], c6 = b[br + k + 6], c7 = b[br + k + 7];
+      const a0 = k * inDim, a1 = a0 + inDim, a2 = a1 + inDim, a3 = a2 + inDim, a4 = a3 + inDim, a5 = a4 + inDim, a6 = a5 + inDim, a7 = a6 + inDim;
+      for (let j = 0; j < inDim; j++) {
+        acc[j] += c0 * a[a0 + j] + c1 * a[a1 + j] + c2 * a[a2 + j] + c3 * a[a3 + j] + c4 * a[a4 + j] + c5 * a[a5 + j] + c6 * a[a6 + j] + c7 * a[a7 + j];
+      }
     }
     for (; k < r; k++) {
-      const c = scale * b[o * r + k];
+      const c = b[br + k];
       const a0 = k * inDim;
-      for (let j = 0; j < inDim; j++) out[row + j] += c * a[a0 + j];
+      for (let j = 0; j < inDim; j++) acc[j] += c * a[a0 + j];
     }
+    if (minus) for (let j = 0; j < inDim; j++) out[row + j] = scale * acc[j] - minus[row + j];
+    else for (let j = 0; j < inDim; j++) out[row + j] = scale * acc[j];
   }
 }
 
