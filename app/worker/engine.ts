@@ -220,7 +220,8 @@ export class PeerEngine {
       this.fail(error, true);
       throw error;
     }
-    const manifest = given ?? defaultRunManifest(this.base.sha256);
+    const defaults = defaultRunManifest(this.base.sha256);
+    const manifest = given ?? { ...defaults, baseModel: { ...defaults.baseModel, url: baseModelUrl } };
     if (manifest.baseModel.sha256 !== this.base.sha256) {
       const error = new RunMismatchError(
         `the run expects base model sha256 ${manifest.baseModel.sha256.slice(0, 16)}…, but ${manifest.baseModel.url} serves ${this.base.sha256.slice(0, 16)}…`,

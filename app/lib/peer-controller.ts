@@ -1,0 +1,422 @@
+// The page side of a peer: starts the worker (model, training, merging, checkpoints) and the libp2p node (which
+// must live on the main thread: workers have no RTCPeerConnection), and moves adapter bytes between them.
+// React reads its state through subscribe()/snapshot(); Playwright reads window.swarmPeer.
+import { createSwarmNode, type SwarmNode } from '../../p2p/node.ts';
+import { resolveRelays } from '../../p2p/relay-config.ts';
+import { explainRejection } from '../../core/swarm/compatibility.ts';
+import { TelemetryGate, telemetryReport, telemetryTopic } from '../../core/swarm/telemetry.ts';
+import { encodeTelemetry, type TelemetryReport } from '../../core/wire/telemetry.ts';
+import type { RunManifest } from '../../core/wire/run-manifest.ts';
+import type { RejectReason } from '../../core/wire/verdict.ts';
+import type { PageParams } from './params.ts';
+import type {
+  EngineOptions,
+  EngineStatus,
+  ErrorKind,
+  HeldOutPoint,
+  LossPoint,
+  MainToWorker,
+  MergeRecord,
+  ReadyInfo,
+  WorkerToMain,
+} from '../worker/protocol.ts';
+
+export interface PageError {
+  kind: ErrorKind | 'relay-unreachable' | 'run-link' | 'worker';
+  message: string;
+  atMs: number;
+}
+
+export interface Notice {
+  level: 'info' | 'warning';
+  message: string;
+  atMs: number;
+}
+
+export interface NetworkState {
+  peerId: string | null;
+  relays: string[];
+  relayConnected: boolean;
+  neighbours: string[];
+  bytesSent: number;
+  bytesReceived: number;
+  versionsAnnounced: number;
+  versionsFetched: number;
+  rejections: Partial<Record<RejectReason, number>>;
+}
+
+export interface PeerState {
+  joined: boolean;
+  info: ReadyInfo | null;
+  status: EngineStatus | null;
+  lossHistory: LossPoint[];
+  heldOutHistory: HeldOutPoint[];
+  mergeHistory: MergeRecord[];
+  network: NetworkState;
+  errors: PageError[];
+  notices: Notice[];
+  generated: { base: string; adapted: string; ms: number } | null;
+  generating: boolean;
+  slot: number;
+  peerKey: string;
+  /** Bumped on every change, so React sees a new snapshot. */
+  revision: number;
+}
+
+const KNOWN_RUNS_KEY = 'swarm.knownRuns';
+const MAX_NOTICES = 30;
+
+function sessionValue(key: string, make: () => string): string {
+  try {
+    const existing = sessionStorage.getItem(key);
+    if (existing) return existing;
+    const value = make();
+    sessionStorage.setItem(key, value);
+    return value;
+  } catch {
+    return make();
+  }
+}
+
+export class PeerController {
+  private worker?: Worker;
+  private node?: SwarmNode;
+  private listeners = new Set<() => void>();
+  private requestId = 0;
+  private telemetryGate: TelemetryGate;
+  private readonly telemetryLog: TelemetryReport[] = [];
+  private readonly seenRejections = new Set<string>();
+  private readonly refusedByWorker: Partial<Record<RejectReason, number>> = {};
+  private timer?: ReturnType<typeof setInterval>;
+  private startedAtMs = Date.now();
+  private state: PeerState;
+
+  constructor(readonly params: PageParams) {
+    this.telemetryGate = new TelemetryGate(params.telemetryMs);
+    const peerKey = params.peerKey ?? sessionValue('swarm.peerKey', () => `tab-${crypto.randomUUID()}`);
+    const slot = params.slot ?? Number(sessionValue('swarm.slot', () => String(Math.floor(Math.random() * 6))));
+    this.state = {
+      joined: false, info: null, status: null, lossHistory: [], heldOutHistory: [], mergeHistory: [],
+      network: { peerId: null, relays: [], relayConnected: false, neighbours: [], bytesSent: 0, bytesReceived: 0, versionsAnnounced: 0, versionsFetched: 0, rejections: {} },
+      errors: [], notices: [], generated: null, generating: false, slot, peerKey, revision: 0,
+    };
+  }
+
+  subscribe = (listener: () => void): (() => void) => {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  };
+
+  snapshot = (): PeerState => this.state;
+
+  private update(change: Partial<PeerState>): void {
+    this.state = { ...this.state, ...change, revision: this.state.revision + 1 };
+    for (const l of this.listeners) l();
+  }
+
+  private error(kind: PageError['kind'], message: string): void {
+    this.update({ errors: [...this.state.errors, { kind, message, atMs: Date.now() }].slice(-MAX_NOTICES) });
+  }
+
+  private notice(level: Notice['level'], message: string): void {
+    this.update({ notices: [...this.state.notices, { level, message, atMs: Date.now() }].slice(-MAX_NOTICES) });
+  }
+
+  private send(message: MainToWorker, transfer: Transferable[] = []): void {
+    this.worker?.postMessage(message, transfer);
+  }
+
+  /** Joins the run: starts the worker, then (once the run is known) the p2p node. */
+  join(): void {
+    if (this.state.joined) return;
+    this.update({ joined: true });
+    this.startedAtMs = Date.now();
+    const run = this.params.run;
+    let manifest: RunManifest | null = null;
+    if (!run.ok) {
+      this.error('run-link', `The run link is invalid (${run.reason}): ${run.detail}. Joining the default run instead.`);
+    } else if (run.value.kind === 'manifest') {
+      manifest = run.value.manifest;
+    } else if (run.value.kind === 'id') {
+      manifest = this.knownRuns()[run.value.id] ?? null;
+      if (!manifest) this.notice('warning', `Run ${run.value.id.slice(0, 12)}… is not known in this browser; trying the default run (its id is checked once loaded).`);
+    }
+    this.worker = new Worker(new URL('../worker/swarm.worker.ts', import.meta.url), { type: 'module' });
+    this.worker.onmessage = (event: MessageEvent<WorkerToMain>) => this.onWorkerMessage(event.data);
+    this.worker.onerror = (event) => this.error('worker', `The training worker failed: ${event.message || 'unknown error'}`);
+    const options: EngineOptions = {
+      peerKey: this.state.peerKey,
+      slot: this.state.slot,
+      genre: this.params.genre ?? undefined,
+      maxSteps: this.params.maxSteps,
+      mergeEnabled: this.params.mergeEnabled && this.params.p2p,
+      bootstrapWaitMs: this.params.p2p && this.params.mergeEnabled ? this.params.bootstrapWaitMs : 0,
+      evaluateEvery: this.params.evaluateEvery,
+      checkpointEvery: this.params.checkpointEvery,
+      duty: this.params.duty,
+      slowWhenHidden: false,
+      halfLifeMs: 60_000,
+      dropAfterMs: 300_000,
+      evalBatches: this.params.evalBatches,
+    };
+    this.send({ type: 'init', manifest, baseModelUrl: this.params.modelUrl, backend: this.params.backend, options });
+    document.addEventListener('visibilitychange', () => this.send({ type: 'visibility', hidden: document.hidden }));
+    this.timer = setInterval(() => this.tick(), 1000);
+  }
+
+  private knownRuns(): Record<string, RunManifest> {
+    try {
+      return JSON.parse(localStorage.getItem(KNOWN_RUNS_KEY) ?? '{}') as Record<string, RunManifest>;
+    } catch {
+      return {};
+    }
+  }
+
+  private remember(info: ReadyInfo): void {
+    try {
+      localStorage.setItem(KNOWN_RUNS_KEY, JSON.stringify({ ...this.knownRuns(), [info.manifestId]: info.manifest }));
+    } catch {
+      // Private mode or full storage: the run simply is not remembered.
+    }
+  }
+
+  private onWorkerMessage(message: WorkerToMain): void {
+    switch (message.type) {
+      case 'ready': {
+        const run = this.params.run;
+        if (run.ok && run.value.kind === 'id' && run.value.id !== message.info.manifestId) {
+          this.error('run-mismatch', `This tab was asked to join run ${run.value.id.slice(0, 12)}…, but only knows run ${message.info.manifestId.slice(0, 12)}… (the default). Open the full run link to join another run.`);
+        }
+        this.remember(message.info);
+        this.update({
+          info: message.info,
+          status: message.status,
+          lossHistory: message.info.lossHistory,
+          heldOutHistory: message.info.heldOutHistory,
+          mergeHistory: message.info.mergeHistory,
+        });
+        if (message.status.resumedFromStep !== null) this.notice('info', `Resumed from the checkpoint at step ${message.status.resumedFromStep}.`);
+        if (this.params.p2p && this.params.mergeEnabled) void this.startNetwork(message.info);
+        return;
+      }
+      case 'status': {
+        const change: Partial<PeerState> = { status: message.status };
+        if (message.newLoss) change.lossHistory = [...this.state.lossHistory, message.newLoss].slice(-2000);
+        if (message.newHeldOut) change.heldOutHistory = [...this.state.heldOutHistory, message.newHeldOut];
+        if (message.newMerge) change.mergeHistory = [...this.state.mergeHistory, message.newMerge].slice(-500);
+        this.update(change);
+        return;
+      }
+      case 'publish':
+        void this.announce(message);
+        return;
+      case 'adapter-verdict':
+        if (!message.ok && message.reason) {
+          this.refusedByWorker[message.reason] = (this.refusedByWorker[message.reason] ?? 0) + 1;
+          this.explain(message.peerId, message.reason, message.detail);
+        }
+        return;
+      case 'generated':
+        this.update({ generated: { base: message.base, adapted: message.adapted, ms: message.ms }, generating: false });
+        return;
+      case 'peft':
+        for (const [name, buffer] of Object.entries(message.files)) downloadBytes(name, new Uint8Array(buffer));
+        return;
+      case 'notice':
+        this.notice(message.level, message.message);
+        return;
+      case 'error':
+        this.error(message.kind, explainWorkerError(message.kind, message.message));
+        return;
+    }
+  }
+
+  private explain(peerId: string, reason: RejectReason, detail?: string): void {
+    const key = `${peerId}/${reason}`;
+    if (this.seenRejections.has(key)) return;
+    this.seenRejections.add(key);
+    const text = explainRejection(peerId, reason, detail);
+    if (reason === 'wrong-run' || reason === 'wrong-base-model' || reason === 'schema-mismatch') this.error('run-mismatch', `${text} Its adapters are not merged.`);
+    else this.notice('warning', text);
+  }
+
+  private async startNetwork(info: ReadyInfo): Promise<void> {
+    let relays: string[];
+    try {
+      relays = await resolveRelays({ search: location.search, storage: localStorage, fetchJson: async (url) => (await fetch(url)).json() });
+    } catch (error) {
+      this.error('relay-unreachable', `No relay to find other peers: ${(error as Error).message}. Training continues alone.`);
+      return;
+    }
+    try {
+      this.node = await createSwarmNode({ relays, runId: info.wireRunId, discoveryIntervalMs: 1000 });
+    } catch (error) {
+      this.error('relay-unreachable', `The peer-to-peer node did not start: ${(error as Error).message}. Training continues alone.`);
+      return;
+    }
+    const node = this.node;
+    node.exchange.setRunContext({ baseModelId: info.baseModelId, baseModelSha256: info.baseModelSha256, schemaHash: info.schemaHash });
+    node.exchange.addEventListener('adapter:received', (evt) => {
+      const r = evt.detail;
+      const bytes = r.bytes.slice().buffer;
+      this.send(
+        {
+          type: 'adapter', bytes, peerId: r.peerId, version: r.manifest.version, step: r.manifest.step, samplesSeen: r.manifest.samplesSeen,
+          localLoss: r.manifest.localLoss, runId: r.manifest.runId, baseModelSha256: r.manifest.baseModelSha256, schemaHash: r.manifest.schemaHash,
+          receivedAtMs: r.receivedAtMs,
+        },
+        [bytes],
+      );
+    });
+    node.exchange.addEventListener('adapter:rejected', (evt) => this.explain(evt.detail.peerId, evt.detail.reason, evt.detail.detail));
+    node.exchange.addEventListener('peer:banned', (evt) => this.notice('warning', `Peer …${evt.detail.peerId.slice(-6)} sent bad data repeatedly and is refused for a while.`));
+    this.update({ network: { ...this.state.network, peerId: node.peerId.toString(), relays } });
+    // A relay that never answers leaves the tab alone: say so once, keep training.
+    setTimeout(() => {
+      if (!this.relayConnected() && node.dialPolicy.neighbours().length === 0) {
+        this.error('relay-unreachable', `The relay (${relays.join(', ')}) cannot be reached, so no other peers can be found. Training continues alone; check that \`npm run relay\` is running.`);
+      }
+    }, 15_000);
+  }
+
+  private relayConnected(): boolean {
+    const node = this.node;
+    if (!node) return false;
+    return node.libp2p.getConnections().some((c) => node.dialPolicy.isRelay(c.remotePeer.toString()));
+  }
+
+  private async announce(m: Extract<WorkerToMain, { type: 'publish' }>): Promise<void> {
+    if (!this.node) return;
+    try {
+      await this.node.exchange.announce(new Uint8Array(m.bytes), {
+        version: m.version, step: m.step, samplesSeen: m.samplesSeen, localLoss: m.localLoss, codec: m.codec, schemaHash: m.schemaHash,
+      });
+    } catch (error) {
+      this.notice('warning', `Announcing adapter version ${m.version} failed: ${(error as Error).message}`);
+    }
+  }
+
+  private tick(): void {
+    const node = this.node;
+    if (node) {
+      const stats = node.exchange.stats();
+      const rejections: Partial<Record<RejectReason, number>> = { ...node.ledger.snapshot().byReason };
+      for (const [reason, n] of Object.entries(this.refusedByWorker) as [RejectReason, number][]) rejections[reason] = (rejections[reason] ?? 0) + n;
+      this.update({
+        network: {
+          ...this.state.network,
+          relayConnected: this.relayConnected(),
+          neighbours: node.dialPolicy.neighbours(),
+          bytesSent: stats.bytesServed,
+          bytesReceived: stats.bytesFetched,
+          versionsAnnounced: stats.announced,
+          versionsFetched: stats.fetched,
+          rejections,
+        },
+      });
+      if (this.state.info && this.state.status && this.telemetryGate.take(Date.now())) this.publishTelemetry(node);
+    }
+  }
+
+  private currentReport(peerId: string): TelemetryReport | null {
+    const { info, status, network } = this.state;
+    if (!info || !status) return null;
+    return telemetryReport({
+      peerId,
+      runId: info.wireRunId,
+      timeMs: Date.now(),
+      step: status.step,
+      trainLoss: status.trainLoss,
+      heldOutLoss: status.heldOut?.own ?? null,
+      merges: status.merges,
+      bytesSent: network.bytesSent,
+      bytesReceived: network.bytesReceived,
+      versionsAnnounced: network.versionsAnnounced,
+      versionsFetched: network.versionsFetched,
+      neighbours: network.neighbours,
+      rejections: network.rejections,
+      tokensPerSecond: status.tokensPerSecond,
+      backend: status.backend,
+    });
+  }
+
+  private publishTelemetry(node: SwarmNode): void {
+    const report = this.currentReport(node.peerId.toString());
+    if (!report) return;
+    this.telemetryLog.push(report);
+    if (this.telemetryLog.length > 5000) this.telemetryLog.splice(0, this.telemetryLog.length - 5000);
+    try {
+      void node.libp2p.services.pubsub.publish(telemetryTopic(report.runId), encodeTelemetry(report)).catch(() => undefined);
+    } catch {
+      // Telemetry is best effort; training and merging do not depend on it.
+    }
+  }
+
+  pause(): void {
+    this.send({ type: 'pause' });
+  }
+
+  resume(): void {
+    this.send({ type: 'resume' });
+  }
+
+  throttle(duty: number, slowWhenHidden: boolean): void {
+    this.send({ type: 'throttle', duty, slowWhenHidden });
+  }
+
+  addLocalFiles(files: FileList | File[]): void {
+    for (const file of Array.from(files)) {
+      void file.text().then((text) => this.send({ type: 'local-text', name: file.name, text }));
+    }
+  }
+
+  tryIt(prompt: string, maxNewTokens = 120): void {
+    this.update({ generating: true });
+    this.send({ type: 'generate', requestId: ++this.requestId, prompt, maxNewTokens, temperature: 0.8, seed: this.requestId });
+  }
+
+  downloadPeft(): void {
+    this.send({ type: 'export-peft', requestId: ++this.requestId });
+  }
+
+  simulateDeviceLoss(): void {
+    this.send({ type: 'simulate-device-loss' });
+  }
+
+  /** Telemetry reports this peer produced (the rows of the run log the dashboard exports). */
+  telemetry(): TelemetryReport[] {
+    return [...this.telemetryLog];
+  }
+
+  timeOnPageMs(): number {
+    return Date.now() - this.startedAtMs;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.worker?.terminate();
+    await this.node?.stop();
+  }
+}
+
+function explainWorkerError(kind: ErrorKind, message: string): string {
+  switch (kind) {
+    case 'no-webgpu': return message;
+    case 'model-load': return `The base model could not be loaded: ${message}`;
+    case 'run-mismatch': return `This run does not match what this page serves: ${message}`;
+    case 'storage-full': return `Browser storage is full, so checkpoints cannot be saved (training continues, but a reload would lose progress): ${message}`;
+    case 'storage': return `Checkpoints cannot be saved: ${message}`;
+    case 'data': return `The training data could not be prepared: ${message}`;
+    case 'backend-lost': return `The compute backend failed: ${message}`;
+    default: return `Something went wrong in the training worker: ${message}`;
+  }
+}
+
+function downloadBytes(name: string, bytes: Uint8Array): void {
+  const url = URL.createObjectURL(new Blob([bytes as BlobPart]));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = name;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}

@@ -1,0 +1,89 @@
+// window.swarmPeer: a read-only view of this peer for Playwright and for people poking at the console.
+import type { TelemetryReport } from '../../core/wire/telemetry.ts';
+import type { HeldOutPoint, LossPoint, MergeRecord } from '../worker/protocol.ts';
+import type { PageError, PeerController } from './peer-controller.ts';
+
+export interface PeerProbe {
+  joined: boolean;
+  ready: boolean;
+  phase: string;
+  backend: string | null;
+  peerId: string | null;
+  wireRunId: string | null;
+  manifestId: string | null;
+  slot: number;
+  genres: string[];
+  step: number;
+  trainLoss: number | null;
+  heldOut: HeldOutPoint | null;
+  baseHeldOut: HeldOutPoint | null;
+  heldOutHistory: HeldOutPoint[];
+  lossHistory: LossPoint[];
+  merges: number;
+  mergeHistory: MergeRecord[];
+  publishedVersion: number;
+  neighbours: string[];
+  mergeTable: Array<{ peerId: string; version: number; ageMs: number; weight: number }>;
+  adaptersAccepted: number;
+  bytesSent: number;
+  bytesReceived: number;
+  relayConnected: boolean;
+  checkpoint: { step: number; atMs: number; bytes: number } | null;
+  resumedFromStep: number | null;
+  adoptedFrom: { peerId: string; step: number } | null;
+  tokensPerSecond: number | null;
+  errors: PageError[];
+}
+
+export interface SwarmPeerApi {
+  status(): PeerProbe;
+  telemetry(): TelemetryReport[];
+}
+
+declare global {
+  interface Window {
+    swarmPeer: SwarmPeerApi;
+  }
+}
+
+export function installProbe(controller: PeerController): void {
+  const api: SwarmPeerApi = {
+    status() {
+      const s = controller.snapshot();
+      const st = s.status;
+      return {
+        joined: s.joined,
+        ready: s.info !== null,
+        phase: st?.phase ?? (s.joined ? 'loading' : 'idle'),
+        backend: st?.backend ?? null,
+        peerId: s.network.peerId,
+        wireRunId: s.info?.wireRunId ?? null,
+        manifestId: s.info?.manifestId ?? null,
+        slot: s.slot,
+        genres: st?.data.filter((d) => d.kind === 'corpus').map((d) => d.name) ?? [],
+        step: st?.step ?? 0,
+        trainLoss: st?.trainLoss ?? null,
+        heldOut: st?.heldOut ?? null,
+        baseHeldOut: st?.baseHeldOut ?? null,
+        heldOutHistory: s.heldOutHistory,
+        lossHistory: s.lossHistory,
+        merges: st?.merges ?? 0,
+        mergeHistory: s.mergeHistory,
+        publishedVersion: st?.publishedVersion ?? 0,
+        neighbours: s.network.neighbours,
+        mergeTable: st?.neighbours.map((n) => ({ peerId: n.peerId, version: n.version, ageMs: n.ageMs, weight: n.weight })) ?? [],
+        adaptersAccepted: st?.adaptersAccepted ?? 0,
+        bytesSent: s.network.bytesSent,
+        bytesReceived: s.network.bytesReceived,
+        relayConnected: s.network.relayConnected,
+        checkpoint: st?.checkpoint ?? null,
+        resumedFromStep: st?.resumedFromStep ?? null,
+        adoptedFrom: st?.adoptedFrom ?? null,
+        tokensPerSecond: st?.tokensPerSecond ?? null,
+        errors: s.errors,
+      };
+    },
+    telemetry: () => controller.telemetry(),
+  };
+  Object.defineProperty(window, 'swarmPeer', { value: Object.freeze(api), writable: false, configurable: false });
+}
