@@ -1,5 +1,9 @@
 // Starts the real relay (`swarm relay`) as a child process on a free loopback port, for specs and the benchmark.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+
+/** libp2p needs Node 22; the project pins it as a devDependency, which may differ from the Node running this. */
+const NODE = existsSync('node_modules/.bin/node') ? 'node_modules/.bin/node' : process.execPath;
 
 export interface RelayProcess {
   child: ChildProcess;
@@ -10,7 +14,7 @@ export interface RelayProcess {
 }
 
 export async function startRelayProcess(extraArgs: string[] = []): Promise<RelayProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/swarm.ts', 'relay', '--port', '0', '--ephemeral', '--no-config', ...extraArgs], {
+  const child = spawn(NODE, ['--import', 'tsx', 'cli/swarm.ts', 'relay', '--port', '0', '--ephemeral', '--no-config', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

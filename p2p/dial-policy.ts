@@ -29,8 +29,9 @@ export interface DialPolicyInit {
    */
   maxAttempts?: number;
   /**
-   * The larger peer id normally waits to be dialled; if nothing arrived after this long it dials anyway, in case
-   * the smaller side never heard of it.
+   * The larger peer id waits to be dialled. If after this long there is no connection of any kind (not even the
+   * relayed one a WebRTC dial signals over), the smaller side never heard of it, and it dials itself. Both sides
+   * dialling at once makes WebRTC handshakes collide, so this stays a rare fallback.
    */
   tieBreakGraceMs?: number;
   /** How often pending candidates and relays are looked at. */
@@ -56,7 +57,7 @@ export interface DialPolicy extends TypedEventEmitter<DialPolicyEvents> {
   /** Time each current neighbour was first connected (ms since epoch). */
   neighbourSince(peerId: string): number | undefined;
   /** Candidates not yet connected, with their retry state, for dashboards and tests. */
-  pending(): Array<{ peerId: string; attempts: number; nextAttemptAt: number }>;
+  pending(): Array<{ peerId: string; attempts: number; nextAttemptAt: number; lastError?: string }>;
   isRelay(peerId: string): boolean;
 }
 
@@ -67,6 +68,7 @@ interface Candidate {
   attempts: number;
   nextAttemptAt: number;
   dialing: boolean;
+  lastError?: string;
 }
 
 interface RelayState {
@@ -78,11 +80,12 @@ interface RelayState {
 }
 
 const DEFAULTS = {
-  dialTimeoutMs: 10_000,
+  // A healthy local WebRTC handshake takes well under a second; a hung one is better abandoned early.
+  dialTimeoutMs: 5_000,
   initialBackoffMs: 500,
   maxBackoffMs: 15_000,
   maxAttempts: 8,
-  tieBreakGraceMs: 6_000,
+  tieBreakGraceMs: 15_000,
   tickMs: 500,
 };
 
@@ -96,6 +99,17 @@ export function isWebRtcAddress(ma: Multiaddr): boolean {
 /** A connection that may carry payloads: open, not through a relay, not capped in bytes or time. */
 export function isDirectConnection(connection: Connection): boolean {
   return connection.status === 'open' && connection.limits == null && connection.direct !== false;
+}
+
+/**
+ * Addresses learnt through identify may end in /webrtc without the target's id, while libp2p refuses a dial whose
+ * addresses name different peers; so every dialled address must end in /p2p/<target>.
+ */
+export function withPeerId(ma: Multiaddr, peerId: string): Multiaddr {
+  const components = ma.getComponents();
+  const last = components[components.length - 1];
+  if (last?.name === 'p2p') return ma;
+  return ma.encapsulate(`/p2p/${peerId}`);
 }
 
 export function backoffDelay(attempt: number, initialMs: number, maxMs: number, random = Math.random): number {
@@ -187,11 +201,12 @@ class SwarmDialPolicy extends TypedEventEmitter<DialPolicyEvents> implements Dia
     return this.neighbourSet.get(peerId);
   }
 
-  pending(): Array<{ peerId: string; attempts: number; nextAttemptAt: number }> {
+  pending(): Array<{ peerId: string; attempts: number; nextAttemptAt: number; lastError?: string }> {
     return [...this.candidates.values()].map((c) => ({
       peerId: c.peerId.toString(),
       attempts: c.attempts,
       nextAttemptAt: c.nextAttemptAt,
+      lastError: c.lastError,
     }));
   }
 
@@ -210,7 +225,7 @@ class SwarmDialPolicy extends TypedEventEmitter<DialPolicyEvents> implements Dia
   private consider(peerId: PeerId, addrs: Multiaddr[]): void {
     const id = peerId.toString();
     if (id === this.components.peerId.toString() || this.relayIds.has(id)) return;
-    const direct = addrs.filter((ma) => this.options.isDirectAddress(ma));
+    const direct = addrs.filter((ma) => this.options.isDirectAddress(ma)).map((ma) => withPeerId(ma, id));
     if (direct.length === 0) return;
     const existing = this.candidates.get(id);
     if (existing) {
@@ -271,11 +286,15 @@ class SwarmDialPolicy extends TypedEventEmitter<DialPolicyEvents> implements Dia
     for (const [id, candidate] of this.candidates) {
       if (budget <= 0) break;
       if (this.neighbourSet.has(id) || candidate.dialing || now < candidate.nextAttemptAt) continue;
-      const myTurn = me < id || now - candidate.firstSeen >= this.options.tieBreakGraceMs;
+      const myTurn = me < id || (now - candidate.firstSeen >= this.options.tieBreakGraceMs && !this.hasAnyConnection(candidate.peerId));
       if (!myTurn) continue;
       budget--;
       void this.dialCandidate(candidate);
     }
+  }
+
+  private hasAnyConnection(peerId: PeerId): boolean {
+    return this.components.connectionManager.getConnections(peerId).length > 0;
   }
 
   private async dialRelay(relay: RelayState): Promise<void> {
@@ -301,6 +320,8 @@ class SwarmDialPolicy extends TypedEventEmitter<DialPolicyEvents> implements Dia
     try {
       const connection = await this.components.connectionManager.openConnection(candidate.addrs, {
         signal: AbortSignal.timeout(this.options.dialTimeoutMs),
+        // Without force, libp2p hands back an existing relayed (limited) connection instead of dialling WebRTC.
+        force: true,
       });
       if (!isDirectConnection(connection)) {
         // libp2p reused a relayed connection; a direct one is what we need, so try again later.
@@ -309,6 +330,7 @@ class SwarmDialPolicy extends TypedEventEmitter<DialPolicyEvents> implements Dia
       candidate.attempts = 0;
     } catch (err) {
       candidate.attempts++;
+      candidate.lastError = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
       if (candidate.attempts >= 3 * this.options.maxAttempts) {
         this.log('giving up on %s after %d attempts: %e', id, candidate.attempts, err);
         this.candidates.delete(id);

@@ -24,6 +24,7 @@ export interface HarnessApi {
   startedAtMs: number;
   relays: string[];
   neighbours(): string[];
+  pending(): Array<{ peerId: string; attempts: number; nextAttemptAt: number; lastError?: string }>;
   neighbourLog(): Array<{ peerId: string; event: 'added' | 'removed'; atMs: number }>;
   connections(): Array<{ peerId: string; addr: string; limited: boolean; direct: boolean }>;
   /** Sets the payload size the run uses (peers must agree: it fixes the adapter schema). */
@@ -65,6 +66,7 @@ const api: HarnessApi = {
   relays: [],
   neighbours: () => node?.dialPolicy.neighbours() ?? [],
   neighbourLog: () => [...neighbourEvents],
+  pending: () => node?.dialPolicy.pending() ?? [],
   connections: () =>
     node?.libp2p.getConnections().map((c) => ({
       peerId: c.remotePeer.toString(),
