@@ -65,6 +65,8 @@ export interface PeerState {
 
 const KNOWN_RUNS_KEY = 'swarm.knownRuns';
 const MAX_NOTICES = 30;
+/** How long a tab may be without relay and neighbours (a busy machine takes a while to connect) before it says so. */
+const RELAY_GRACE_MS = 30_000;
 
 function sessionValue(key: string, make: () => string): string {
   try {
@@ -88,6 +90,7 @@ export class PeerController {
   private readonly seenRejections = new Set<string>();
   private readonly refusedByWorker: Partial<Record<RejectReason, number>> = {};
   private timer?: ReturnType<typeof setInterval>;
+  private aloneSinceMs: number | null = null;
   private startedAtMs = Date.now();
   private state: PeerState;
 
@@ -271,12 +274,7 @@ export class PeerController {
     node.exchange.addEventListener('adapter:rejected', (evt) => this.explain(evt.detail.peerId, evt.detail.reason, evt.detail.detail));
     node.exchange.addEventListener('peer:banned', (evt) => this.notice('warning', `Peer …${evt.detail.peerId.slice(-6)} sent bad data repeatedly and is refused for a while.`));
     this.update({ network: { ...this.state.network, peerId: node.peerId.toString(), relays } });
-    // A relay that never answers leaves the tab alone: say so once, keep training.
-    setTimeout(() => {
-      if (!this.relayConnected() && node.dialPolicy.neighbours().length === 0) {
-        this.error('relay-unreachable', `The relay (${relays.join(', ')}) cannot be reached, so no other peers can be found. Training continues alone; check that \`npm run relay\` is running.`);
-      }
-    }, 15_000);
+    this.aloneSinceMs = Date.now();
   }
 
   private relayConnected(): boolean {
@@ -296,9 +294,29 @@ export class PeerController {
     }
   }
 
+  /** While neither a relay nor a neighbour is connected for RELAY_GRACE_MS, the page says so; the notice goes once one is. */
+  private watchRelay(node: SwarmNode): void {
+    const alone = !this.relayConnected() && node.dialPolicy.neighbours().length === 0;
+    const shown = this.state.errors.some((e) => e.kind === 'relay-unreachable');
+    if (!alone) {
+      this.aloneSinceMs = null;
+      if (shown) {
+        this.update({ errors: this.state.errors.filter((e) => e.kind !== 'relay-unreachable') });
+        this.notice('info', 'The relay is reachable again; looking for peers.');
+      }
+      return;
+    }
+    this.aloneSinceMs ??= Date.now();
+    if (!shown && Date.now() - this.aloneSinceMs > RELAY_GRACE_MS) {
+      const relays = this.state.network.relays.join(', ');
+      this.error('relay-unreachable', `The relay (${relays}) cannot be reached, so no other peers can be found. Training continues alone; check that \`npm run relay\` is running.`);
+    }
+  }
+
   private tick(): void {
     const node = this.node;
     if (node) {
+      this.watchRelay(node);
       const stats = node.exchange.stats();
       const rejections: Partial<Record<RejectReason, number>> = { ...node.ledger.snapshot().byReason };
       for (const [reason, n] of Object.entries(this.refusedByWorker) as [RejectReason, number][]) rejections[reason] = (rejections[reason] ?? 0) + n;

@@ -139,7 +139,12 @@ export class PeerEngine {
       switch (message.type) {
         case 'init':
           this.backendReason = (message as { backendReason?: string }).backendReason ?? '';
-          await this.init(message.manifest, message.baseModelUrl, message.options);
+          try {
+            await this.init(message.manifest, message.baseModelUrl, message.options);
+          } catch (error) {
+            this.fail(error, true);
+            return;
+          }
           void this.loop();
           return;
         case 'adapter':
@@ -208,26 +213,20 @@ export class PeerEngine {
     else if (error instanceof Error && /DatasetError|PartitionError/.test(error.name)) kind = 'data';
     if (fatal) this.status.phase = 'error';
     this.host.post({ type: 'error', kind, message, fatal });
+    if (fatal) this.postStatus();
   }
 
   private async init(given: RunManifest | null, baseModelUrl: string, options: EngineOptions): Promise<void> {
     this.options = { ...options };
     this.status.duty = options.duty;
     this.status.backend = this.host.backendName();
-    try {
-      this.base = await this.host.loadBase(given?.baseModel.url ?? baseModelUrl);
-    } catch (error) {
-      this.fail(error, true);
-      throw error;
-    }
+    this.base = await this.host.loadBase(given?.baseModel.url ?? baseModelUrl);
     const defaults = defaultRunManifest(this.base.sha256);
     const manifest = given ?? { ...defaults, baseModel: { ...defaults.baseModel, url: baseModelUrl } };
     if (manifest.baseModel.sha256 !== this.base.sha256) {
-      const error = new RunMismatchError(
+      throw new RunMismatchError(
         `the run expects base model sha256 ${manifest.baseModel.sha256.slice(0, 16)}…, but ${manifest.baseModel.url} serves ${this.base.sha256.slice(0, 16)}…`,
       );
-      this.fail(error, true);
-      throw error;
     }
     this.manifest = manifest;
     this.settings = runTrainingSettings(manifest);

@@ -1,0 +1,171 @@
+// The volunteer page as a real peer: real relay process, real Chromium tabs training the real model in Web Workers,
+// real WebRTC between them. A small run (short windows, H = 5) keeps it within CI time on two cores.
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { test, expect, type BrowserContext, type Page } from '@playwright/test';
+import { startRelayProcess, type RelayProcess } from './relay-process.ts';
+import { defaultRunManifest, encodeRunLink } from '../core/swarm/run.ts';
+import type { RunManifest } from '../core/wire/run-manifest.ts';
+import type { PeerProbe } from '../app/lib/probe.ts';
+
+const MODEL_URL = process.env.SWARM_E2E_MODEL ?? '/models/swarm-brown-byte-gpt2/';
+const GENRES = ['fiction', 'mystery', 'science_fiction', 'adventure'];
+const SCREENSHOTS = 'docs/screenshots';
+
+function modelSha256(): string {
+  const file = `public${MODEL_URL}model.safetensors`;
+  if (!existsSync(file)) throw new Error(`${file} is missing: the default base model must be in public/models (or set SWARM_E2E_MODEL)`);
+  return createHash('sha256').update(readFileSync(file)).digest('hex');
+}
+
+/** The default run, shrunk: H = 5, 4×64-byte batches, the four genres the tabs train on. */
+function testManifest(sha256: string): RunManifest {
+  const m = defaultRunManifest(sha256, { localSteps: 5 });
+  return {
+    ...m,
+    runId: 'e2e-peer',
+    baseModel: { ...m.baseModel, url: MODEL_URL },
+    schedule: { ...m.schedule, batchSize: 4, seqLen: 64, warmupSteps: 3 },
+    data: { kind: 'genre', genres: GENRES, seed: 1 },
+  };
+}
+
+let relay: RelayProcess | undefined;
+let context: BrowserContext;
+let tabs: Page[] = [];
+let runLink = '';
+
+function pageUrl(slot: number, extra = '', peer = `e2e-${slot}`): string {
+  return `/?autojoin=1&run=${runLink}&relays=${encodeURIComponent(relay!.multiaddr)}&slot=${slot}&peer=${peer}&eval=10&evalBatches=1&checkpoint=5&telemetry=2000${extra}`;
+}
+
+const probe = (page: Page): Promise<PeerProbe> => page.evaluate(() => window.swarmPeer.status());
+
+async function openPeer(slot: number, extra = '', peer?: string): Promise<Page> {
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.log(`[tab ${slot}] page error: ${e.message}`));
+  await page.goto(pageUrl(slot, extra, peer));
+  return page;
+}
+
+async function waitFor(pages: Page[], what: string, pred: (s: PeerProbe) => boolean, timeoutMs: number): Promise<PeerProbe[]> {
+  let last: PeerProbe[] = [];
+  await expect
+    .poll(
+      async () => {
+        last = await Promise.all(pages.map(probe));
+        for (const s of last) if (s.errors.length > 0) throw new Error(`tab ${s.slot} shows errors: ${JSON.stringify(s.errors)}`);
+        return last.every(pred);
+      },
+      { timeout: timeoutMs, intervals: [1000], message: `waiting for ${what}` },
+    )
+    .toBe(true);
+  return last;
+}
+
+const line = (s: PeerProbe) =>
+  `slot ${s.slot} (${s.genres.join(',')}): step ${s.step}, merges ${s.merges}, neighbours ${s.neighbours.length}, ` +
+  `held-out ${s.baseHeldOut?.own.toFixed(3)} → ${s.heldOut?.own.toFixed(3)}, sent ${s.bytesSent} B, received ${s.bytesReceived} B, ${s.tokensPerSecond?.toFixed(0)} tok/s`;
+
+test.describe.serial('peer: train, gossip, merge in real tabs', () => {
+  test.beforeAll(async ({ browser }) => {
+    runLink = encodeRunLink(testManifest(modelSha256()));
+    relay = await startRelayProcess();
+    context = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
+    mkdirSync(SCREENSHOTS, { recursive: true });
+  });
+
+  test.afterAll(async () => {
+    await context?.close();
+    await relay?.stop();
+  });
+
+  test('the volunteer page shows one button before joining', async () => {
+    const page = await context.newPage();
+    await page.goto('/');
+    await expect(page.getByTestId('join')).toHaveText('Join the default run');
+    await page.screenshot({ path: `${SCREENSHOTS}/volunteer-start.png` });
+    expect((await probe(page)).joined).toBe(false);
+    await page.close();
+  });
+
+  test('4 tabs on four fiction genres train, exchange adapters and merge', async () => {
+    test.setTimeout(420_000);
+    const started = Date.now();
+    tabs = await Promise.all([0, 1, 2, 3].map((slot) => openPeer(slot, '&bootstrap=0')));
+    const states = await waitFor(tabs, 'every tab to merge twice with 3 neighbours', (s) => s.merges >= 2 && s.neighbours.length >= 3 && s.step >= 10, 360_000);
+    console.log(`[peer] 4 tabs merged twice after ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    states.forEach((s) => console.log(`[peer] ${line(s)}`));
+    expect(new Set(states.map((s) => s.genres[0]))).toEqual(new Set(GENRES));
+    for (const s of states) {
+      expect(s.bytesSent).toBeGreaterThan(0);
+      expect(s.bytesReceived).toBeGreaterThan(0);
+      // Merges used neighbours' adapters: some merge had more than the tab itself as input.
+      expect(s.mergeHistory.some((m) => m.inputs.length >= 2 && m.inputs[0].peerId === 'self')).toBe(true);
+    }
+    // Held-out losses are measured every 10 steps: wait for one after training and merging.
+    const evaluated = await waitFor(tabs, 'a held-out evaluation at step ≥ 10', (s) => (s.heldOut?.step ?? 0) >= 10, 240_000);
+    for (const s of evaluated) {
+      console.log(`[peer] ${line(s)}`);
+      expect(s.heldOut!.own).toBeLessThan(s.baseHeldOut!.own);
+    }
+    await tabs[0].screenshot({ path: `${SCREENSHOTS}/volunteer-mid-run.png`, fullPage: true });
+    const telemetry = await tabs[0].evaluate(() => window.swarmPeer.telemetry());
+    expect(telemetry.length).toBeGreaterThan(0);
+    expect(telemetry.at(-1)!.neighbours.length).toBeGreaterThanOrEqual(3);
+  });
+
+  test('a reloaded tab resumes from its checkpoint and rejoins', async () => {
+    test.setTimeout(300_000);
+    const before = await probe(tabs[3]);
+    expect(before.checkpoint).not.toBeNull();
+    const savedStep = before.checkpoint!.step;
+    await tabs[3].reload();
+    const [resumed] = await waitFor([tabs[3]], 'the reloaded tab to be ready', (s) => s.ready, 120_000);
+    console.log(`[peer] reloaded at step ${before.step} (checkpoint ${savedStep}); resumed from ${resumed.resumedFromStep}`);
+    expect(resumed.resumedFromStep).toBeGreaterThanOrEqual(savedStep);
+    expect(resumed.step).toBeGreaterThanOrEqual(savedStep);
+    // Loss history continues rather than restarting: the first points are the ones from before the reload.
+    expect(resumed.lossHistory.slice(0, 5)).toEqual(before.lossHistory.slice(0, 5));
+    const mergesBefore = resumed.merges;
+    const [after] = await waitFor([tabs[3]], 'the reloaded tab to train on and merge again', (s) => s.step >= resumed.resumedFromStep! + 10 && s.merges > mergesBefore && s.neighbours.length >= 1, 240_000);
+    console.log(`[peer] after reload: ${line(after)}`);
+  });
+
+  test('with two of four tabs closed, the others keep training and merging', async () => {
+    test.setTimeout(300_000);
+    await Promise.all([tabs[2].close(), tabs[3].close()]);
+    const survivors = tabs.slice(0, 2);
+    const before = await Promise.all(survivors.map(probe));
+    const after = await waitFor(
+      survivors,
+      'the two remaining tabs to merge twice more',
+      (s) => s.merges >= before.find((b) => b.slot === s.slot)!.merges + 2 && s.phase === 'training',
+      240_000,
+    );
+    after.forEach((s) => console.log(`[peer] survivor ${line(s)}`));
+    tabs = survivors;
+  });
+
+  test('a tab that joins late starts from its peers’ adapter', async () => {
+    test.setTimeout(300_000);
+    const late = await openPeer(3, '&bootstrap=120000', 'e2e-late');
+    const [s] = await waitFor([late], 'the late joiner to adopt a neighbour adapter', (p) => p.adoptedFrom !== null && p.heldOutHistory.length >= 2, 200_000);
+    const adopted = s.heldOutHistory[1];
+    console.log(`[peer] late joiner adopted peer …${s.adoptedFrom!.peerId.slice(-6)} at its step ${s.adoptedFrom!.step}: held-out ${s.baseHeldOut!.own.toFixed(3)} (base) → ${adopted.own.toFixed(3)} before its own first step`);
+    expect(adopted.step).toBe(0);
+    expect(s.adoptedFrom!.step).toBeGreaterThan(0);
+    expect(adopted.allGenres).toBeLessThan(s.baseHeldOut!.allGenres);
+    await late.close();
+  });
+
+  test('a run that does not match the served model is refused in words', async () => {
+    const wrong = encodeRunLink({ ...testManifest('0'.repeat(64)) });
+    const page = await context.newPage();
+    await page.goto(`/?autojoin=1&p2p=0&run=${wrong}`);
+    await expect(page.getByTestId('errors')).toContainText('Run mismatch', { timeout: 60_000 });
+    await expect(page.getByTestId('errors')).toContainText('expects base model sha256 0000000000000000');
+    await page.screenshot({ path: `${SCREENSHOTS}/volunteer-error.png`, fullPage: true });
+    await page.close();
+  });
+});
