@@ -9,26 +9,13 @@ import { evaluationBatches, MixtureSampler } from '../core/data/batches.ts';
 import { FICTION_GENRES, INFORMATIVE_GENRES } from '../core/data/brown.ts';
 import { PreparedCorpus } from '../core/data/corpus.ts';
 import { saveHfCheckpoint } from '../core/io/checkpoint.ts';
-import type { Gpt2Config } from '../core/model/config.ts';
+import { DEFAULT_MODEL_CONFIG, DEFAULT_MODEL_ID } from '../core/model/defaults.ts';
 import { Gpt2Model, initGpt2Weights } from '../core/model/gpt2.ts';
 import { evaluate } from '../core/train/evaluate.ts';
 import { Trainer } from '../core/train/trainer.ts';
 import { createRng, deriveSeed } from '../core/util/random.ts';
 import { writeFilesTo } from './hf-source.ts';
 import { initNodeBackend } from './tf-node.ts';
-
-export const DEFAULT_MODEL_ID = 'swarm-brown-byte-gpt2';
-
-/** Sized to pretrain on a 2-core machine in about an hour with the WASM backend. */
-export const DEFAULT_MODEL_CONFIG: Gpt2Config = {
-  nEmbd: 128,
-  nLayer: 4,
-  nHead: 4,
-  nPositions: 128,
-  vocabSize: 256,
-  nInner: 512,
-  layerNormEpsilon: 1e-5,
-};
 
 const HELP = `usage: swarm pretrain [options]
   --steps N        optimiser steps (default 1100)

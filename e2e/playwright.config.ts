@@ -19,7 +19,8 @@ export default defineConfig({
   webServer: [
     {
       command: `npx vite --port ${APP_PORT} --strictPort`,
-      url: `http://127.0.0.1:${APP_PORT}/`,
+      // Vite always serves its client module, whatever pages exist.
+      url: `http://127.0.0.1:${APP_PORT}/@vite/client`,
       reuseExistingServer: !process.env.CI,
       timeout: 120_000,
     },

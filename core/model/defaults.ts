@@ -1,0 +1,18 @@
+/** The default base model every run uses unless its manifest names another. */
+import type { Gpt2Config } from './config.ts';
+
+export const DEFAULT_MODEL_ID = 'swarm-brown-byte-gpt2';
+
+/** Where the app serves it (public/models/<id>/ in the repository). */
+export const DEFAULT_MODEL_PATH = `/models/${DEFAULT_MODEL_ID}/`;
+
+/** Sized to pretrain on a 2-core machine in about an hour with the WASM backend (cli/pretrain.ts). */
+export const DEFAULT_MODEL_CONFIG: Gpt2Config = {
+  nEmbd: 128,
+  nLayer: 4,
+  nHead: 4,
+  nPositions: 128,
+  vocabSize: 256,
+  nInner: 512,
+  layerNormEpsilon: 1e-5,
+};
