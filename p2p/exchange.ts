@@ -384,9 +384,11 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
       const request = new Uint8Array(REQUEST_BYTES);
       request[0] = REQUEST_VERSION;
       request.set(hexToBytes(manifest.payloadSha256), 1);
+      // Listen before writing, so no part of a fast answer can arrive before anyone is there to count it.
+      const response = receivePayload(stream, manifest.payloadBytes, signal);
       stream.send(request);
-      await stream.close({ signal });
-      const result = await receivePayload(stream, manifest.payloadBytes, signal);
+      void stream.close({ signal }).catch(() => undefined);
+      const result = await response;
       if (!result.ok) stream.abort(new Error(result.detail));
       return result;
     } catch (err) {

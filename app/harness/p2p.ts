@@ -25,6 +25,7 @@ export interface HarnessApi {
   relays: string[];
   neighbours(): string[];
   pending(): Array<{ peerId: string; attempts: number; nextAttemptAt: number; lastError?: string }>;
+  timeline(): { pageStartedAtMs: number; nodeStartedAtMs?: number; webrtcAddressAtMs?: number };
   neighbourLog(): Array<{ peerId: string; event: 'added' | 'removed'; atMs: number }>;
   connections(): Array<{ peerId: string; addr: string; limited: boolean; direct: boolean }>;
   /** Sets the payload size the run uses (peers must agree: it fixes the adapter schema). */
@@ -47,6 +48,7 @@ const statusEl = document.getElementById('status')!;
 const received: ReceivedRecord[] = [];
 const neighbourEvents: Array<{ peerId: string; event: 'added' | 'removed'; atMs: number }> = [];
 let node: SwarmNode | undefined;
+const timeline: { pageStartedAtMs: number; nodeStartedAtMs?: number; webrtcAddressAtMs?: number } = { pageStartedAtMs: Date.now() };
 let version = 0;
 let adapterBytes = Number(params.get('size') ?? 1_000_000);
 
@@ -67,6 +69,7 @@ const api: HarnessApi = {
   neighbours: () => node?.dialPolicy.neighbours() ?? [],
   neighbourLog: () => [...neighbourEvents],
   pending: () => node?.dialPolicy.pending() ?? [],
+  timeline: () => ({ ...timeline }),
   connections: () =>
     node?.libp2p.getConnections().map((c) => ({
       peerId: c.remotePeer.toString(),
@@ -102,6 +105,14 @@ const api: HarnessApi = {
 };
 window.swarmHarness = api;
 
+// The dev server reloads every open page when any project file changes; a harness tab holds live peer state that a
+// test is measuring, so it refuses those reloads (throwing here is how Vite's client lets a page veto one).
+if (import.meta.hot) {
+  import.meta.hot.on('vite:beforeFullReload', () => {
+    throw new Error('swarm harness: full reload skipped to keep the peer alive');
+  });
+}
+
 api.ready = (async () => {
   try {
     api.relays = await resolveRelays({ search: location.search, storage: localStorage, fetchJson: async (url) => (await fetch(url)).json() });
@@ -112,6 +123,12 @@ api.ready = (async () => {
     });
     node.exchange.setRunContext(syntheticRunContext(adapterBytes));
     api.peerId = node.peerId.toString();
+    timeline.nodeStartedAtMs = Date.now();
+    node.libp2p.addEventListener('self:peer:update', () => {
+      if (timeline.webrtcAddressAtMs === undefined && node!.multiaddrs().some((ma) => ma.toString().includes('/webrtc'))) {
+        timeline.webrtcAddressAtMs = Date.now();
+      }
+    });
     node.dialPolicy.addEventListener('neighbour:added', (evt) => {
       neighbourEvents.push({ peerId: evt.detail, event: 'added', atMs: Date.now() });
       show();
