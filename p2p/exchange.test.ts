@@ -230,7 +230,7 @@ describe('adapter exchange', () => {
         // Already counted against b and lowering its gossip score before the disconnect threshold.
         expect(a.ledger.countFor(bId, 'malformed')).toBeGreaterThan(0);
         // Gossipsub refreshes scores on its own timer, so wait for the next refresh.
-        await waitFor(() => a.libp2p.services.pubsub.getScore(bId) < 0, 'a negative gossip score', 5_000);
+        await waitFor(() => (a.libp2p.services.pubsub as unknown as { getScore(id: string): number }).getScore(bId) < 0, 'a negative gossip score', 5_000);
       }
     }
     expect(banned).toEqual([bId]);
