@@ -115,6 +115,29 @@ test.describe.serial('peer: train, gossip, merge in real tabs', () => {
     expect(telemetry.at(-1)!.neighbours.length).toBeGreaterThanOrEqual(3);
   });
 
+  test('"try it" shows base and adapted text side by side; the adapter downloads as PEFT files', async () => {
+    test.setTimeout(180_000);
+    const page = tabs[0];
+    await page.getByTestId('prompt').fill('He said');
+    await page.getByTestId('generate').click();
+    await expect(page.getByTestId('gen-adapted')).toBeVisible({ timeout: 150_000 });
+    const base = (await page.getByTestId('gen-base').textContent()) ?? '';
+    const adapted = (await page.getByTestId('gen-adapted').textContent()) ?? '';
+    expect(base.startsWith('He said')).toBe(true);
+    expect(adapted.length).toBeGreaterThan('He said'.length);
+    // The adapter changed the model: same prompt and seed, different continuation.
+    expect(adapted).not.toBe(base);
+    const downloads: Record<string, Buffer> = {};
+    page.on('download', async (d) => {
+      downloads[d.suggestedFilename()] = readFileSync((await d.path())!);
+    });
+    await page.getByTestId('download').click();
+    await expect.poll(() => Object.keys(downloads).sort(), { timeout: 30_000 }).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
+    const config = JSON.parse(downloads['adapter_config.json'].toString('utf8'));
+    expect(config).toMatchObject({ r: 8, lora_alpha: 16, peft_type: 'LORA' });
+    expect(downloads['adapter_model.safetensors'].length).toBeGreaterThan(4 * 65_536);
+  });
+
   test('a reloaded tab resumes from its checkpoint and rejoins', async () => {
     test.setTimeout(300_000);
     const before = await probe(tabs[3]);
