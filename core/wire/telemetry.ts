@@ -8,7 +8,7 @@ import {
   RUN_ID_PATTERN,
   TELEMETRY_FORMAT_VERSION,
 } from './constants.ts';
-import { canonicalJson, FieldRejection, guarded, intField, isPlainObject, nullableNumberField, parseJsonObject, requireKeys, stringField } from './json.ts';
+import { canonicalJson, FieldRejection, guarded, intField, isPlainObject, nullableNumberField, numberField, parseJsonObject, requireKeys, stringField } from './json.ts';
 import { isRejectReason, type RejectReason, type Verdict } from './verdict.ts';
 
 export interface TelemetryReport {
@@ -31,12 +31,19 @@ export interface TelemetryReport {
   tokensPerSecond: number | null;
   /** tfjs backend name: 'webgpu', 'wasm', 'cpu', … */
   backend: string;
+  /**
+   * Mean Frobenius distance ‖ΔWself − ΔWneighbour‖ between this peer's adapter and its neighbours' last accepted
+   * ones (added later: optional, absent when the peer has no neighbour adapter or an older build sent it).
+   */
+  consensusDistance?: number;
 }
 
 const TELEMETRY_KEYS = [
   'formatVersion', 'peerId', 'runId', 'timeMs', 'step', 'trainLoss', 'heldOutLoss', 'merges', 'bytesSent',
   'bytesReceived', 'versionsAnnounced', 'versionsFetched', 'neighbours', 'rejections', 'tokensPerSecond', 'backend',
 ] as const;
+const OPTIONAL_TELEMETRY_KEYS = ['consensusDistance'] as const;
+const MAX_CONSENSUS_DISTANCE = 1e9;
 const MAX_COUNTER = Number.MAX_SAFE_INTEGER;
 const MAX_LOSS = 1e6;
 const MAX_TOKENS_PER_SECOND = 1e9;
@@ -49,7 +56,7 @@ function readTelemetry(obj: Record<string, unknown>): TelemetryReport {
   if (obj.formatVersion !== TELEMETRY_FORMAT_VERSION) {
     throw new FieldRejection('unknown-version', `telemetry format version ${obj.formatVersion}; this build reads ${TELEMETRY_FORMAT_VERSION}`);
   }
-  requireKeys(obj, TELEMETRY_KEYS, [], where);
+  requireKeys(obj, TELEMETRY_KEYS, OPTIONAL_TELEMETRY_KEYS, where);
   const neighboursRaw = obj.neighbours;
   if (!Array.isArray(neighboursRaw) || neighboursRaw.length > MAX_TELEMETRY_NEIGHBOURS) {
     throw new FieldRejection('malformed', `${where}.neighbours must be an array of at most ${MAX_TELEMETRY_NEIGHBOURS} peer ids`);
@@ -66,7 +73,7 @@ function readTelemetry(obj: Record<string, unknown>): TelemetryReport {
     if (!isRejectReason(key)) throw new FieldRejection('malformed', `${where}.rejections: unknown reason '${key.slice(0, 40)}'`);
     rejections[key] = intField(obj.rejections, key, 0, MAX_COUNTER, `${where}.rejections`);
   }
-  return {
+  const report: TelemetryReport = {
     formatVersion: TELEMETRY_FORMAT_VERSION,
     peerId: stringField(obj, 'peerId', PEER_ID_PATTERN, where),
     runId: stringField(obj, 'runId', RUN_ID_PATTERN, where),
@@ -84,12 +91,14 @@ function readTelemetry(obj: Record<string, unknown>): TelemetryReport {
     tokensPerSecond: nullableNumberField(obj, 'tokensPerSecond', 0, MAX_TOKENS_PER_SECOND, where),
     backend: stringField(obj, 'backend', BACKEND_PATTERN, where),
   };
+  if (obj.consensusDistance !== undefined) report.consensusDistance = numberField(obj, 'consensusDistance', 0, MAX_CONSENSUS_DISTANCE, where);
+  return report;
 }
 
 /** Canonical JSON bytes. Throws WireFormatError when a field is invalid or the report exceeds MAX_TELEMETRY_BYTES. */
 export function encodeTelemetry(report: TelemetryReport): Uint8Array {
   const copy: Record<string, unknown> = {};
-  for (const key of TELEMETRY_KEYS) copy[key] = report[key];
+  for (const key of [...TELEMETRY_KEYS, ...OPTIONAL_TELEMETRY_KEYS]) if (report[key] !== undefined) copy[key] = report[key];
   const checked = guarded(() => readTelemetry(copy), 'telemetry');
   if (!checked.ok) throw new WireFormatError(`cannot encode telemetry: ${checked.detail}`);
   const bytes = asciiToBytes(canonicalJson(checked.value));
@@ -102,4 +111,10 @@ export function decodeTelemetry(bytes: Uint8Array): Verdict<TelemetryReport> {
   const parsed = parseJsonObject(bytes, MAX_TELEMETRY_BYTES, 'telemetry');
   if (!parsed.ok) return parsed;
   return guarded(() => readTelemetry(parsed.value), 'telemetry');
+}
+
+/** Type-checks an already parsed report (a run log's rows, which arrive inside a larger JSON file). Never throws. */
+export function telemetryFromObject(value: unknown): Verdict<TelemetryReport> {
+  if (!isPlainObject(value)) return { ok: false, reason: 'malformed', detail: 'telemetry is not a JSON object' };
+  return guarded(() => readTelemetry(value), 'telemetry');
 }
