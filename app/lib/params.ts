@@ -3,6 +3,7 @@ import { DEFAULT_BASE_MODEL_URL, parseRunLink, type RunLink } from '../../core/s
 import type { Verdict } from '../../core/wire/verdict.ts';
 import type { BackendPreference } from '../worker/protocol.ts';
 import { parseBackendPreference } from './backend.ts';
+import { readFaultParams, type FaultParams } from './faults.ts';
 
 export interface PageParams {
   run: Verdict<RunLink>;
@@ -25,6 +26,8 @@ export interface PageParams {
   peerKey: string | null;
   /** Base model folder of the default run (development before the default model exists). */
   modelUrl: string;
+  /** Injected by simulations: latency, dropped messages, Byzantine publishing (`latency`, `drop`, `byzantine`, `byzScale`). */
+  faults: FaultParams;
 }
 
 function int(p: URLSearchParams, key: string, fallback: number, min = 0): number {
@@ -59,5 +62,6 @@ export function readPageParams(search: string): PageParams {
     evalBatches: int(p, 'evalBatches', 2, 1),
     peerKey: p.get('peer'),
     modelUrl: /^\/[A-Za-z0-9._/-]*\/$/.test(p.get('model') ?? '') ? p.get('model')! : DEFAULT_BASE_MODEL_URL,
+    faults: readFaultParams(p),
   };
 }

@@ -9,6 +9,7 @@ import { encodeTelemetry, type TelemetryReport } from '../../core/wire/telemetry
 import type { RunManifest } from '../../core/wire/run-manifest.ts';
 import type { RejectReason } from '../../core/wire/verdict.ts';
 import type { PageParams } from './params.ts';
+import { PageFaults } from './faults.ts';
 import type {
   EngineOptions,
   EngineStatus,
@@ -93,8 +94,11 @@ export class PeerController {
   private aloneSinceMs: number | null = null;
   private startedAtMs = Date.now();
   private state: PeerState;
+  /** Simulation faults (latency, drops, Byzantine publishing); inactive unless the URL asks for them. */
+  readonly faults: PageFaults;
 
   constructor(readonly params: PageParams) {
+    this.faults = new PageFaults(params.faults);
     this.telemetryGate = new TelemetryGate(params.telemetryMs);
     const peerKey = params.peerKey ?? sessionValue('swarm.peerKey', () => `tab-${crypto.randomUUID()}`);
     const slot = params.slot ?? Number(sessionValue('swarm.slot', () => String(Math.floor(Math.random() * 6))));
@@ -259,8 +263,10 @@ export class PeerController {
     }
     const node = this.node;
     node.exchange.setRunContext({ baseModelId: info.baseModelId, baseModelSha256: info.baseModelSha256, schemaHash: info.schemaHash });
-    node.exchange.addEventListener('adapter:received', (evt) => {
+    node.exchange.addEventListener('adapter:received', async (evt) => {
       const r = evt.detail;
+      if (this.faults.dropIncoming()) return;
+      await this.faults.delay();
       const bytes = r.bytes.slice().buffer;
       this.send(
         {
@@ -285,8 +291,10 @@ export class PeerController {
 
   private async announce(m: Extract<WorkerToMain, { type: 'publish' }>): Promise<void> {
     if (!this.node) return;
+    if (this.faults.dropOutgoing()) return;
+    await this.faults.delay();
     try {
-      await this.node.exchange.announce(new Uint8Array(m.bytes), {
+      await this.node.exchange.announce(this.faults.outgoing(new Uint8Array(m.bytes), m.codec), {
         version: m.version, step: m.step, samplesSeen: m.samplesSeen, localLoss: m.localLoss, codec: m.codec, schemaHash: m.schemaHash,
       });
     } catch (error) {

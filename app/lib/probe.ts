@@ -2,6 +2,7 @@
 import type { TelemetryReport } from '../../core/wire/telemetry.ts';
 import type { HeldOutPoint, LossPoint, MergeRecord } from '../worker/protocol.ts';
 import type { PageError, PeerController } from './peer-controller.ts';
+import type { FaultCounters } from './faults.ts';
 
 export interface PeerProbe {
   joined: boolean;
@@ -33,6 +34,8 @@ export interface PeerProbe {
   adoptedFrom: { peerId: string; step: number } | null;
   tokensPerSecond: number | null;
   errors: PageError[];
+  /** Simulation faults this tab applied (all zero unless its URL asked for faults). */
+  faults: FaultCounters;
 }
 
 export interface SwarmPeerApi {
@@ -81,6 +84,7 @@ export function installProbe(controller: PeerController): void {
         adoptedFrom: st?.adoptedFrom ?? null,
         tokensPerSecond: st?.tokensPerSecond ?? null,
         errors: s.errors,
+        faults: { ...controller.faults.counters },
       };
     },
     telemetry: () => controller.telemetry(),

@@ -1,0 +1,113 @@
+import { describe, expect, it } from 'vitest';
+import { corruptAdapter, PageFaults, readFaultParams, NO_FAULTS } from './faults.ts';
+import { decodeAdapter, encodeAdapter } from '../../core/wire/codec.ts';
+import type { Adapter } from '../../core/model/adapter.ts';
+
+/** A two-module adapter with r = 2 whose values are easy to check by hand. */
+function handAdapter(): Adapter {
+  const pair = (offset: number) => ({
+    a: Float32Array.from([1, 2, 3, 4, 5, 6].map((v) => v + offset)), // [r=2, in=3]
+    b: Float32Array.from([0.5, -1, 2, 0.25].map((v) => v * (offset + 1))), // [out=2, r=2]
+    inDim: 3,
+    outDim: 2,
+  });
+  return {
+    baseModelId: 'hand',
+    config: { r: 2, alpha: 4, targetModules: ['attn.c_attn'] },
+    modules: new Map([
+      ['transformer.h.0.attn.c_attn', pair(0)],
+      ['transformer.h.1.attn.c_attn', pair(1)],
+    ]),
+  };
+}
+
+/** B·A for a [2,2]·[2,3] pair, written out. */
+function product(b: Float32Array, a: Float32Array): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < 2; i++) for (let j = 0; j < 3; j++) out.push(b[i * 2] * a[j] + b[i * 2 + 1] * a[3 + j]);
+  return out;
+}
+
+describe('corruptAdapter', () => {
+  it('sign-flip multiplies every module product B·A by -scale and leaves A alone', () => {
+    const honest = handAdapter();
+    const bad = corruptAdapter(honest, 'sign-flip', 3, 1);
+    for (const [name, p] of honest.modules) {
+      const q = bad.modules.get(name)!;
+      expect([...q.a]).toEqual([...p.a]);
+      const expected = product(p.b, p.a).map((v) => -3 * v);
+      product(q.b, q.a).forEach((v, i) => expect(v).toBeCloseTo(expected[i], 4));
+    }
+    // The honest adapter is untouched.
+    expect(honest.modules.get('transformer.h.0.attn.c_attn')!.b[0]).toBe(0.5);
+  });
+
+  it('scaled multiplies B by scale', () => {
+    const bad = corruptAdapter(handAdapter(), 'scaled', 10, 1);
+    expect([...bad.modules.get('transformer.h.0.attn.c_attn')!.b]).toEqual([5, -10, 20, 2.5]);
+  });
+
+  it('random replaces A and B with noise of scale × their RMS, different from the honest values', () => {
+    const honest = handAdapter();
+    const bad = corruptAdapter(honest, 'random', 2, 7);
+    for (const [name, p] of honest.modules) {
+      const q = bad.modules.get(name)!;
+      expect([...q.a]).not.toEqual([...p.a]);
+      expect(q.b.length).toBe(p.b.length);
+      expect(q.a.every(Number.isFinite)).toBe(true);
+    }
+    // Over a long tensor the noise RMS approaches scale × the honest RMS.
+    const long = Float32Array.from({ length: 20_000 }, (_, i) => (i % 2 === 0 ? 0.3 : -0.3));
+    const big = corruptAdapter({ ...honest, modules: new Map([['m', { a: long, b: long, inDim: 10_000, outDim: 10_000 }]]) }, 'random', 2, 3);
+    const r = Math.sqrt(big.modules.get('m')!.b.reduce((s, v) => s + v * v, 0) / long.length);
+    expect(r).toBeGreaterThan(0.57);
+    expect(r).toBeLessThan(0.63);
+  });
+});
+
+describe('PageFaults', () => {
+  it('publishes the honest bytes when no Byzantine behaviour is set', () => {
+    const bytes = encodeAdapter(handAdapter(), 'fp32');
+    expect(new PageFaults(NO_FAULTS).outgoing(bytes, 'fp32')).toBe(bytes);
+  });
+
+  it('a sign-flip tab publishes a decodable adapter whose B is -scale × the honest B', () => {
+    const honest = handAdapter();
+    const faults = new PageFaults({ ...NO_FAULTS, byzantine: 'sign-flip', byzantineScale: 2 });
+    const out = decodeAdapter(faults.outgoing(encodeAdapter(honest, 'fp32'), 'fp32'));
+    expect(out.ok).toBe(true);
+    if (!out.ok) return;
+    expect([...out.adapter.modules.get('transformer.h.1.attn.c_attn')!.b]).toEqual([...honest.modules.get('transformer.h.1.attn.c_attn')!.b].map((v) => -2 * v));
+    expect(faults.counters.corrupted).toBe(1);
+  });
+
+  it('a stale tab keeps publishing its first payload', () => {
+    const faults = new PageFaults({ ...NO_FAULTS, byzantine: 'stale' });
+    const first = encodeAdapter(handAdapter(), 'fp32');
+    const later = encodeAdapter(corruptAdapter(handAdapter(), 'scaled', 5, 0), 'fp32');
+    expect([...faults.outgoing(first, 'fp32')]).toEqual([...first]);
+    expect([...faults.outgoing(later, 'fp32')]).toEqual([...first]);
+    expect(faults.counters.corrupted).toBe(1);
+  });
+
+  it('drops the share of messages its random source says, counting each direction', () => {
+    const draws = [0.1, 0.9, 0.29, 0.31];
+    const faults = new PageFaults({ ...NO_FAULTS, drop: 0.3 }, () => draws.shift()!);
+    expect([faults.dropOutgoing(), faults.dropOutgoing(), faults.dropIncoming(), faults.dropIncoming()]).toEqual([true, false, true, false]);
+    expect(faults.counters).toMatchObject({ droppedOut: 1, droppedIn: 1 });
+  });
+
+  it('waits the configured latency', async () => {
+    const waited: number[] = [];
+    const faults = new PageFaults({ ...NO_FAULTS, latencyMs: 250 }, Math.random, async (ms) => void waited.push(ms));
+    await faults.delay();
+    expect(waited).toEqual([250]);
+  });
+});
+
+describe('readFaultParams', () => {
+  it('reads the URL parameters and ignores out-of-range ones', () => {
+    expect(readFaultParams(new URLSearchParams('latency=300&drop=0.2&byzantine=scaled'))).toEqual({ latencyMs: 300, drop: 0.2, byzantine: 'scaled', byzantineScale: 10 });
+    expect(readFaultParams(new URLSearchParams('latency=-1&drop=1.5&byzantine=evil&byzScale=0'))).toEqual(NO_FAULTS);
+  });
+});
