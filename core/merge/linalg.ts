@@ -376,63 +376,101 @@ export function randomizedSvd(
 /** Y = M·X for M (m×n row-major, float32) and X given by l columns of length n; Y by l columns of length m. */
 function multiplyRows(matrix: Float32Array, m: number, n: number, xCols: Float64Array, l: number): Float64Array {
   const y = new Float64Array(m * l);
-  for (let row = 0; row < m; row++) {
-    const off = row * n;
-    let c = 0;
-    for (; c + 8 <= l; c += 8) {
-      const x0 = c * n, x1 = x0 + n, x2 = x1 + n, x3 = x2 + n, x4 = x3 + n, x5 = x4 + n, x6 = x5 + n, x7 = x6 + n;
-      let s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
-      for (let j = 0; j < n; j++) {
-        const mv = matrix[off + j];
-        s0 += mv * xCols[x0 + j];
-        s1 += mv * xCols[x1 + j];
-        s2 += mv * xCols[x2 + j];
-        s3 += mv * xCols[x3 + j];
-        s4 += mv * xCols[x4 + j];
-        s5 += mv * xCols[x5 + j];
-        s6 += mv * xCols[x6 + j];
-        s7 += mv * xCols[x7 + j];
-      }
-      y[c * m + row] = s0;
-      y[(c + 1) * m + row] = s1;
-      y[(c + 2) * m + row] = s2;
-      y[(c + 3) * m + row] = s3;
-      y[(c + 4) * m + row] = s4;
-      y[(c + 5) * m + row] = s5;
-      y[(c + 6) * m + row] = s6;
-      y[(c + 7) * m + row] = s7;
-    }
-    for (; c < l; c++) {
-      const x0 = c * n;
-      let s = 0;
-      for (let j = 0; j < n; j++) s += matrix[off + j] * xCols[x0 + j];
-      y[c * m + row] = s;
-    }
-  }
+  rowsDotColumns(matrix, m, n, xCols, l, y, 1, m);
   return y;
 }
 
-/** Z = Mᵀ·Q for M (m×n row-major, float32) and Q given by l columns of length m; Z by l columns of length n. */
+/**
+ * out[i·rowStride + c·colStride] = Σ_t rows[i·len + t]·cols[c·len + t] for `rowCount` rows and `colCount` columns,
+ * both contiguous of length `len` (a product P·C with P row-major and C by columns). Tiles of 4 rows × 2 columns
+ * share their loads (6 loads per 8 multiply-adds, 8 accumulators: what fits the 16 floating-point registers V8
+ * has on x64), which is about 1.5× the throughput of one row against 8 columns; leftover rows and columns go one
+ * tile size down. Each sum runs over t in increasing order, so the result does not depend on the tiling.
+ */
+export function rowsDotColumns(
+  rows: Float32Array,
+  rowCount: number,
+  len: number,
+  cols: Float64Array,
+  colCount: number,
+  out: Float64Array,
+  rowStride: number,
+  colStride: number,
+): void {
+  const rows4 = rowCount - (rowCount % 4);
+  const cols2 = colCount - (colCount % 2);
+  for (let i = 0; i < rows4; i += 4) {
+    const p0 = i * len, p1 = p0 + len, p2 = p1 + len, p3 = p2 + len;
+    const o0 = i * rowStride, o1 = o0 + rowStride, o2 = o1 + rowStride, o3 = o2 + rowStride;
+    for (let c = 0; c < cols2; c += 2) {
+      const q0 = c * len, q1 = q0 + len;
+      let s00 = 0, s01 = 0, s10 = 0, s11 = 0, s20 = 0, s21 = 0, s30 = 0, s31 = 0;
+      for (let t = 0; t < len; t++) {
+        const b0 = cols[q0 + t], b1 = cols[q1 + t];
+        const a0 = rows[p0 + t], a1 = rows[p1 + t], a2 = rows[p2 + t], a3 = rows[p3 + t];
+        s00 += a0 * b0; s01 += a0 * b1;
+        s10 += a1 * b0; s11 += a1 * b1;
+        s20 += a2 * b0; s21 += a2 * b1;
+        s30 += a3 * b0; s31 += a3 * b1;
+      }
+      const c0 = c * colStride, c1 = c0 + colStride;
+      out[o0 + c0] = s00; out[o0 + c1] = s01;
+      out[o1 + c0] = s10; out[o1 + c1] = s11;
+      out[o2 + c0] = s20; out[o2 + c1] = s21;
+      out[o3 + c0] = s30; out[o3 + c1] = s31;
+    }
+  }
+  // Leftovers: the last rowCount % 4 rows against every column, then every row against the last column.
+  for (let i = rows4; i < rowCount; i++) {
+    for (let c = 0; c < colCount; c++) out[i * rowStride + c * colStride] = dotRange(rows, i * len, cols, c * len, len);
+  }
+  if (cols2 < colCount) {
+    for (let i = 0; i < rows4; i++) out[i * rowStride + cols2 * colStride] = dotRange(rows, i * len, cols, cols2 * len, len);
+  }
+}
+
+function dotRange(x: Float32Array, xOffset: number, y: Float64Array, yOffset: number, len: number): number {
+  let s = 0;
+  for (let t = 0; t < len; t++) s += x[xOffset + t] * y[yOffset + t];
+  return s;
+}
+
+/**
+ * Z = Mᵀ·Q for M (m×n row-major, float32) and Q given by l columns of length m; Z by l columns of length n.
+ * M is read row by row (its columns are strided), so each row is added into the l output columns; two rows and
+ * four output columns per pass halve the output loads and stores per multiply-add against one row at a time.
+ * Each output still sums the rows in increasing order, so the tiling does not change the result.
+ */
 function multiplyTransposed(matrix: Float32Array, m: number, n: number, qCols: Float64Array, l: number): Float64Array {
   const z = new Float64Array(n * l);
-  for (let row = 0; row < m; row++) {
-    const off = row * n;
-    let c = 0;
-    for (; c + 4 <= l; c += 4) {
-      const f0 = qCols[c * m + row], f1 = qCols[(c + 1) * m + row], f2 = qCols[(c + 2) * m + row], f3 = qCols[(c + 3) * m + row];
+  const m2 = m - (m % 2);
+  const l4 = l - (l % 4);
+  for (let row = 0; row < m2; row += 2) {
+    const r0 = row * n, r1 = r0 + n;
+    for (let c = 0; c < l4; c += 4) {
+      const f00 = qCols[c * m + row], f10 = qCols[(c + 1) * m + row], f20 = qCols[(c + 2) * m + row], f30 = qCols[(c + 3) * m + row];
+      const f01 = qCols[c * m + row + 1], f11 = qCols[(c + 1) * m + row + 1], f21 = qCols[(c + 2) * m + row + 1], f31 = qCols[(c + 3) * m + row + 1];
       const z0 = c * n, z1 = z0 + n, z2 = z1 + n, z3 = z2 + n;
       for (let j = 0; j < n; j++) {
-        const mv = matrix[off + j];
-        z[z0 + j] += f0 * mv;
-        z[z1 + j] += f1 * mv;
-        z[z2 + j] += f2 * mv;
-        z[z3 + j] += f3 * mv;
+        const x0 = matrix[r0 + j], x1 = matrix[r1 + j];
+        z[z0 + j] = z[z0 + j] + f00 * x0 + f01 * x1;
+        z[z1 + j] = z[z1 + j] + f10 * x0 + f11 * x1;
+        z[z2 + j] = z[z2 + j] + f20 * x0 + f21 * x1;
+        z[z3 + j] = z[z3 + j] + f30 * x0 + f31 * x1;
       }
     }
-    for (; c < l; c++) {
+    for (let c = l4; c < l; c++) {
+      const f0 = qCols[c * m + row], f1 = qCols[c * m + row + 1];
+      const z0 = c * n;
+      for (let j = 0; j < n; j++) z[z0 + j] = z[z0 + j] + f0 * matrix[r0 + j] + f1 * matrix[r1 + j];
+    }
+  }
+  for (let row = m2; row < m; row++) {
+    const r0 = row * n;
+    for (let c = 0; c < l; c++) {
       const f = qCols[c * m + row];
       const z0 = c * n;
-      for (let j = 0; j < n; j++) z[z0 + j] += f * matrix[off + j];
+      for (let j = 0; j < n; j++) z[z0 + j] += f * matrix[r0 + j];
     }
   }
   return z;

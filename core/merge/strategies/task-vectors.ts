@@ -54,32 +54,70 @@ export function combine(taus: readonly Float32Array[], weights: ArrayLike<number
     weightedSumInto(out, taus, weights);
     return;
   }
-  // Chunked so that each pass runs over one input at a time (long, monomorphic inner loops).
+  tiesConsensusInto(out, taus, weights);
+}
+
+/**
+ * TIES sign election and disjoint mean in one pass over the inputs. The agreeing entries need no second pass:
+ * with x = wᵢ·τᵢ, the entries agreeing with a positive sum are exactly the positive x, so per entry it is enough to
+ * accumulate the sum, the positive part Σ max(x, 0) with its weight, and the negative part with its weight, then
+ * pick by the sign of the sum. max(x, 0) = (x + |x|)/2 holds exactly in floating point (x + |x| is 2x or 0), and
+ * adding a 0 changes no sum, so every accumulator sees the same values in the same order as the two-pass
+ * definition: the result is bit-identical to it, without branches on the data in the inner loop.
+ * Inputs go four at a time with their accumulators in registers; the chunk keeps the per-entry accumulators
+ * of a group of four in L1 for the next group.
+ */
+function tiesConsensusInto(out: Float32Array, taus: readonly Float32Array[], weights: ArrayLike<number>): void {
   const chunk = Math.min(CHUNK, out.length);
   const sum = new Float64Array(chunk);
-  const agreeing = new Float64Array(chunk);
-  const agreeingWeight = new Float64Array(chunk);
+  const positive = new Float64Array(chunk);
+  const negative = new Float64Array(chunk);
+  const positiveWeight = new Float64Array(chunk);
+  const negativeWeight = new Float64Array(chunk);
+  const n = taus.length;
+  const n4 = n - (n % 4);
   for (let start = 0; start < out.length; start += CHUNK) {
     const len = Math.min(CHUNK, out.length - start);
     sum.fill(0);
-    agreeing.fill(0);
-    agreeingWeight.fill(0);
-    for (let i = 0; i < taus.length; i++) {
-      const w = weights[i], t = taus[i];
-      for (let j = 0; j < len; j++) sum[j] += w * t[start + j];
-    }
-    for (let i = 0; i < taus.length; i++) {
-      const w = weights[i], t = taus[i];
+    positive.fill(0);
+    negative.fill(0);
+    positiveWeight.fill(0);
+    negativeWeight.fill(0);
+    for (let i = 0; i < n4; i += 4) {
+      const t0 = taus[i], t1 = taus[i + 1], t2 = taus[i + 2], t3 = taus[i + 3];
+      const w0 = weights[i], w1 = weights[i + 1], w2 = weights[i + 2], w3 = weights[i + 3];
       for (let j = 0; j < len; j++) {
-        const v = t[start + j];
-        // same sign as the elected one, both non-zero: v·sum > 0
-        if (v * sum[j] > 0) {
-          agreeing[j] += w * v;
-          agreeingWeight[j] += w;
-        }
+        const k = start + j;
+        const v0 = t0[k], v1 = t1[k], v2 = t2[k], v3 = t3[k];
+        const x0 = w0 * v0, x1 = w1 * v1, x2 = w2 * v2, x3 = w3 * v3;
+        const a0 = Math.abs(x0), a1 = Math.abs(x1), a2 = Math.abs(x2), a3 = Math.abs(x3);
+        sum[j] = sum[j] + x0 + x1 + x2 + x3;
+        positive[j] = positive[j] + 0.5 * (x0 + a0) + 0.5 * (x1 + a1) + 0.5 * (x2 + a2) + 0.5 * (x3 + a3);
+        negative[j] = negative[j] + 0.5 * (x0 - a0) + 0.5 * (x1 - a1) + 0.5 * (x2 - a2) + 0.5 * (x3 - a3);
+        positiveWeight[j] = positiveWeight[j] + w0 * +(v0 > 0) + w1 * +(v1 > 0) + w2 * +(v2 > 0) + w3 * +(v3 > 0);
+        negativeWeight[j] = negativeWeight[j] + w0 * +(v0 < 0) + w1 * +(v1 < 0) + w2 * +(v2 < 0) + w3 * +(v3 < 0);
       }
     }
-    for (let j = 0; j < len; j++) out[start + j] = agreeingWeight[j] > 0 ? agreeing[j] / agreeingWeight[j] : 0;
+    for (let i = n4; i < n; i++) {
+      const t = taus[i], w = weights[i];
+      for (let j = 0; j < len; j++) {
+        const v = t[start + j];
+        const x = w * v;
+        const a = Math.abs(x);
+        sum[j] += x;
+        positive[j] += 0.5 * (x + a);
+        negative[j] += 0.5 * (x - a);
+        positiveWeight[j] += w * +(v > 0);
+        negativeWeight[j] += w * +(v < 0);
+      }
+    }
+    for (let j = 0; j < len; j++) {
+      const s = sum[j];
+      let merged = 0;
+      if (s > 0 && positiveWeight[j] > 0) merged = positive[j] / positiveWeight[j];
+      else if (s < 0 && negativeWeight[j] > 0) merged = negative[j] / negativeWeight[j];
+      out[start + j] = merged;
+    }
   }
 }
 

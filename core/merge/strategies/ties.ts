@@ -91,31 +91,57 @@ function tiesProducts(inputs: readonly MergeInput[], weights: Float64Array, para
   return adapterLike(template, modules);
 }
 
-/** out[o][j] = scale·(B·A)[o][j] − (minus ? minus[o][j] : 0), row by row in a float64 accumulator, 8 rank units per pass. */
+/**
+ * out[o][j] = scale·(B·A)[o][j] − (minus ? minus[o][j] : 0).
+ *
+ * This is the hot loop of product-space TIES (out·in·r multiply-adds per input and module), written as a
+ * register-tiled matrix product: a tile of 4 output rows × 2 output columns keeps its 8 sums in registers while
+ * k runs over the r rank units, loading 4 values of B and 2 of A per 8 multiply-adds. For those loads to be
+ * contiguous, A is first transposed to in×r; both factors are widened to float64 once per call so the inner loop
+ * does no float32 conversions. The sums run over k in increasing order in float64, as a naive loop would.
+ */
 export function denseProduct(pair: LoraPair, r: number, scale: number, out: Float32Array, minus: Float32Array | null): void {
   const { a, b, inDim, outDim } = pair;
-  const acc = new Float64Array(inDim);
-  for (let o = 0; o < outDim; o++) {
-    const row = o * inDim;
-    const br = o * r;
-    acc.fill(0);
-    let k = 0;
-    for (; k + 8 <= r; k += 8) {
-      const c0 = b[br + k], c1 = b[br + k + 1], c2 = b[br + k + 2], c3 = b[br + k + 3];
-      const c4 = b[br + k + 4], c5 = b[br + k + 5], c6 = b[br + k + 6], c7 = b[br + k + 7];
-      const a0 = k * inDim, a1 = a0 + inDim, a2 = a1 + inDim, a3 = a2 + inDim, a4 = a3 + inDim, a5 = a4 + inDim, a6 = a5 + inDim, a7 = a6 + inDim;
-      for (let j = 0; j < inDim; j++) {
-        acc[j] += c0 * a[a0 + j] + c1 * a[a1 + j] + c2 * a[a2 + j] + c3 * a[a3 + j] + c4 * a[a4 + j] + c5 * a[a5 + j] + c6 * a[a6 + j] + c7 * a[a7 + j];
+  const at = new Float64Array(inDim * r);
+  for (let k = 0; k < r; k++) for (let j = 0; j < inDim; j++) at[j * r + k] = a[k * inDim + j];
+  const bw = Float64Array.from(b);
+  const outDim4 = outDim - (outDim % 4);
+  const inDim2 = inDim - (inDim % 2);
+  for (let o = 0; o < outDim4; o += 4) {
+    const b0 = o * r, b1 = b0 + r, b2 = b1 + r, b3 = b2 + r;
+    const row0 = o * inDim, row1 = row0 + inDim, row2 = row1 + inDim, row3 = row2 + inDim;
+    for (let j = 0; j < inDim2; j += 2) {
+      const x0 = j * r, x1 = x0 + r;
+      let s00 = 0, s01 = 0, s10 = 0, s11 = 0, s20 = 0, s21 = 0, s30 = 0, s31 = 0;
+      for (let k = 0; k < r; k++) {
+        const a0 = at[x0 + k], a1 = at[x1 + k];
+        const c0 = bw[b0 + k], c1 = bw[b1 + k], c2 = bw[b2 + k], c3 = bw[b3 + k];
+        s00 += c0 * a0; s01 += c0 * a1;
+        s10 += c1 * a0; s11 += c1 * a1;
+        s20 += c2 * a0; s21 += c2 * a1;
+        s30 += c3 * a0; s31 += c3 * a1;
+      }
+      if (minus) {
+        out[row0 + j] = scale * s00 - minus[row0 + j]; out[row0 + j + 1] = scale * s01 - minus[row0 + j + 1];
+        out[row1 + j] = scale * s10 - minus[row1 + j]; out[row1 + j + 1] = scale * s11 - minus[row1 + j + 1];
+        out[row2 + j] = scale * s20 - minus[row2 + j]; out[row2 + j + 1] = scale * s21 - minus[row2 + j + 1];
+        out[row3 + j] = scale * s30 - minus[row3 + j]; out[row3 + j + 1] = scale * s31 - minus[row3 + j + 1];
+      } else {
+        out[row0 + j] = scale * s00; out[row0 + j + 1] = scale * s01;
+        out[row1 + j] = scale * s10; out[row1 + j + 1] = scale * s11;
+        out[row2 + j] = scale * s20; out[row2 + j + 1] = scale * s21;
+        out[row3 + j] = scale * s30; out[row3 + j + 1] = scale * s31;
       }
     }
-    for (; k < r; k++) {
-      const c = b[br + k];
-      const a0 = k * inDim;
-      for (let j = 0; j < inDim; j++) acc[j] += c * a[a0 + j];
-    }
-    if (minus) for (let j = 0; j < inDim; j++) out[row + j] = scale * acc[j] - minus[row + j];
-    else for (let j = 0; j < inDim; j++) out[row + j] = scale * acc[j];
   }
+  // Leftovers: the last outDim % 4 rows (every column), then the last column when inDim is odd (the other rows).
+  const entry = (o: number, j: number) => {
+    let s = 0;
+    for (let k = 0; k < r; k++) s += bw[o * r + k] * at[j * r + k];
+    out[o * inDim + j] = minus ? scale * s - minus[o * inDim + j] : scale * s;
+  };
+  for (let o = outDim4; o < outDim; o++) for (let j = 0; j < inDim; j++) entry(o, j);
+  if (inDim2 < inDim) for (let o = 0; o < outDim4; o++) entry(o, inDim2);
 }
 
 /** Balanced rank-r factors of a dense out×in matrix: B = U·√S, A = √S·Vᵀ. */
