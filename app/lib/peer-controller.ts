@@ -3,6 +3,7 @@
 // React reads its state through subscribe()/snapshot(); Playwright reads window.swarmPeer.
 import { createSwarmNode, type SwarmNode } from '../../p2p/node.ts';
 import { resolveRelays } from '../../p2p/relay-config.ts';
+import { listenToTelemetry, type TelemetryFeed } from '../../p2p/telemetry-topic.ts';
 import { explainRejection } from '../../core/swarm/compatibility.ts';
 import { TelemetryGate, telemetryReport, telemetryTopic } from '../../core/swarm/telemetry.ts';
 import { encodeTelemetry, type TelemetryReport } from '../../core/wire/telemetry.ts';
@@ -84,6 +85,8 @@ function sessionValue(key: string, make: () => string): string {
 export class PeerController {
   private worker?: Worker;
   private node?: SwarmNode;
+  /** Every peer listens on the telemetry topic (validated, rate-limited), so reports cross the mesh to any dashboard. */
+  private feed?: TelemetryFeed;
   private listeners = new Set<() => void>();
   private requestId = 0;
   private telemetryGate: TelemetryGate;
@@ -262,6 +265,7 @@ export class PeerController {
       return;
     }
     const node = this.node;
+    this.feed = listenToTelemetry(node, info.wireRunId);
     node.exchange.setRunContext({ baseModelId: info.baseModelId, baseModelSha256: info.baseModelSha256, schemaHash: info.schemaHash });
     node.exchange.addEventListener('adapter:received', async (evt) => {
       const r = evt.detail;
@@ -370,6 +374,7 @@ export class PeerController {
     const report = this.currentReport(node.peerId.toString());
     if (!report) return;
     this.telemetryLog.push(report);
+    this.feed?.ingestOwn(report);
     if (this.telemetryLog.length > 5000) this.telemetryLog.splice(0, this.telemetryLog.length - 5000);
     try {
       void node.libp2p.services.pubsub.publish(telemetryTopic(report.runId), encodeTelemetry(report)).catch(() => undefined);
@@ -412,6 +417,15 @@ export class PeerController {
   /** Telemetry reports this peer produced (the rows of the run log the dashboard exports). */
   telemetry(): TelemetryReport[] {
     return [...this.telemetryLog];
+  }
+
+  /** The tab's libp2p node once the network started (the dashboard shares it instead of starting another). */
+  swarmNode(): SwarmNode | undefined {
+    return this.node;
+  }
+
+  telemetryFeed(): TelemetryFeed | undefined {
+    return this.feed;
   }
 
   timeOnPageMs(): number {

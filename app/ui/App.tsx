@@ -2,12 +2,13 @@ import { useState, useSyncExternalStore } from 'react';
 import type { PeerController } from '../lib/peer-controller.ts';
 import { Volunteer } from './Volunteer.tsx';
 import { RunScreen } from './RunScreen.tsx';
+import { Dashboard } from './Dashboard.tsx';
 
 type Screen = 'volunteer' | 'run' | 'dashboard';
 
 export function App({ controller }: { controller: PeerController }) {
   const state = useSyncExternalStore(controller.subscribe, controller.snapshot);
-  const [screen, setScreen] = useState<Screen>('volunteer');
+  const [screen, setScreen] = useState<Screen>(() => (new URLSearchParams(location.search).get('view') === 'dashboard' ? 'dashboard' : 'volunteer'));
   return (
     <div className="app">
       <header>
@@ -22,7 +23,7 @@ export function App({ controller }: { controller: PeerController }) {
       </header>
       {screen === 'volunteer' && <Volunteer controller={controller} state={state} />}
       {screen === 'run' && <RunScreen state={state} />}
-      {screen === 'dashboard' && <p className="placeholder">The researcher’s dashboard comes here.</p>}
+      {screen === 'dashboard' && <Dashboard controller={controller} />}
     </div>
   );
 }
