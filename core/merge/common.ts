@@ -200,16 +200,19 @@ export function keepTopMagnitudes(x: Float32Array, keep: number): void {
     return;
   }
   const bits = new Uint32Array(x.buffer, x.byteOffset, x.length);
-  const { threshold, above } = kthLargestMagnitude(bits, keep);
+  const { threshold, above, equal } = kthLargestMagnitude(bits, keep);
+  // Keep every magnitude ≥ threshold without a data-dependent branch (a kept/zeroed branch is mispredicted for a
+  // large share of entries): (floor − m) >> 31 is all ones exactly when m > floor (both < 2³¹). Zeros are never
+  // kept, so floor is at least 0 (this also turns a -0 into +0, as zeroing it would).
+  const floor = Math.max(threshold, 1) - 1;
+  for (let j = 0; j < bits.length; j++) bits[j] &= (floor - (bits[j] & 0x7fffffff)) >> 31;
+  // Then, if more entries equal the threshold than may be kept, zero the surplus after the first allowed ones.
   let equalAllowed = keep - above;
+  if (threshold === 0 || equal <= equalAllowed) return;
   for (let j = 0; j < bits.length; j++) {
-    const m = bits[j] & 0x7fffffff;
-    if (m > threshold) continue;
-    if (m === threshold && m !== 0 && equalAllowed > 0) {
-      equalAllowed--;
-      continue;
-    }
-    x[j] = 0;
+    if ((bits[j] & 0x7fffffff) !== threshold) continue;
+    if (equalAllowed > 0) equalAllowed--;
+    else bits[j] = 0;
   }
 }
 
@@ -239,10 +242,10 @@ function markTopRanks(bits: Uint32Array, count: number, marks: Uint8Array, value
 }
 
 /**
- * Bit pattern of the k-th largest magnitude (k ≥ 1), by radix selection (high 16 bits, then low 16 bits), and how
- * many entries are strictly larger (read off the two histograms, no extra pass).
+ * Bit pattern of the k-th largest magnitude (k ≥ 1), by radix selection (high 16 bits, then low 16 bits), how
+ * many entries are strictly larger and how many equal it (read off the two histograms, no extra pass).
  */
-export function kthLargestMagnitude(bits: Uint32Array, k: number): { threshold: number; above: number } {
+export function kthLargestMagnitude(bits: Uint32Array, k: number): { threshold: number; above: number; equal: number } {
   const hist = new Uint32Array(65536);
   for (let j = 0; j < bits.length; j++) hist[(bits[j] & 0x7fffffff) >>> 16]++;
   let remaining = k;
@@ -261,7 +264,7 @@ export function kthLargestMagnitude(bits: Uint32Array, k: number): { threshold: 
     if (hist[low] >= remaining) break;
     remaining -= hist[low];
   }
-  return { threshold: ((high << 16) | low) >>> 0, above: k - remaining };
+  return { threshold: ((high << 16) | low) >>> 0, above: k - remaining, equal: hist[low] };
 }
 
 /** Number of entries a density in [0, 1] keeps out of n (rounded to nearest, as "top k%" reads). */

@@ -62,7 +62,12 @@ function tiesProducts(inputs: readonly MergeInput[], weights: Float64Array, para
     const p = template.modules.get(name)!;
     largest = Math.max(largest, p.inDim * p.outDim);
   }
-  const taus = inputs.map(() => new Float32Array(largest));
+  // Inputs whose task vector is zero (the merging peer itself under base 'self') or whose weight is zero add
+  // exactly nothing to any TIES sum, so they get no dense buffer and no pass at all.
+  const active: number[] = [];
+  for (let i = 0; i < inputs.length; i++) if (weights[i] > 0 && !(base === 'self' && i === 0)) active.push(i);
+  const activeWeights = active.map((i) => weights[i]);
+  const taus = active.map(() => new Float32Array(largest));
   const selfDense = new Float32Array(base === 'self' ? largest : 0);
   const merged = new Float32Array(largest);
   const modules = new Map<string, LoraPair>();
@@ -72,14 +77,13 @@ function tiesProducts(inputs: readonly MergeInput[], weights: Float64Array, para
     const views = taus.map((t) => t.subarray(0, size));
     const selfView = selfDense.subarray(0, base === 'self' ? size : 0);
     if (base === 'self') denseProduct(template.modules.get(name)!, r, scale, selfView, null);
-    inputs.forEach((input, i) => {
-      if (base === 'self' && i === 0) views[0].fill(0);
-      else denseProduct(input.adapter.modules.get(name)!, r, scale, views[i], base === 'self' ? selfView : null);
-    });
+    for (let slot = 0; slot < active.length; slot++) {
+      denseProduct(inputs[active[slot]].adapter.modules.get(name)!, r, scale, views[slot], base === 'self' ? selfView : null);
+    }
     const keep = countForDensity(size, params.density as number);
     for (const v of views) keepTopMagnitudes(v, keep);
     const out = merged.subarray(0, size);
-    combine(views, weights, 'ties', out);
+    combine(views, activeWeights, 'ties', out);
     // out ← (base + lambda·merged) / scale: the factors carry ΔW / (alpha/r).
     for (let j = 0; j < size; j++) out[j] = ((base === 'self' ? selfView[j] : 0) + lambda * out[j]) / scale;
     modules.set(name, refactorise(out, outDim, inDim, r, {
