@@ -367,6 +367,7 @@ export class PeerController {
       rejections: network.rejections,
       tokensPerSecond: status.tokensPerSecond,
       backend: status.backend,
+      consensusDistance: status.consensusDistance ?? null,
     });
   }
 

@@ -17,6 +17,7 @@ import { ByteTokenizer } from '../../core/io/tokenizer.ts';
 import { exportPeft } from '../../core/io/peft.ts';
 import { mergeWith, getStrategy, resolveParams } from '../../core/merge/registry.ts';
 import { decodeAdapter, encodeAdapter } from '../../core/wire/codec.ts';
+import { meanAdapterDistance } from '../../core/swarm/consensus.ts';
 import { runManifestId, type RunManifest } from '../../core/wire/run-manifest.ts';
 import type { RejectReason } from '../../core/wire/verdict.ts';
 import { NeighbourTable } from '../../core/swarm/neighbours.ts';
@@ -519,6 +520,12 @@ export class PeerEngine {
       { peerId: 'self', adapter: self, samples: this.status.samplesSeen, loss: this.status.trainLoss ?? undefined },
       started,
     );
+    try {
+      this.status.consensusDistance = meanAdapterDistance(self, inputs.slice(1).map((i) => i.adapter));
+    } catch {
+      // A neighbour of another shape cannot be in the table (schema hashes agree), so this is only a safeguard.
+      this.status.consensusDistance = null;
+    }
     const merged = mergeWith(this.manifest.strategy.name, inputs, this.manifest.strategy.params, { seed: deriveSeed(this.settings.seed, `merge/${this.status.step}`) });
     this.model!.setAdapter(merged);
     this.status.merges++;

@@ -102,6 +102,8 @@ export interface EngineStatus {
   data: DataSourceInfo[];
   adaptersAccepted: number;
   adaptersRefused: Partial<Record<RejectReason, number>>;
+  /** Mean ‖ΔWself − ΔWneighbour‖ over the neighbours' adapters at the last merge (before merging); absent before one. */
+  consensusDistance?: number | null;
 }
 
 export interface ReadyInfo {

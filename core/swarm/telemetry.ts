@@ -30,6 +30,8 @@ export interface PeerSnapshot {
   rejections: Partial<Record<RejectReason, number>>;
   tokensPerSecond: number | null;
   backend: string;
+  /** Mean distance to the neighbours' adapters at the last merge (core/swarm/consensus.ts); optional. */
+  consensusDistance?: number | null;
 }
 
 const MAX_LOSS = 1e6;
@@ -51,7 +53,8 @@ export function telemetryReport(s: PeerSnapshot): TelemetryReport {
   const rejections: Partial<Record<RejectReason, number>> = {};
   for (const [reason, n] of Object.entries(s.rejections) as [RejectReason, number][]) if (counter(n) > 0) rejections[reason] = counter(n);
   const tps = s.tokensPerSecond;
-  return {
+  const distance = s.consensusDistance;
+  const report: TelemetryReport = {
     formatVersion: TELEMETRY_FORMAT_VERSION,
     peerId: s.peerId,
     runId: s.runId,
@@ -69,6 +72,8 @@ export function telemetryReport(s: PeerSnapshot): TelemetryReport {
     tokensPerSecond: tps !== null && Number.isFinite(tps) && tps >= 0 && tps <= 1e9 ? tps : null,
     backend: BACKEND_PATTERN.test(s.backend) ? s.backend : 'other',
   };
+  if (distance !== undefined && distance !== null && Number.isFinite(distance) && distance >= 0 && distance <= 1e9) report.consensusDistance = distance;
+  return report;
 }
 
 /** Lets a report through at most once per interval; the first one immediately. */
