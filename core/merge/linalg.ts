@@ -6,7 +6,7 @@
  * Conventions: small matrices are Float64Array row-major; a tall matrix given "by columns" is a flat array of
  * `cols` columns of length `rows` each (column j at offset j*rows), which keeps every inner loop contiguous.
  */
-import { gaussianRandom } from './common.ts';
+import { gaussianRandom, uniformRandom } from './common.ts';
 
 export class LinalgError extends Error {
   static override readonly name = 'LinalgError';
@@ -222,8 +222,11 @@ export function symmetricEigen(matrix: Float64Array, n: number): { values: Float
   return { values, vectors };
 }
 
-/** Implicit symmetric QR on the tridiagonal (d, e), accumulating the rotations into the rows of zt (= columns of Z). */
-function tridiagonalQr(d: Float64Array, e: Float64Array, zt: Float64Array, n: number): void {
+/**
+ * Implicit symmetric QR on the tridiagonal (d, e), accumulating the rotations into the rows of zt (= columns of Z),
+ * each `vectorLength` long; with vectorLength 0 only the eigenvalues are computed (O(n²) instead of O(n³)).
+ */
+function tridiagonalQr(d: Float64Array, e: Float64Array, zt: Float64Array, n: number, vectorLength = n): void {
   const eps = 2.220446049250313e-16;
   let iterations = 0;
   let hi = n - 1;
@@ -257,11 +260,216 @@ function tridiagonalQr(d: Float64Array, e: Float64Array, zt: Float64Array, n: nu
         y = s * e[k + 1];
         e[k + 1] *= c;
       }
-      const rk = k * n, rk1 = rk + n;
-      for (let i = 0; i < n; i++) {
+      const rk = k * vectorLength, rk1 = rk + vectorLength;
+      for (let i = 0; i < vectorLength; i++) {
         const zk = zt[rk + i], zk1 = zt[rk1 + i];
         zt[rk + i] = c * zk + s * zk1;
         zt[rk1 + i] = -s * zk + c * zk1;
+      }
+    }
+  }
+}
+
+/**
+ * The `count` largest eigenvalues of a symmetric n×n matrix (row-major), in decreasing order, with orthonormal
+ * eigenvectors as the columns of `vectors` (row-major n×count). Same reduction to tridiagonal form as
+ * symmetricEigen, but the O(n³) parts that only serve the other n − count eigenvectors are skipped: the QR sweeps
+ * compute eigenvalues only, each wanted eigenvector of the tridiagonal comes from inverse iteration (O(n) per
+ * step, as LAPACK's dstein: close eigenvalues are separated by a few ulps and their vectors re-orthogonalised
+ * against each other), and only those `count` vectors are carried back through the Householder reflectors.
+ * For the 128×128 cores of exact-average with count 16 this is about 4× faster than the full decomposition.
+ */
+export function symmetricEigenTop(matrix: Float64Array, n: number, count: number): { values: Float64Array; vectors: Float64Array } {
+  count = Math.min(count, n);
+  const { d, e, reflectors, betas } = tridiagonalise(matrix, n);
+  const eigenvalues = d.slice();
+  tridiagonalQr(eigenvalues, e.slice(), new Float64Array(0), n, 0);
+  eigenvalues.sort((x, y) => y - x);
+  const values = eigenvalues.slice(0, count);
+  let tnorm = 0;
+  for (let i = 0; i < n; i++) tnorm = Math.max(tnorm, Math.abs(d[i]) + (i > 0 ? Math.abs(e[i - 1]) : 0) + (i < n - 1 ? Math.abs(e[i]) : 0));
+  const eps = 2.220446049250313e-16;
+  const vectorsT = new Float64Array(count * n); // row c = eigenvector c of the tridiagonal, then of the matrix
+  if (tnorm === 0) {
+    // The zero matrix: any orthonormal vectors are eigenvectors.
+    const vectors = new Float64Array(n * count);
+    for (let c = 0; c < count; c++) vectors[c * count + c] = 1;
+    return { values, vectors };
+  }
+  const shifts = new Float64Array(count);
+  const solver = new TridiagonalShiftedSolver(d, e, n, eps * tnorm);
+  const random = uniformRandom(0x5eed);
+  let shift = 0;
+  let clusterStart = 0;
+  for (let c = 0; c < count; c++) {
+    // Shift slightly below the previous shift when the eigenvalues coincide to rounding, so that the solves differ.
+    shift = values[c];
+    if (c > 0) {
+      const pertol = 10 * eps * Math.max(Math.abs(values[c]), tnorm * eps);
+      const previous = shifts[c - 1];
+      if (previous - shift < pertol) shift = previous - pertol;
+      if (values[c - 1] - values[c] > 1e-3 * tnorm) clusterStart = c;
+    }
+    shifts[c] = shift;
+    solver.factor(shift);
+    const x = vectorsT.subarray(c * n, (c + 1) * n);
+    for (let i = 0; i < n; i++) x[i] = random() - 0.5;
+    for (let iteration = 0; iteration < 4; iteration++) {
+      normalise(x);
+      solver.solve(x);
+      // Two passes of Gram–Schmidt against the vectors of the same cluster keep them orthogonal to working precision.
+      for (let pass = 0; pass < 2; pass++) {
+        for (let q = clusterStart; q < c; q++) {
+          const y = vectorsT.subarray(q * n, (q + 1) * n);
+          let dot = 0;
+          for (let i = 0; i < n; i++) dot += x[i] * y[i];
+          for (let i = 0; i < n; i++) x[i] -= dot * y[i];
+        }
+      }
+    }
+    normalise(x);
+  }
+  // Carry the tridiagonal's eigenvectors back: v = H_0 H_1 … H_{n−3} x, the last reflector first.
+  for (let c = 0; c < count; c++) {
+    const x = vectorsT.subarray(c * n, (c + 1) * n);
+    for (let k = n - 3; k >= 0; k--) {
+      const beta = betas[k];
+      if (beta === 0) continue;
+      const v = k * n;
+      let dot = 0;
+      for (let i = k + 1; i < n; i++) dot += reflectors[v + i] * x[i];
+      const f = beta * dot;
+      for (let i = k + 1; i < n; i++) x[i] -= f * reflectors[v + i];
+    }
+  }
+  const vectors = new Float64Array(n * count);
+  for (let c = 0; c < count; c++) for (let i = 0; i < n; i++) vectors[i * count + c] = vectorsT[c * n + i];
+  return { values, vectors };
+}
+
+function normalise(x: Float64Array): void {
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += x[i] * x[i];
+  const inv = s > 0 ? 1 / Math.sqrt(s) : 0;
+  for (let i = 0; i < x.length; i++) x[i] *= inv;
+}
+
+/**
+ * Householder reduction of a symmetric n×n matrix to tridiagonal form (d, e), keeping the reflectors: row k of
+ * `reflectors` holds v_k in columns k+1…n−1 and H_k = I − betas[k]·v_k·v_kᵀ (betas[k] = 0: no reflection).
+ */
+function tridiagonalise(matrix: Float64Array, n: number) {
+  const a = Float64Array.from(matrix.subarray(0, n * n));
+  const d = new Float64Array(n);
+  const e = new Float64Array(Math.max(0, n - 1));
+  const reflectors = new Float64Array(n * n);
+  const betas = new Float64Array(n);
+  const p = new Float64Array(n);
+  for (let k = 0; k + 2 < n; k++) {
+    let norm2 = 0;
+    for (let i = k + 1; i < n; i++) norm2 += a[i * n + k] * a[i * n + k];
+    const x0 = a[(k + 1) * n + k];
+    const norm = Math.sqrt(norm2);
+    const alpha = x0 >= 0 ? -norm : norm;
+    const v0 = x0 - alpha;
+    const vv = norm2 - x0 * x0 + v0 * v0;
+    if (!(vv > 0) || norm2 === x0 * x0) {
+      e[k] = x0;
+      continue;
+    }
+    const beta = 2 / vv;
+    betas[k] = beta;
+    const v = reflectors.subarray(k * n, (k + 1) * n);
+    v[k + 1] = v0;
+    for (let i = k + 2; i < n; i++) v[i] = a[i * n + k];
+    // p = beta A22 v ; w = p - (beta/2)(pᵀv) v ; A22 -= v wᵀ + w vᵀ
+    let pv = 0;
+    for (let i = k + 1; i < n; i++) {
+      let s = 0;
+      const row = i * n;
+      for (let j = k + 1; j < n; j++) s += a[row + j] * v[j];
+      p[i] = beta * s;
+      pv += p[i] * v[i];
+    }
+    const half = (beta / 2) * pv;
+    for (let i = k + 1; i < n; i++) p[i] -= half * v[i];
+    for (let i = k + 1; i < n; i++) {
+      const row = i * n, vi = v[i], wi = p[i];
+      for (let j = k + 1; j < n; j++) a[row + j] -= vi * p[j] + wi * v[j];
+    }
+    e[k] = alpha;
+  }
+  for (let i = 0; i < n; i++) d[i] = a[i * n + i];
+  if (n >= 2) e[n - 2] = a[(n - 1) * n + (n - 2)];
+  return { d, e, reflectors, betas };
+}
+
+/**
+ * Solves (T − λI)·x = b for a symmetric tridiagonal T (diagonal d, off-diagonal e) by Gaussian elimination with
+ * partial pivoting (row swaps give U a second superdiagonal), as inverse iteration needs: λ is an eigenvalue to
+ * rounding, so T − λI is nearly singular and a zero pivot is replaced by `tiny` (the solve then just grows large
+ * in the eigenvector's direction, which is the point).
+ */
+class TridiagonalShiftedSolver {
+  private readonly u0: Float64Array;
+  private readonly u1: Float64Array;
+  private readonly u2: Float64Array;
+  private readonly multipliers: Float64Array;
+  private readonly swapped: Uint8Array;
+
+  constructor(private readonly d: Float64Array, private readonly e: Float64Array, private readonly n: number, private readonly tiny: number) {
+    this.u0 = new Float64Array(n);
+    this.u1 = new Float64Array(n);
+    this.u2 = new Float64Array(n);
+    this.multipliers = new Float64Array(n);
+    this.swapped = new Uint8Array(n);
+  }
+
+  factor(lambda: number): void {
+    const { d, e, n, u0, u1, u2, multipliers, swapped, tiny } = this;
+    let diag = d[0] - lambda;
+    let sup = n > 1 ? e[0] : 0;
+    for (let i = 0; i + 1 < n; i++) {
+      const sub = e[i];
+      const nextDiag = d[i + 1] - lambda;
+      const nextSup = i + 2 < n ? e[i + 1] : 0;
+      if (Math.abs(diag) >= Math.abs(sub)) {
+        if (diag === 0) diag = tiny;
+        const m = sub / diag;
+        u0[i] = diag; u1[i] = sup; u2[i] = 0;
+        multipliers[i] = m; swapped[i] = 0;
+        diag = nextDiag - m * sup;
+        sup = nextSup;
+      } else {
+        const m = diag / sub;
+        u0[i] = sub; u1[i] = nextDiag; u2[i] = nextSup;
+        multipliers[i] = m; swapped[i] = 1;
+        diag = sup - m * nextDiag;
+        sup = -m * nextSup;
+      }
+    }
+    u0[n - 1] = diag === 0 ? tiny : diag;
+  }
+
+  /** x ← (T − λI)⁻¹·x for the λ of the last factor() call. */
+  solve(x: Float64Array): void {
+    const { n, u0, u1, u2, multipliers, swapped } = this;
+    for (let i = 0; i + 1 < n; i++) {
+      if (swapped[i]) {
+        const t = x[i];
+        x[i] = x[i + 1];
+        x[i + 1] = t;
+      }
+      x[i + 1] -= multipliers[i] * x[i];
+    }
+    // Rescale on the way up when a nearly-zero pivot would overflow; the direction is what matters.
+    for (let i = n - 1; i >= 0; i--) {
+      let s = x[i];
+      if (i + 1 < n) s -= u1[i] * x[i + 1];
+      if (i + 2 < n) s -= u2[i] * x[i + 2];
+      x[i] = s / u0[i];
+      if (!(Math.abs(x[i]) < 1e150)) {
+        for (let j = i; j < n; j++) x[j] *= 1e-150;
       }
     }
   }

@@ -1,5 +1,5 @@
 import { adapterLike, validateInputs } from '../common.ts';
-import { gramOfColumns, pivotedCholesky, symmetricEigen } from '../linalg.ts';
+import { gramOfColumns, pivotedCholesky, rowsDotColumns, symmetricEigenTop } from '../linalg.ts';
 import type { LoraPair } from '../../model/adapter.ts';
 import type { MergeStrategy } from '../types.ts';
 
@@ -48,85 +48,124 @@ export function averageProducts(pairs: readonly LoraPair[], weights: ArrayLike<n
   const active: number[] = [];
   for (let i = 0; i < pairs.length; i++) if (weights[i] !== 0) active.push(i);
   const n = active.length * r;
-  // Columns of Asᵀ (length inDim) and of Bs (length outDim), one per stacked rank unit.
-  const aCols = new Float32Array(n * inDim);
+  // As (n × in) row by row, and Bs (out × n) both by columns (for its Gram) and by rows (for B' = Bs·T).
+  const aRows = new Float32Array(n * inDim);
   const bCols = new Float32Array(n * outDim);
+  const bRows = new Float32Array(outDim * n);
   active.forEach((input, slot) => {
     const { a, b } = pairs[input];
     const w = weights[input];
-    aCols.set(a, slot * r * inDim); // rows of A are the columns of Aᵀ
-    for (let k = 0; k < r; k++) {
-      const col = (slot * r + k) * outDim;
-      for (let o = 0; o < outDim; o++) bCols[col + o] = w * b[o * r + k];
+    aRows.set(a, slot * r * inDim);
+    for (let o = 0; o < outDim; o++) {
+      for (let k = 0; k < r; k++) {
+        const v = w * b[o * r + k];
+        bRows[o * n + slot * r + k] = v;
+        bCols[(slot * r + k) * outDim + o] = v;
+      }
     }
   });
-  const gA = gramOfColumns(aCols, inDim, n);
+  const gA = gramOfColumns(aRows, inDim, n);
   const gB = gramOfColumns(bCols, outDim, n);
   const { l, rank: k, pivots } = pivotedCholesky(gA, n);
   const outA = new Float32Array(r * inDim);
   const outB = new Float32Array(outDim * r);
   if (k === 0) return { a: outA, b: outB, inDim, outDim };
-  // core = Lᵀ G_B L (k × k)
-  const gbl = new Float64Array(n * k);
-  for (let i = 0; i < n; i++) {
-    for (let t = 0; t < n; t++) {
-      const g = gB[i * n + t];
-      if (g === 0) continue;
-      for (let j = 0; j < k; j++) gbl[i * k + j] += g * l[t * k + j];
-    }
-  }
-  const core = new Float64Array(k * k);
-  for (let i = 0; i < n; i++) {
-    for (let p = 0; p < k; p++) {
-      const lip = l[i * k + p];
-      if (lip === 0) continue;
-      for (let j = 0; j < k; j++) core[p * k + j] += lip * gbl[i * k + j];
-    }
-  }
-  const { values, vectors } = symmetricEigen(core, k);
+  const core = congruence(l, n, k, gB);
   const keep = Math.min(r, k);
+  const { values, vectors } = symmetricEigenTop(core, k, keep);
   const top = values[0];
-  // T = L·Z_r·M^(-1/4) (n × keep) gives B' = Bs·T;  R = M^(1/4)·Z_rᵀ·L₁₁⁻¹ (keep × k) gives A' = R·As[pivot rows].
-  const tMat = new Float64Array(n * keep);
+  // T = L·Z_r·M^(-1/4) (n × keep, stored by columns) gives B' = Bs·T;
+  // R = M^(1/4)·Z_rᵀ·L₁₁⁻¹ (keep × k, row-major) gives A' = R·As[pivot rows].
+  const tCols = new Float64Array(keep * n);
   const rMat = new Float64Array(keep * k);
+  // Eigenvector c as a contiguous row, and L₁₁ᵀ[p][q] = l[pivots[q]][p] row-major, so both loops below are contiguous.
+  const z = new Float64Array(k);
+  const l11t = new Float64Array(k * k);
+  for (let q = 0; q < k; q++) for (let p = 0; p <= q; p++) l11t[p * k + q] = l[pivots[q] * k + p];
+  const y = new Float64Array(k);
   for (let c = 0; c < keep; c++) {
     const mu = values[c];
     if (!(mu > top * 1e-13) || !(mu > 0)) continue;
     const quarter = Math.sqrt(Math.sqrt(mu));
+    for (let j = 0; j < k; j++) z[j] = vectors[j * keep + c];
     for (let i = 0; i < n; i++) {
       let s = 0;
-      for (let j = 0; j < k; j++) s += l[i * k + j] * vectors[j * k + c];
-      tMat[i * keep + c] = s / quarter;
+      for (let j = 0; j < k; j++) s += l[i * k + j] * z[j];
+      tCols[c * n + i] = s / quarter;
     }
-    // Solve yᵀ·L₁₁ = zᵀ, i.e. L₁₁ᵀ·y = z, where L₁₁[p][j] = l[pivots[p]][j] is lower triangular.
-    const y = new Float64Array(k);
+    // Solve yᵀ·L₁₁ = zᵀ, i.e. L₁₁ᵀ·y = z (upper triangular), where L₁₁[p][j] = l[pivots[p]][j].
     for (let p = k - 1; p >= 0; p--) {
-      let s = vectors[p * k + c];
-      for (let q = p + 1; q < k; q++) s -= l[pivots[q] * k + p] * y[q];
-      y[p] = s / l[pivots[p] * k + p];
+      let s = z[p];
+      for (let q = p + 1; q < k; q++) s -= l11t[p * k + q] * y[q];
+      y[p] = s / l11t[p * k + p];
     }
     for (let p = 0; p < k; p++) rMat[c * k + p] = quarter * y[p];
   }
-  // B'[o][c] = Σ_i Bs[o][i]·T[i][c]
-  for (let i = 0; i < n; i++) {
-    const col = i * outDim;
-    for (let c = 0; c < keep; c++) {
-      const t = tMat[i * keep + c];
-      if (t === 0) continue;
-      for (let o = 0; o < outDim; o++) outB[o * r + c] += bCols[col + o] * t;
-    }
+  // B'[o][c] = Σ_i Bs[o][i]·T[i][c]: rows of Bs against columns of T.
+  const b64 = new Float64Array(outDim * r);
+  rowsDotColumns(bRows, outDim, n, tCols, keep, b64, r, 1);
+  outB.set(b64);
+  // A'[c][j] = Σ_p R[c][p]·As[pivots[p]][j]: the pivot rows of As, transposed so that each column j is contiguous,
+  // against the rows of R.
+  const asPivotT = new Float32Array(inDim * k);
+  for (let p = 0; p < k; p++) {
+    const src = pivots[p] * inDim;
+    for (let j = 0; j < inDim; j++) asPivotT[j * k + p] = aRows[src + j];
   }
-  // A'[c][:] = Σ_p R[c][p]·As[pivots[p]][:]
-  for (let c = 0; c < keep; c++) {
-    const row = c * inDim;
-    const acc = new Float64Array(inDim);
-    for (let p = 0; p < k; p++) {
-      const f = rMat[c * k + p];
-      if (f === 0) continue;
-      const src = pivots[p] * inDim;
-      for (let j = 0; j < inDim; j++) acc[j] += f * aCols[src + j];
-    }
-    for (let j = 0; j < inDim; j++) outA[row + j] = acc[j];
-  }
+  const a64 = new Float64Array(r * inDim);
+  rowsDotColumns(asPivotT, inDim, k, rMat, keep, a64, 1, inDim);
+  outA.set(a64);
   return { a: outA, b: outB, inDim, outDim };
+}
+
+/**
+ * Lᵀ·G·L (k × k, symmetric) for L (n × k, row-major) and a symmetric G (n × n), as two products of contiguous
+ * rows: (G·L)ᵀ = rows of Lᵀ against rows of G (G's rows are its columns), then Lᵀ against (G·L)ᵀ.
+ */
+function congruence(l: Float64Array, n: number, k: number, g: Float64Array): Float64Array {
+  const lt = new Float64Array(k * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < k; j++) lt[j * n + i] = l[i * k + j];
+  const glT = new Float64Array(k * n);
+  rowsDotRows64(lt, k, g, n, n, glT);
+  const core = new Float64Array(k * k);
+  rowsDotRows64(lt, k, glT, k, n, core);
+  // Both triangles were computed separately; make the result exactly symmetric for the eigensolver.
+  for (let p = 0; p < k; p++) for (let q = p + 1; q < k; q++) core[q * k + p] = core[p * k + q];
+  return core;
+}
+
+/**
+ * out[i·yCount + j] = x row i · y row j, for row-major x (xCount × len) and y (yCount × len), float64. Tiles of
+ * 4 × 2 rows keep 8 independent sums in registers (a single running sum is bound by the add latency, about 3×
+ * slower here); leftovers go one dot product at a time.
+ */
+function rowsDotRows64(x: Float64Array, xCount: number, y: Float64Array, yCount: number, len: number, out: Float64Array): void {
+  const x4 = xCount - (xCount % 4);
+  const y2 = yCount - (yCount % 2);
+  for (let i = 0; i < x4; i += 4) {
+    const p0 = i * len, p1 = p0 + len, p2 = p1 + len, p3 = p2 + len;
+    for (let j = 0; j < y2; j += 2) {
+      const q0 = j * len, q1 = q0 + len;
+      let s00 = 0, s01 = 0, s10 = 0, s11 = 0, s20 = 0, s21 = 0, s30 = 0, s31 = 0;
+      for (let t = 0; t < len; t++) {
+        const b0 = y[q0 + t], b1 = y[q1 + t];
+        const a0 = x[p0 + t], a1 = x[p1 + t], a2 = x[p2 + t], a3 = x[p3 + t];
+        s00 += a0 * b0; s01 += a0 * b1;
+        s10 += a1 * b0; s11 += a1 * b1;
+        s20 += a2 * b0; s21 += a2 * b1;
+        s30 += a3 * b0; s31 += a3 * b1;
+      }
+      out[i * yCount + j] = s00; out[i * yCount + j + 1] = s01;
+      out[(i + 1) * yCount + j] = s10; out[(i + 1) * yCount + j + 1] = s11;
+      out[(i + 2) * yCount + j] = s20; out[(i + 2) * yCount + j + 1] = s21;
+      out[(i + 3) * yCount + j] = s30; out[(i + 3) * yCount + j + 1] = s31;
+    }
+  }
+  const dot = (i: number, j: number) => {
+    let s = 0;
+    for (let t = 0; t < len; t++) s += x[i * len + t] * y[j * len + t];
+    out[i * yCount + j] = s;
+  };
+  for (let i = x4; i < xCount; i++) for (let j = 0; j < yCount; j++) dot(i, j);
+  if (y2 < yCount) for (let i = 0; i < x4; i++) dot(i, y2);
 }
