@@ -330,6 +330,11 @@ class SwarmDialPolicy extends TypedEventEmitter<DialPolicyEvents> implements Dia
       candidate.attempts = 0;
     } catch (err) {
       candidate.attempts++;
+      // A hung attempt can leave the relayed signalling connection wedged, and libp2p would signal the next attempt
+      // over it again; closing it makes the retry start from a fresh circuit.
+      for (const connection of this.components.connectionManager.getConnections(candidate.peerId)) {
+        if (connection.limits != null) connection.abort(new Error('discarding relayed connection after a failed WebRTC dial'));
+      }
       candidate.lastError = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
       if (candidate.attempts >= 3 * this.options.maxAttempts) {
         this.log('giving up on %s after %d attempts: %e', id, candidate.attempts, err);

@@ -100,6 +100,9 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
         scoreParams: {
           appSpecificScore: (peerId: string) => SCORE_PER_REJECTION * ledger.recentWeight(peerId),
           appSpecificWeight: 1,
+          // Every tab of a local swarm (and of a classroom behind one NAT) shares an IP; gossipsub's colocation
+          // penalty would graylist them all once more than ten had ever connected.
+          IPColocationFactorWeight: 0,
         },
       }),
       dialPolicy: dialPolicy({ ...init.dial, relays: init.relays }),

@@ -77,6 +77,8 @@ export async function startRelay(init: RelayInit = {}): Promise<SwarmRelay> {
           floodPublish: true,
           // Discovery records of peers are useful to everyone who joins later.
           doPX: false,
+          // All tabs on one machine or behind one NAT share an IP; the colocation penalty would silence them.
+          scoreParams: { IPColocationFactorWeight: 0 },
         }),
         relay: circuitRelayServer({
           reservations: { maxReservations },
