@@ -1,5 +1,5 @@
 import { adapterLike, validateInputs } from '../common.ts';
-import { hungarian } from '../linalg.ts';
+import { hungarian, rowsDotRows } from '../linalg.ts';
 import { moduleNames, type LoraPair } from '../../model/adapter.ts';
 import { MergeInputError } from '../errors.ts';
 import type { CalibrationBatch, MergeContext, MergeInput, MergeStrategy } from '../types.ts';
@@ -86,20 +86,22 @@ export function metropolisHastingsWeights(inputs: readonly MergeInput[], ctx: Me
   return weights;
 }
 
-/** Normalised activation and B-column vectors of each rank unit. */
+/** Normalised activation and B-column vectors of each rank unit, unit k in row k (row-major r × length). */
 interface UnitFeatures {
-  activations: Float64Array[];
-  outputs: Float64Array[];
+  activations: Float64Array;
+  activationLength: number;
+  outputs: Float64Array;
+  outputLength: number;
 }
 
 function unitFeatures(pair: LoraPair, r: number, calibration: CalibrationBatch | undefined): UnitFeatures {
-  const activations: Float64Array[] = [];
-  const outputs: Float64Array[] = [];
+  const activationLength = calibration ? calibration.rows : pair.inDim;
+  const activations = new Float64Array(r * activationLength);
+  const outputs = new Float64Array(r * pair.outDim);
   for (let k = 0; k < r; k++) {
     const row = pair.a.subarray(k * pair.inDim, (k + 1) * pair.inDim);
-    let h: Float64Array;
+    const h = activations.subarray(k * activationLength, (k + 1) * activationLength);
     if (calibration) {
-      h = new Float64Array(calibration.rows);
       for (let t = 0; t < calibration.rows; t++) {
         let s = 0;
         const off = t * pair.inDim;
@@ -107,14 +109,14 @@ function unitFeatures(pair: LoraPair, r: number, calibration: CalibrationBatch |
         h[t] = s;
       }
     } else {
-      h = Float64Array.from(row);
+      h.set(row);
     }
-    const col = new Float64Array(pair.outDim);
+    const col = outputs.subarray(k * pair.outDim, (k + 1) * pair.outDim);
     for (let o = 0; o < pair.outDim; o++) col[o] = pair.b[o * r + k];
-    activations.push(normalise(h));
-    outputs.push(normalise(col));
+    normalise(h);
+    normalise(col);
   }
-  return { activations, outputs };
+  return { activations, activationLength, outputs, outputLength: pair.outDim };
 }
 
 function normalise(x: Float64Array): Float64Array {
@@ -125,12 +127,6 @@ function normalise(x: Float64Array): Float64Array {
   return x;
 }
 
-function dot(x: Float64Array, y: Float64Array): number {
-  let s = 0;
-  for (let i = 0; i < x.length; i++) s += x[i] * y[i];
-  return s;
-}
-
 function identityAlignment(r: number): { permutation: Int32Array; signs: Float64Array } {
   return { permutation: Int32Array.from({ length: r }, (_, k) => k), signs: new Float64Array(r).fill(1) };
 }
@@ -139,15 +135,13 @@ function identityAlignment(r: number): { permutation: Int32Array; signs: Float64
  * permutation[k] = the neighbour unit matched to our unit k; signs[k] = ±1 flips it. Exported for tests.
  */
 export function alignToUnits(ours: UnitFeatures, theirs: UnitFeatures, r: number): { permutation: Int32Array; signs: Float64Array } {
-  const cost = new Float64Array(r * r);
+  // All r² cosines of both kinds at once, as register-tiled products of the unit rows.
   const activationCos = new Float64Array(r * r);
-  for (let k = 0; k < r; k++) {
-    for (let l = 0; l < r; l++) {
-      const ca = dot(ours.activations[k], theirs.activations[l]);
-      activationCos[k * r + l] = ca;
-      cost[k * r + l] = -ca * dot(ours.outputs[k], theirs.outputs[l]);
-    }
-  }
+  const outputCos = new Float64Array(r * r);
+  rowsDotRows(ours.activations, r, theirs.activations, r, ours.activationLength, activationCos);
+  rowsDotRows(ours.outputs, r, theirs.outputs, r, ours.outputLength, outputCos);
+  const cost = new Float64Array(r * r);
+  for (let kl = 0; kl < r * r; kl++) cost[kl] = -activationCos[kl] * outputCos[kl];
   const permutation = hungarian(cost, r);
   const signs = new Float64Array(r);
   for (let k = 0; k < r; k++) {
