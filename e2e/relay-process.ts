@@ -13,8 +13,10 @@ export interface RelayProcess {
   stop(): Promise<void>;
 }
 
+/** extraArgs come last (a later --port wins); with --key-file the relay keeps that identity, so a restart on the same port has the same address. */
 export async function startRelayProcess(extraArgs: string[] = []): Promise<RelayProcess> {
-  const child = spawn(NODE, ['--import', 'tsx', 'cli/swarm.ts', 'relay', '--port', '0', '--ephemeral', '--no-config', ...extraArgs], {
+  const identity = extraArgs.includes('--key-file') ? [] : ['--ephemeral'];
+  const child = spawn(NODE, ['--import', 'tsx', 'cli/swarm.ts', 'relay', '--port', '0', ...identity, '--no-config', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

@@ -1,0 +1,114 @@
+// The whole `swarm simulate` invocation: starts the relay, the app and the browsers once, runs the baselines and
+// the swarm runs (or the sweep) in turn, and writes the report folder after every run (a crash keeps what finished).
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { runLogToJson } from '../../core/swarm/run-log.ts';
+import { startAppServer, type AppServer } from '../../bench/app-server.ts';
+import { defaultTarget, summarizeRun, type RunSummary } from './metrics.ts';
+import { plannedRuns, type SimulateCommand } from './options.ts';
+import { ManagedRelay } from './relay.ts';
+import { comparisonCurves, comparisonHtml, comparisonMarkdown, runReportHtml, type ComparisonRow } from './report.ts';
+import { runSimulation, type SimulationResult } from './run.ts';
+import { BrowserFleet } from './tabs.ts';
+
+export class MissingModelError extends Error {
+  static override readonly name = 'MissingModelError';
+  override readonly name = MissingModelError.name;
+}
+
+export interface SimulateOutcome {
+  results: SimulationResult[];
+  summaries: RunSummary[];
+  target: number | null;
+  outDir: string | null;
+}
+
+export interface SimulateHooks {
+  log?: (line: string) => void;
+  /** The command line to print in the reports. */
+  commandLine?: string;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+export function modelSha256(modelUrl: string): string {
+  const file = join('public', modelUrl, 'model.safetensors');
+  if (!existsSync(file)) {
+    throw new MissingModelError(`${file} is missing: the base model must be under public${modelUrl} (run \`npm run pretrain\`, or pass --model /models/<folder>/)`);
+  }
+  return createHash('sha256').update(readFileSync(file)).digest('hex');
+}
+
+function folderName(label: string): string {
+  return label.replace(/[^A-Za-z0-9._=-]+/g, '_');
+}
+
+function writeOutputs(cmd: SimulateCommand, results: SimulationResult[], commandLine: string): { summaries: RunSummary[]; target: number | null } {
+  const first = results.map((r) => summarizeRun(r.runLog, r.settings.targetLoss));
+  const target = cmd.base.targetLoss ?? defaultTarget(first);
+  const summaries = results.map((r) => summarizeRun(r.runLog, target));
+  if (!cmd.outDir) return { summaries, target };
+  mkdirSync(cmd.outDir, { recursive: true });
+  const rows: ComparisonRow[] = [];
+  results.forEach((r, i) => {
+    const dir = join(cmd.outDir!, 'runs', folderName(r.settings.label));
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'run-log.json'), runLogToJson(r.runLog));
+    writeFileSync(join(dir, 'summary.json'), `${JSON.stringify({ ...summaries[i], stopReason: r.stopReason, manifest: r.manifest }, null, 2)}\n`);
+    writeFileSync(join(dir, 'report.html'), runReportHtml(r.runLog, summaries[i]));
+    rows.push({ label: folderName(r.settings.label), summary: summaries[i] });
+  });
+  const title = cmd.sweep ? `Comparison: ${cmd.sweep.key} = ${cmd.sweep.values.join(', ')}` : `Simulation: ${cmd.base.label}`;
+  writeFileSync(join(cmd.outDir, 'report.html'), comparisonHtml(title, rows, target, commandLine));
+  writeFileSync(join(cmd.outDir, 'comparison.md'), comparisonMarkdown(rows, target));
+  writeFileSync(join(cmd.outDir, 'curves-samples.svg'), `${comparisonCurves(rows, 'samples')}\n`);
+  writeFileSync(join(cmd.outDir, 'curves-time.svg'), `${comparisonCurves(rows, 'timeS')}\n`);
+  writeFileSync(
+    join(cmd.outDir, 'summary.json'),
+    `${JSON.stringify({ command: commandLine, target, runs: summaries.map((s) => ({ ...s, curve: s.curve })) }, null, 2)}\n`,
+  );
+  return { summaries, target };
+}
+
+export async function simulate(cmd: SimulateCommand, hooks: SimulateHooks = {}): Promise<SimulateOutcome> {
+  const log = hooks.log ?? ((line: string) => console.log(line));
+  const commandLine = hooks.commandLine ?? 'swarm simulate';
+  const runs = plannedRuns(cmd);
+  const sha = modelSha256(cmd.base.modelUrl);
+  let app: AppServer | null = null;
+  const relay = new ManagedRelay();
+  let fleet: BrowserFleet | null = null;
+  const results: SimulationResult[] = [];
+  try {
+    const appUrl = cmd.appUrl ?? (app = await startAppServer(await freePort())).url;
+    fleet = await BrowserFleet.launch(Math.max(...runs.map((r) => Math.min(r.browsers, r.centralised ? 1 : r.tabs))));
+    log(`simulate: ${runs.length} run(s): ${runs.map((r) => r.label).join(', ')}; app ${appUrl}; ${fleet.browsers.length} browser process(es)`);
+    for (const settings of runs) {
+      if (settings.merge && !relay.running) await relay.start();
+      const result = await runSimulation(settings, { appUrl, fleet, relay, modelSha256: sha, log, progressEveryS: cmd.progressEveryS });
+      results.push(result);
+      writeOutputs(cmd, results, commandLine);
+      const s = result.summary;
+      log(`[${settings.label}] held-out (all genres): base ${s.baseLoss?.toFixed(4) ?? '–'} → final ${s.finalLoss?.toFixed(4) ?? '–'}; bytes/peer ${Math.round(s.bytesPerPeer)}; merges ${s.merges}`);
+      // A relay killed and not restarted by this run is started again for the next one.
+      if (!relay.running && runs.indexOf(settings) < runs.length - 1) await relay.restart();
+    }
+  } finally {
+    await fleet?.close();
+    await relay.stop();
+    await app?.stop();
+  }
+  const { summaries, target } = writeOutputs(cmd, results, commandLine);
+  return { results, summaries, target, outDir: cmd.outDir };
+}

@@ -1,0 +1,94 @@
+import { describe, expect, it } from 'vitest';
+import { parseFaultTime, parseKill, parseRelayKill, parseSimulateArgs, plannedRuns, SimulateArgumentError, type SimulateCommand } from './options.ts';
+
+const parse = (args: string) => parseSimulateArgs(args.split(' ').filter((a) => a !== ''), Date.UTC(2026, 0, 2, 3, 4, 5)) as SimulateCommand;
+
+describe('parseSimulateArgs', () => {
+  it('has a default for every option', () => {
+    const c = parse('');
+    expect(c.base).toMatchObject({ tabs: 4, browsers: 1, strategy: 'fedavg', localSteps: 5, codec: 'fp16', steps: 40, partition: { kind: 'genre' }, seed: 1 });
+    expect(c.base.genres).toEqual(['fiction', 'mystery', 'science_fiction', 'adventure']);
+    expect(c.baselines).toEqual([]);
+    expect(c.sweep).toBeNull();
+    expect(c.outDir).toBe('reports/sim-2026-01-02T03-04-05');
+  });
+
+  it('returns help for -h', () => {
+    expect(parseSimulateArgs(['-h'])).toBe('help');
+  });
+
+  it('reads strategy parameters as typed values and checks them against the strategy', () => {
+    const c = parse('--strategy ties --param density=0.3 --param space=products');
+    expect(c.base.params).toMatchObject({ density: 0.3, space: 'products' });
+    expect(() => parse('--strategy ties --param density=2')).toThrow(/density/);
+    expect(() => parse('--strategy fedavg --param density=0.3')).toThrow(SimulateArgumentError);
+    expect(() => parse('--strategy nope')).toThrow(/unknown merge strategy 'nope'/);
+  });
+
+  it('applies strategy-scoped parameters to that strategy only in a sweep', () => {
+    const c = parse('--sweep strategy=fedavg,ties,trimmed-mean --param ties.density=0.5 --param trimmed-mean.beta=0.25');
+    const runs = plannedRuns(c);
+    expect(runs.map((r) => r.label)).toEqual(['fedavg', 'ties', 'trimmed-mean']);
+    expect(runs[0].params).toEqual({});
+    expect(runs[1].params.density).toBe(0.5);
+    expect(runs[2].params.beta).toBe(0.25);
+  });
+
+  it('puts baselines first, without faults, and the centralised one in one browser', () => {
+    const c = parse('--tabs 8 --browsers 2 --baselines central,local --kill 0.5@60 --byzantine scaled --sweep strategy=fedavg,median');
+    const runs = plannedRuns(c);
+    expect(runs.map((r) => r.label)).toEqual(['local-only', 'centralised', 'fedavg', 'median']);
+    expect(runs[0]).toMatchObject({ merge: false, centralised: false, kills: [], byzantine: null });
+    expect(runs[1]).toMatchObject({ merge: false, centralised: true, browsers: 1 });
+    expect(runs[2].byzantine).toEqual({ mode: 'scaled', tabs: 1, scale: 10 });
+    expect(runs[3].kills).toHaveLength(1);
+  });
+
+  it('reads partitions', () => {
+    expect(parse('--partition iid').base.partition).toEqual({ kind: 'iid' });
+    expect(parse('--partition dirichlet:0.3').base.partition).toEqual({ kind: 'dirichlet', alpha: 0.3 });
+    expect(() => parse('--partition dirichlet:-1')).toThrow(/alpha/);
+    expect(() => parse('--partition shards')).toThrow(/genre, iid or dirichlet/);
+  });
+
+  it('reads network faults and Byzantine settings', () => {
+    const c = parse('--tabs 6 --latency 400:tabs=2 --drop 0.25:tabs=2 --byzantine sign-flip:tabs=1:scale=4');
+    expect(c.base.network).toEqual({ tabs: 2, latencyMs: 400, drop: 0.25 });
+    expect(c.base.byzantine).toEqual({ mode: 'sign-flip', tabs: 1, scale: 4 });
+    expect(() => parse('--tabs 6 --latency 400:tabs=2 --drop 0.25:tabs=3')).toThrow(/same number of tabs/);
+    expect(() => parse('--tabs 2 --byzantine random:tabs=2')).toThrow(/no honest tab/);
+    expect(() => parse('--byzantine evil')).toThrow(/unknown mode 'evil'/);
+    expect(() => parse('--drop 1')).toThrow(/\[0, 1\)/);
+  });
+
+  it('refuses bad numbers and unknown options with a named error', () => {
+    expect(() => parse('--tabs 0')).toThrow(SimulateArgumentError);
+    expect(() => parse('--tabs 2 --browsers 3')).toThrow(/cannot exceed/);
+    expect(() => parse('--codec fp8')).toThrow(/fp32, fp16 or int8/);
+    expect(() => parse('--frobnicate 1')).toThrow(SimulateArgumentError);
+    expect(() => parse('--sweep colour=red')).toThrow(/--sweep/);
+  });
+});
+
+describe('fault schedules', () => {
+  it('reads times in seconds, minutes and steps', () => {
+    expect(parseFaultTime('90', 'x')).toEqual({ kind: 'seconds', value: 90 });
+    expect(parseFaultTime('90s', 'x')).toEqual({ kind: 'seconds', value: 90 });
+    expect(parseFaultTime('1.5m', 'x')).toEqual({ kind: 'seconds', value: 90 });
+    expect(parseFaultTime('step20', 'x')).toEqual({ kind: 'step', value: 20 });
+    expect(() => parseFaultTime('soon', 'x')).toThrow(/not a time/);
+  });
+
+  it('reads tab kills with and without restart', () => {
+    expect(parseKill('0.5@60:restart=30')).toEqual({ share: 0.5, at: { kind: 'seconds', value: 60 }, restartAfterS: 30 });
+    expect(parseKill('0.25@step10')).toEqual({ share: 0.25, at: { kind: 'step', value: 10 }, restartAfterS: null });
+    expect(() => parseKill('0.5')).toThrow(/<share>@<time>/);
+    expect(() => parseKill('1.5@10')).toThrow(/\(0, 1\]/);
+    expect(() => parseKill('0.5@10:later=3')).toThrow(/unknown part/);
+  });
+
+  it('reads relay kills', () => {
+    expect(parseRelayKill('2m:restart=20')).toEqual({ at: { kind: 'seconds', value: 120 }, restartAfterS: 20 });
+    expect(parseRelayKill('step15')).toEqual({ at: { kind: 'step', value: 15 }, restartAfterS: null });
+  });
+});

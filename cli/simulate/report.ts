@@ -1,0 +1,159 @@
+// Self-contained HTML reports (inline SVG charts, inline CSS, no script, no network) and the markdown table of a
+// comparison, all built from run logs and their summaries.
+import { perPeerSeries, type RunLogData } from '../../core/swarm/run-log.ts';
+import { SIM_EVENTS, type HeldOutDetail, type RunSummary, type TabPeerDetail } from './metrics.ts';
+import { escapeXml, lineChart, PALETTE, type ChartMarker, type ChartSeries } from './svg.ts';
+
+const CSS = `body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
+table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.charts{display:flex;flex-wrap:wrap;gap:12px}
+code{background:#f4f4f4;padding:1px 4px}.note{color:#555;font-size:13px}`;
+
+export function fmt(v: number | null | undefined, digits = 4): string {
+  return v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(digits);
+}
+
+export function fmtBytes(v: number): string {
+  if (v >= 1e9) return `${(v / 1e9).toFixed(2)} GB`;
+  if (v >= 1e6) return `${(v / 1e6).toFixed(2)} MB`;
+  if (v >= 1e3) return `${(v / 1e3).toFixed(1)} kB`;
+  return `${Math.round(v)} B`;
+}
+
+function page(title: string, body: string): string {
+  return `<!doctype html><html><head><meta charset="utf-8"><title>${escapeXml(title)}</title><style>${CSS}</style></head><body>${body}</body></html>\n`;
+}
+
+function faultMarkers(s: RunSummary): ChartMarker[] {
+  return s.faults.map((f) => ({ x: f.atS, label: f.name }));
+}
+
+/** The HTML report of one run: settings, numbers, per-tab held-out curves, training loss and traffic over time. */
+export function runReportHtml(data: RunLogData, s: RunSummary): string {
+  const start = data.records.find((r) => r.type === 'event' && r.name === SIM_EVENTS.start)?.atMs ?? data.createdAtMs;
+  const slotOf = new Map<string, TabPeerDetail>();
+  for (const r of data.records) if (r.type === 'event' && r.name === SIM_EVENTS.tabPeer && r.peerId) slotOf.set(r.peerId, JSON.parse(r.detail) as TabPeerDetail);
+  const held = data.records.filter((r) => r.type === 'event' && r.name === SIM_EVENTS.heldOut).map((r) => JSON.parse((r as { detail: string }).detail) as HeldOutDetail);
+  const slots = [...new Set(held.map((h) => h.slot))].sort((a, b) => a - b);
+  const heldSeries: ChartSeries[] = slots.map((slot, i) => {
+    const bySteps = new Map<number, number>();
+    for (const h of held) if (h.slot === slot) bySteps.set(h.step, h.allGenres);
+    const byz = s.byzantineSlots.includes(slot);
+    return { name: `tab ${slot}${byz ? ' (Byzantine)' : ''}`, points: [...bySteps].sort((a, b) => a[0] - b[0]), color: PALETTE[i % PALETTE.length], dashed: byz, width: 1 };
+  });
+  heldSeries.push({ name: 'mean (honest tabs)', points: s.curve.map((p) => [p.step, p.meanLoss]), color: '#000', width: 3 });
+
+  const timeSeries = (metric: 'trainLoss' | 'bytesSent') => {
+    const series: ChartSeries[] = [];
+    const bySlot = new Map<number, Array<[number, number]>>();
+    for (const [peer, ser] of perPeerSeries(data.records, metric)) {
+      const slot = slotOf.get(peer)?.slot ?? -1;
+      const list = bySlot.get(slot) ?? [];
+      ser.t.forEach((t, k) => {
+        const v = ser.v[k];
+        if (v !== null) list.push([(t - start) / 1000, v]);
+      });
+      bySlot.set(slot, list);
+    }
+    [...bySlot.keys()].sort((a, b) => a - b).forEach((slot, i) => {
+      const pts = bySlot.get(slot)!.sort((a, b) => a[0] - b[0]);
+      series.push({ name: `tab ${slot}`, points: pts, color: PALETTE[i % PALETTE.length], width: 1, dashed: s.byzantineSlots.includes(slot) });
+    });
+    return series;
+  };
+
+  const rows: Array<[string, string]> = [
+    ['strategy', `${s.strategy} ${s.params}`],
+    ['baseline', s.baseline],
+    ['partition', s.partition],
+    ['tabs', `${s.tabs}${s.byzantineSlots.length > 0 ? ` (Byzantine: ${s.byzantineSlots.join(', ')})` : ''}`],
+    ['steps per tab × batch', `${s.stepsPerTab} × ${s.batchSize}`],
+    ['wall time', `${s.wallS.toFixed(0)} s`],
+    ['held-out loss, all genres (nats/byte): base → final', `${fmt(s.baseLoss)} → ${fmt(s.finalLoss)}`],
+    ['spread over tabs (min / max / std)', s.spread ? `${fmt(s.spread.min)} / ${fmt(s.spread.max)} / ${fmt(s.spread.std)}` : '–'],
+    ['target loss → time / samples to reach it', `${fmt(s.target)} → ${s.timeToTargetS === null ? 'not reached' : `${s.timeToTargetS.toFixed(0)} s / ${s.samplesToTarget} samples`}`],
+    ['bytes moved per peer (sent + received)', fmtBytes(s.bytesPerPeer)],
+    ['merges (all tabs)', String(s.merges)],
+  ];
+  const faults = s.faults.length === 0 ? '<p>No faults injected.</p>' : `<table><tr><th>time</th><th>fault</th><th>detail</th></tr>${s.faults.map((f) => `<tr><td>${f.atS.toFixed(0)} s</td><td>${escapeXml(f.name)}</td><td>${escapeXml(f.detail)}</td></tr>`).join('')}</table>`;
+  const perTab = Object.entries(s.finalBySlot).map(([slot, f]) => `<tr><td>tab ${slot}</td><td>${f.step}</td><td>${fmt(f.own)}</td><td>${fmt(f.allGenres)}</td></tr>`).join('');
+  const body = [
+    `<h1>Simulation: ${escapeXml(s.label)}</h1>`,
+    `<p class="note">Run <code>${escapeXml(data.wireRunId)}</code>, ${new Date(data.createdAtMs).toISOString()}. Held-out losses are nats per byte on the run's genres; the run log (<code>run-log.json</code>) holds every record behind these numbers.</p>`,
+    `<table>${rows.map(([k, v]) => `<tr><th>${escapeXml(k)}</th><td>${escapeXml(v)}</td></tr>`).join('')}</table>`,
+    `<div class="charts">`,
+    lineChart({ title: 'Held-out loss over all genres', xLabel: 'local step', yLabel: 'nats/byte', series: heldSeries }),
+    lineChart({ title: 'Training loss', xLabel: 'seconds', yLabel: 'nats/byte', series: timeSeries('trainLoss'), markers: faultMarkers(s) }),
+    lineChart({ title: 'Bytes sent', xLabel: 'seconds', yLabel: 'bytes', series: timeSeries('bytesSent'), markers: faultMarkers(s) }),
+    `</div>`,
+    `<h2>Final held-out loss per tab</h2><table><tr><th>tab</th><th>step</th><th>own genre</th><th>all genres</th></tr>${perTab}</table>`,
+    `<h2>Faults</h2>${faults}`,
+  ].join('\n');
+  return page(`Simulation ${s.label}`, body);
+}
+
+export interface ComparisonRow {
+  label: string;
+  summary: RunSummary;
+}
+
+const TABLE_HEAD = ['run', 'final held-out (all genres)', 'vs local-only', 'spread (max−min)', 'time to target', 'samples to target', 'bytes/peer', 'merges', 'wall'];
+
+function tableCells(r: ComparisonRow, local: RunSummary | undefined): string[] {
+  const s = r.summary;
+  const vsLocal = local?.finalLoss && s.finalLoss !== null ? `${(((s.finalLoss - local.finalLoss) / local.finalLoss) * 100).toFixed(1)}%` : '–';
+  return [
+    r.label,
+    fmt(s.finalLoss),
+    s.baseline === 'local' ? '0%' : vsLocal,
+    s.spread ? fmt(s.spread.max - s.spread.min, 3) : '–',
+    s.timeToTargetS === null ? 'not reached' : `${s.timeToTargetS.toFixed(0)} s`,
+    s.samplesToTarget === null ? '–' : String(s.samplesToTarget),
+    fmtBytes(s.bytesPerPeer),
+    String(s.merges),
+    `${s.wallS.toFixed(0)} s`,
+  ];
+}
+
+/** The comparison table in markdown (for the README). */
+export function comparisonMarkdown(rows: ComparisonRow[], target: number | null): string {
+  const local = rows.find((r) => r.summary.baseline === 'local')?.summary;
+  const lines = [
+    `| ${TABLE_HEAD.join(' | ')} |`,
+    `|${TABLE_HEAD.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`,
+    ...rows.map((r) => `| ${tableCells(r, local).join(' | ')} |`),
+  ];
+  const base = rows.find((r) => r.summary.baseLoss !== null)?.summary.baseLoss ?? null;
+  return `${lines.join('\n')}\n\nHeld-out loss: nats/byte, mean over honest tabs of each tab's loss on every genre's held-out text (base model: ${fmt(base)}). Target: ${fmt(target)}.\n`;
+}
+
+export function comparisonCurves(rows: ComparisonRow[], x: 'samples' | 'timeS'): string {
+  return lineChart({
+    title: x === 'samples' ? 'Mean held-out loss (all genres) vs samples seen by the swarm' : 'Mean held-out loss (all genres) vs wall time',
+    xLabel: x === 'samples' ? 'training samples (all tabs)' : 'seconds',
+    yLabel: 'nats/byte',
+    series: rows.map((r, i) => ({
+      name: r.label,
+      points: r.summary.curve.map((p) => [p[x], p.meanLoss] as [number, number]),
+      color: PALETTE[i % PALETTE.length],
+      dashed: r.summary.baseline !== 'none',
+      width: 2,
+    })),
+    width: 860,
+    height: 420,
+  });
+}
+
+export function comparisonHtml(title: string, rows: ComparisonRow[], target: number | null, command: string): string {
+  const local = rows.find((r) => r.summary.baseline === 'local')?.summary;
+  const table = `<table><tr>${TABLE_HEAD.map((h) => `<th>${escapeXml(h)}</th>`).join('')}</tr>${rows
+    .map((r) => `<tr>${tableCells(r, local).map((c, i) => `<td>${i === 0 ? `<a href="runs/${encodeURIComponent(r.label)}/report.html">${escapeXml(c)}</a>` : escapeXml(c)}</td>`).join('')}</tr>`)
+    .join('')}</table>`;
+  const body = [
+    `<h1>${escapeXml(title)}</h1>`,
+    `<p class="note">Produced by <code>${escapeXml(command)}</code>. Held-out loss: nats/byte, mean over honest tabs of each tab's loss on every genre's held-out text; target ${fmt(target)}. Dashed curves are baselines.</p>`,
+    table,
+    `<div class="charts">${comparisonCurves(rows, 'samples')}${comparisonCurves(rows, 'timeS')}</div>`,
+  ].join('\n');
+  return page(title, body);
+}
