@@ -1,0 +1,223 @@
+/**
+ * The performance kernels against naive references written out here: tiled products (every leftover shape),
+ * the top-eigenpair solver (including repeated eigenvalues), the dense LoRA product, the one-pass TIES consensus
+ * (bit-identical to the two-pass definition), the branch-free top-k trim and the inlined DARE generator.
+ */
+import { describe, expect, it } from 'vitest';
+import { keepTopMagnitudes, uniformRandom } from './common.ts';
+import { householderQr, randomizedSvd, rowsDotColumns, rowsDotRows, symmetricEigen, symmetricEigenTop } from './linalg.ts';
+import { dropAndRescale } from './strategies/dare.ts';
+import { combine } from './strategies/task-vectors.ts';
+import { denseProduct } from './strategies/ties.ts';
+
+function randomArray(length: number, seed: number): Float64Array {
+  const random = uniformRandom(seed);
+  return Float64Array.from({ length }, () => random() * 2 - 1);
+}
+
+function maxDiff(x: ArrayLike<number>, y: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i] - y[i]));
+  return m;
+}
+
+/** A symmetric matrix Q·diag(spectrum)·Qᵀ with a random orthogonal Q. */
+function withSpectrum(spectrum: number[], seed: number): Float64Array {
+  const n = spectrum.length;
+  const q = householderQr(randomArray(n * n, seed), n, n).q; // by columns
+  const a = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+    let s = 0;
+    for (let k = 0; k < n; k++) s += q[k * n + i] * spectrum[k] * q[k * n + j];
+    a[i * n + j] = s;
+  }
+  for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) a[i * n + j] = a[j * n + i];
+  return a;
+}
+
+describe('tiled products', () => {
+  it('rowsDotColumns equals naive dot products for every leftover shape and output stride', () => {
+    for (let rows = 1; rows <= 9; rows++) for (let cols = 1; cols <= 5; cols++) {
+      const len = 7;
+      const p = Float32Array.from(randomArray(rows * len, rows * 10 + cols));
+      const c = randomArray(cols * len, rows + 100 * cols);
+      // row-major output (stride cols, 1) and column-major output (stride 1, rows)
+      for (const [rowStride, colStride] of [[cols, 1], [1, rows]]) {
+        const out = new Float64Array(rows * cols);
+        rowsDotColumns(p, rows, len, c, cols, out, rowStride, colStride);
+        for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
+          let s = 0;
+          for (let t = 0; t < len; t++) s += p[i * len + t] * c[j * len + t];
+          expect(Math.abs(out[i * rowStride + j * colStride] - s)).toBeLessThan(1e-12);
+        }
+      }
+    }
+  });
+
+  it('rowsDotRows equals naive dot products for every leftover shape', () => {
+    for (let xs = 1; xs <= 9; xs++) for (let ys = 1; ys <= 5; ys++) {
+      const len = 5;
+      const x = randomArray(xs * len, xs);
+      const y = randomArray(ys * len, 50 + ys);
+      const out = new Float64Array(xs * ys);
+      rowsDotRows(x, xs, y, ys, len, out);
+      for (let i = 0; i < xs; i++) for (let j = 0; j < ys; j++) {
+        let s = 0;
+        for (let t = 0; t < len; t++) s += x[i * len + t] * y[j * len + t];
+        expect(Math.abs(out[i * ys + j] - s)).toBeLessThan(1e-12);
+      }
+    }
+  });
+
+  it('randomizedSvd recovers an exactly low-rank matrix of odd shape (tile leftovers in every product)', () => {
+    const m = 13, n = 9, rank = 3;
+    const left = randomArray(m * rank, 1), right = randomArray(rank * n, 2);
+    const x = new Float32Array(m * n);
+    for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let k = 0; k < rank; k++) s += left[i * rank + k] * right[k * n + j];
+      x[i * n + j] = s;
+    }
+    const { u, s, v } = randomizedSvd(x, m, n, rank, { oversample: 2, powerIterations: 2, seed: 5 });
+    const rebuilt = new Float64Array(m * n);
+    for (let c = 0; c < rank; c++) for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) rebuilt[i * n + j] += u[c * m + i] * s[c] * v[c * n + j];
+    expect(maxDiff(rebuilt, x)).toBeLessThan(1e-5);
+  });
+});
+
+describe('symmetricEigenTop', () => {
+  const check = (a: Float64Array, n: number, count: number) => {
+    const full = symmetricEigen(a, n);
+    const top = symmetricEigenTop(a, n, count);
+    const scale = Math.max(1, Math.abs(full.values[0]));
+    expect(top.values.length).toBe(count);
+    for (let c = 0; c < count; c++) {
+      expect(Math.abs(top.values[c] - full.values[c])).toBeLessThan(1e-12 * scale);
+      // A·v = λ·v
+      for (let i = 0; i < n; i++) {
+        let s = 0;
+        for (let j = 0; j < n; j++) s += a[i * n + j] * top.vectors[j * count + c];
+        expect(Math.abs(s - top.values[c] * top.vectors[i * count + c])).toBeLessThan(1e-11 * scale);
+      }
+      // orthonormal columns
+      for (let d = 0; d < count; d++) {
+        let s = 0;
+        for (let i = 0; i < n; i++) s += top.vectors[i * count + c] * top.vectors[i * count + d];
+        expect(Math.abs(s - (c === d ? 1 : 0))).toBeLessThan(1e-11);
+      }
+    }
+  };
+
+  it('matches the full decomposition on a random Gram matrix', () => {
+    const n = 40, m = 60;
+    const x = randomArray(m * n, 3);
+    const g = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let t = 0; t < m; t++) s += x[t * n + i] * x[t * n + j];
+      g[i * n + j] = s;
+    }
+    check(g, n, 8);
+  });
+
+  it('gives orthonormal eigenvectors for repeated and nearly repeated eigenvalues', () => {
+    check(withSpectrum([5, 5, 5, 3, 3, 1, 0, 0, 0, 0], 7), 10, 6);
+    check(withSpectrum([2, 2, 2, 2, 2, 2, 2, 2], 8), 8, 8);
+    check(withSpectrum([7, 7 + 1e-14, 3, 2, 1e-8, 1e-8, 0, 0], 9), 8, 5);
+    check(withSpectrum(Array.from({ length: 30 }, (_, i) => (i < 12 ? 1 : 0)), 10), 30, 14);
+  });
+
+  it('handles diagonal, 1×1 and zero matrices', () => {
+    const diag = new Float64Array(36);
+    [6, 1, 4, 3, 5, 2].forEach((v, i) => (diag[i * 6 + i] = v));
+    check(diag, 6, 4);
+    check(Float64Array.from([4]), 1, 1);
+    const zero = symmetricEigenTop(new Float64Array(9), 3, 2);
+    expect(Array.from(zero.values)).toEqual([0, 0]);
+    expect(Array.from(zero.vectors)).toEqual([1, 0, 0, 1, 0, 0]);
+  });
+});
+
+describe('denseProduct', () => {
+  it('equals scale·B·A − minus computed naively, for shapes with tile leftovers', () => {
+    for (const [r, inDim, outDim] of [[3, 5, 7], [16, 7, 9], [1, 1, 1], [4, 2, 4], [2, 6, 8]]) {
+      const a = Float32Array.from(randomArray(r * inDim, r + inDim));
+      const b = Float32Array.from(randomArray(outDim * r, outDim));
+      const minus = Float32Array.from(randomArray(inDim * outDim, 77));
+      for (const m of [null, minus]) {
+        const out = new Float32Array(inDim * outDim);
+        denseProduct({ a, b, inDim, outDim }, r, 1.5, out, m);
+        for (let o = 0; o < outDim; o++) for (let j = 0; j < inDim; j++) {
+          let s = 0;
+          for (let k = 0; k < r; k++) s += b[o * r + k] * a[k * inDim + j];
+          expect(Math.abs(out[o * inDim + j] - (1.5 * s - (m ? m[o * inDim + j] : 0)))).toBeLessThan(1e-6);
+        }
+      }
+    }
+  });
+});
+
+describe('TIES consensus', () => {
+  /** The two-pass definition: elect the sign of Σ wᵢτᵢ, then average the agreeing entries by their weights. */
+  const naive = (taus: Float32Array[], weights: number[]) =>
+    Float32Array.from({ length: taus[0].length }, (_, j) => {
+      let sum = 0;
+      for (let i = 0; i < taus.length; i++) sum += weights[i] * taus[i][j];
+      let agreeing = 0, weight = 0;
+      for (let i = 0; i < taus.length; i++) {
+        if (taus[i][j] * sum > 0) {
+          agreeing += weights[i] * taus[i][j];
+          weight += weights[i];
+        }
+      }
+      return weight > 0 ? agreeing / weight : 0;
+    });
+
+  it('is bit-identical to the two-pass definition, with cancellations, zeros and zero weights, for 1 to 9 inputs', () => {
+    for (let count = 1; count <= 9; count++) {
+      const random = uniformRandom(count);
+      // values on a coarse grid so that weighted sums cancel exactly and often
+      const taus = Array.from({ length: count }, () => Float32Array.from({ length: 5000 }, () => Math.round((random() - 0.5) * 6) / 4));
+      const weights = Array.from({ length: count }, (_, i) => (i === 1 ? 0 : [1, 2, 3][i % 3] / 6));
+      const out = new Float32Array(5000);
+      combine(taus, weights, 'ties', out);
+      const expected = naive(taus, weights);
+      for (let j = 0; j < out.length; j++) expect(Object.is(out[j], expected[j]) || out[j] === expected[j]).toBe(true);
+    }
+  });
+});
+
+describe('keepTopMagnitudes', () => {
+  it('matches a sort-based reference with equal magnitudes at the threshold, zeros and negative zeros', () => {
+    const random = uniformRandom(11);
+    for (let trial = 0; trial < 60; trial++) {
+      const n = 1 + Math.floor(random() * 40);
+      const x = Float32Array.from({ length: n }, () => {
+        const u = random();
+        return u < 0.2 ? 0 : u < 0.3 ? -0 : Math.round((random() - 0.5) * 6);
+      });
+      for (let keep = 0; keep <= n; keep++) {
+        // reference: order by magnitude (desc), then index; zeros are never kept (keeping all leaves x as it is)
+        const order = Array.from(x.keys()).sort((i, j) => Math.abs(x[j]) - Math.abs(x[i]) || i - j);
+        const expected = new Float32Array(n);
+        for (const i of order.slice(0, keep)) if (x[i] !== 0) expected[i] = x[i];
+        if (keep === n) expected.set(x);
+        const got = x.slice();
+        keepTopMagnitudes(got, keep);
+        for (let j = 0; j < n; j++) expect(Object.is(got[j], expected[j]), `n=${n} keep=${keep} j=${j}`).toBe(true);
+      }
+    }
+  });
+});
+
+describe('dropAndRescale', () => {
+  it('draws the same mask as uniformRandom with the same seed', () => {
+    const tau = Float32Array.from(randomArray(1000, 4));
+    const got = tau.slice();
+    dropAndRescale(got, 0.3, 12345);
+    const random = uniformRandom(12345);
+    const expected = tau.map((v) => (random() < 0.3 ? v / 0.3 : 0));
+    expect(maxDiff(got, expected)).toBe(0);
+    expect(got.filter((v) => v !== 0).length).toBeGreaterThan(200);
+  });
+});
