@@ -69,7 +69,7 @@ test.describe.serial(`dashboard: a watching tab sees ${PEERS} training tabs`, ()
   });
 
   test('the dashboard shows the peers, their connections, growing loss curves and traffic; its export matches the peers', async () => {
-    test.setTimeout(480_000);
+    test.setTimeout(720_000);
     const started = Date.now();
     tabs = await Promise.all(
       Array.from({ length: PEERS }, async (_, slot) => {
@@ -87,7 +87,21 @@ test.describe.serial(`dashboard: a watching tab sees ${PEERS} training tabs`, ()
     expect((await probe(dashboard)).joined).toBe(false);
     await expect(dashboard.getByTestId('dashboard-status')).toContainText(wireRunId(manifest));
 
-    await expect.poll(() => number(dashboard, 'dashboard-peer-count'), { timeout: 300_000, intervals: [2000], message: `${PEERS} peers on the dashboard` }).toBe(PEERS);
+    let lastLog = 0;
+    await expect
+      .poll(
+        async () => {
+          const count = await number(dashboard, 'dashboard-peer-count');
+          if (Date.now() - lastLog > 30_000) {
+            lastLog = Date.now();
+            const states = await Promise.all(tabs.map(probe));
+            console.log(`[dashboard] ${count} peers shown; tabs: ${states.map((s) => `${s.phase} step ${s.step} nb ${s.neighbours.length}`).join(' | ')}`);
+          }
+          return count;
+        },
+        { timeout: 420_000, intervals: [2000], message: `${PEERS} peers on the dashboard` },
+      )
+      .toBe(PEERS);
     console.log(`[dashboard] ${PEERS} peers visible after ${((Date.now() - started) / 1000).toFixed(0)} s`);
     // Direct connections between the peers: at least a spanning tree (with the default cap of 12 neighbours, usually all pairs).
     await expect.poll(() => attr(dashboard, 'topology', 'data-edges'), { timeout: 120_000, intervals: [2000] }).toBeGreaterThanOrEqual(PEERS - 1);

@@ -250,7 +250,7 @@ export function Dashboard({ controller }: { controller: PeerController }) {
             </tbody>
             <tfoot>
               <tr>
-                <td>total</td><td /><td /><td /><td>{d.merges} seen</td><td>{d.edges.length} links</td>
+                <td>total</td><td /><td /><td /><td>{d.merges} seen</td><td>{d.edges.length} links (incl. this dashboard)</td>
                 <td data-testid="dashboard-bytes-sent">{formatBytes(d.traffic.bytesSent)}</td>
                 <td data-testid="dashboard-bytes-received">{formatBytes(d.traffic.bytesReceived)}</td>
                 <td>{d.traffic.versionsAnnounced}/{d.traffic.versionsFetched}</td><td /><td />
@@ -263,7 +263,7 @@ export function Dashboard({ controller }: { controller: PeerController }) {
       <div className="dash-charts">
         <SeriesChart title="Training loss (per peer, swarm mean, merges)" yLabel="nats/byte" series={d.train} testId="chart-train-loss" />
         <SeriesChart title="Held-out loss (own genre)" yLabel="nats/byte" series={d.heldOut} testId="chart-heldout-loss" />
-        <SeriesChart title="Consensus distance (mean ‖ΔWself − ΔWneighbour‖)" yLabel="Frobenius" series={d.consensus} testId="chart-consensus" />
+        <SeriesChart title="Consensus distance (mean ‖ΔWself − ΔWneighbour‖)" yLabel="Frobenius" series={d.consensus} testId="chart-consensus" emptyNote="peers report it after their first merge with a neighbour's adapter" />
         <SeriesChart title="Bytes sent (adapters served)" yLabel="bytes" series={d.bytes} testId="chart-bytes" />
       </div>
 

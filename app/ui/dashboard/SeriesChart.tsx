@@ -18,6 +18,8 @@ interface Props {
   series: ChartSeries[];
   testId: string;
   height?: number;
+  /** Said while there is nothing to draw (why the chart is empty). */
+  emptyNote?: string;
 }
 
 function aligned(series: ChartSeries[]): uPlot.AlignedData {
@@ -45,7 +47,7 @@ export function downloadCanvasPng(canvas: HTMLCanvasElement, name: string): void
   }, 'image/png');
 }
 
-export function SeriesChart({ title, yLabel, series, testId, height = 240 }: Props) {
+export function SeriesChart({ title, yLabel, series, testId, height = 240, emptyNote }: Props) {
   const host = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   // uPlot's series list is fixed at creation: a new set of labels rebuilds the chart, new points only update it.
@@ -87,6 +89,7 @@ export function SeriesChart({ title, yLabel, series, testId, height = 240 }: Pro
           PNG
         </button>
       </header>
+      {series.length === 0 && <p className="dash-empty">No data yet{emptyNote ? `: ${emptyNote}` : ''}.</p>}
       <div ref={host} className="chart" data-testid={testId} data-points={points} data-series={series.length} />
     </section>
   );
