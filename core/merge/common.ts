@@ -224,20 +224,35 @@ export function keepMagnitudeBand(x: Float32Array, dropTop: number, keep: number
   if (dropTop <= 0) return keepTopMagnitudes(x, keep);
   const n = x.length;
   const bits = new Uint32Array(x.buffer, x.byteOffset, n);
-  const inBand = new Uint8Array(n);
-  markTopRanks(bits, Math.min(n, dropTop + keep), inBand, 1);
-  markTopRanks(bits, Math.min(n, dropTop), inBand, 0);
-  for (let j = 0; j < n; j++) if (inBand[j] === 0) x[j] = 0;
-}
-
-/** Sets marks[j] = value for the `count` entries of largest magnitude (ties by index), zeros included. */
-function markTopRanks(bits: Uint32Array, count: number, marks: Uint8Array, value: number): void {
-  if (count <= 0) return;
-  const { threshold } = kthLargestMagnitude(bits, count);
-  let left = count;
-  for (let j = 0; j < bits.length; j++) if ((bits[j] & 0x7fffffff) > threshold) { marks[j] = value; left--; }
-  for (let j = 0; j < bits.length && left > 0; j++) {
-    if ((bits[j] & 0x7fffffff) === threshold) { marks[j] = value; left--; }
+  const topCount = Math.min(n, dropTop); // ranks [0, topCount) are dropped as outliers
+  const bandEnd = Math.min(n, dropTop + keep); // ranks [topCount, bandEnd) are kept
+  if (bandEnd <= topCount) {
+    x.fill(0);
+    return;
+  }
+  const hi = kthLargestMagnitude(bits, topCount);
+  const lo = kthLargestMagnitude(bits, bandEnd);
+  // Entries at a threshold magnitude are split by index order; when every one of them falls on the same side, the
+  // band is a plain magnitude interval and one branch-free pass does it ((a − b) >> 31 is all ones iff a < b).
+  const allHiDropped = hi.equal <= topCount - hi.above;
+  const allLoKept = lo.equal <= bandEnd - lo.above;
+  if (hi.threshold !== lo.threshold && allHiDropped && allLoKept) {
+    const loFloor = lo.threshold - 1; // keep m ≥ lo.threshold
+    const hiCeiling = hi.threshold; // keep m < hi.threshold
+    for (let j = 0; j < n; j++) {
+      const m = bits[j] & 0x7fffffff;
+      bits[j] &= ((loFloor - m) >> 31) & ((m - hiCeiling) >> 31);
+    }
+    return;
+  }
+  // General case: count the entries equal to each threshold in index order.
+  let hiSeen = 0;
+  let loSeen = 0;
+  for (let j = 0; j < n; j++) {
+    const m = bits[j] & 0x7fffffff;
+    const inTop = m > hi.threshold || (m === hi.threshold && hiSeen++ < topCount - hi.above);
+    const inBand = m > lo.threshold || (m === lo.threshold && loSeen++ < bandEnd - lo.above);
+    if (inTop || !inBand) bits[j] = 0;
   }
 }
 

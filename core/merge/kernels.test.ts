@@ -4,7 +4,7 @@
  * (bit-identical to the two-pass definition), the branch-free top-k trim and the inlined DARE generator.
  */
 import { describe, expect, it } from 'vitest';
-import { keepTopMagnitudes, uniformRandom } from './common.ts';
+import { keepMagnitudeBand, keepTopMagnitudes, uniformRandom } from './common.ts';
 import { householderQr, randomizedSvd, rowsDotColumns, rowsDotRows, symmetricEigen, symmetricEigenTop } from './linalg.ts';
 import { dropAndRescale } from './strategies/dare.ts';
 import { combine } from './strategies/task-vectors.ts';
@@ -219,5 +219,26 @@ describe('dropAndRescale', () => {
     const expected = tau.map((v) => (random() < 0.3 ? v / 0.3 : 0));
     expect(maxDiff(got, expected)).toBe(0);
     expect(got.filter((v) => v !== 0).length).toBeGreaterThan(200);
+  });
+});
+
+describe('keepMagnitudeBand', () => {
+  it('matches a sort-based reference (ranks [dropTop, dropTop + keep), ties by index, zeros included)', () => {
+    const random = uniformRandom(21);
+    for (let trial = 0; trial < 80; trial++) {
+      const n = 1 + Math.floor(random() * 30);
+      const coarse = trial % 2 === 0;
+      const x = Float32Array.from({ length: n }, () => (coarse ? Math.round((random() - 0.5) * 5) : random() - 0.5));
+      for (let dropTop = 1; dropTop <= n; dropTop += 2) {
+        for (let keep = 0; keep <= n; keep += 3) {
+          const order = Array.from(x.keys()).sort((i, j) => Math.abs(x[j]) - Math.abs(x[i]) || i - j);
+          const expected = new Float32Array(n);
+          for (const i of order.slice(dropTop, dropTop + keep)) expected[i] = x[i];
+          const got = x.slice();
+          keepMagnitudeBand(got, dropTop, keep);
+          for (let j = 0; j < n; j++) expect(Object.is(got[j], expected[j]) || got[j] === expected[j], `n=${n} drop=${dropTop} keep=${keep} j=${j}`).toBe(true);
+        }
+      }
+    }
   });
 });

@@ -77,11 +77,12 @@ function tiesProducts(inputs: readonly MergeInput[], weights: Float64Array, para
     const views = taus.map((t) => t.subarray(0, size));
     const selfView = selfDense.subarray(0, base === 'self' ? size : 0);
     if (base === 'self') denseProduct(template.modules.get(name)!, r, scale, selfView, null);
+    const keep = countForDensity(size, params.density as number);
+    // Trim each product right after computing it, while it is still in cache (all N together exceed L3).
     for (let slot = 0; slot < active.length; slot++) {
       denseProduct(inputs[active[slot]].adapter.modules.get(name)!, r, scale, views[slot], base === 'self' ? selfView : null);
+      keepTopMagnitudes(views[slot], keep);
     }
-    const keep = countForDensity(size, params.density as number);
-    for (const v of views) keepTopMagnitudes(v, keep);
     const out = merged.subarray(0, size);
     combine(views, activeWeights, 'ties', out);
     // out ← (base + lambda·merged) / scale: the factors carry ΔW / (alpha/r).
