@@ -10,8 +10,9 @@ export interface AppServer {
   stop(): Promise<void>;
 }
 
-export async function startAppServer(port: number): Promise<AppServer> {
-  const child = spawn(NODE, ['node_modules/vite/bin/vite.js', '--port', String(port), '--strictPort'], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** extraArgs go to the vite command line (simulations pass `--config` for a server without HMR reloads). */
+export async function startAppServer(port: number, extraArgs: string[] = []): Promise<AppServer> {
+  const child = spawn(NODE, ['node_modules/vite/bin/vite.js', '--port', String(port), '--strictPort', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr.on('data', (c: Buffer) => (output += c.toString()));

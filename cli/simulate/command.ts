@@ -13,6 +13,9 @@ import { comparisonCurves, comparisonHtml, comparisonMarkdown, runReportHtml, ty
 import { runSimulation, type SimulationResult } from './run.ts';
 import { BrowserFleet } from './tabs.ts';
 
+/** Vite without hot reload: a reload would restart every simulated peer. */
+const SIMULATION_VITE_CONFIG = 'cli/simulate/vite.config.ts';
+
 export class MissingModelError extends Error {
   static override readonly name = 'MissingModelError';
   override readonly name = MissingModelError.name;
@@ -91,7 +94,7 @@ export async function simulate(cmd: SimulateCommand, hooks: SimulateHooks = {}):
   let fleet: BrowserFleet | null = null;
   const results: SimulationResult[] = [];
   try {
-    const appUrl = cmd.appUrl ?? (app = await startAppServer(await freePort())).url;
+    const appUrl = cmd.appUrl ?? (app = await startAppServer(await freePort(), ['--config', SIMULATION_VITE_CONFIG])).url;
     fleet = await BrowserFleet.launch(Math.max(...runs.map((r) => Math.min(r.browsers, r.centralised ? 1 : r.tabs))));
     log(`simulate: ${runs.length} run(s): ${runs.map((r) => r.label).join(', ')}; app ${appUrl}; ${fleet.browsers.length} browser process(es)`);
     for (const settings of runs) {

@@ -73,6 +73,8 @@ export interface SimulationSettings {
   evalBatches: number;
   backend: string;
   modelUrl: string;
+  /** Seconds a fresh merging tab waits before its first step (its p2p node connects meanwhile). */
+  warmupS: number;
   kills: TabKillFault[];
   relayKills: RelayKillFault[];
   network: NetworkFault | null;
@@ -125,6 +127,8 @@ The swarm
   --eval-batches <n>        held-out batches per genre per evaluation (default 2)
   --backend <b>             auto | wasm | webgpu | cpu (default wasm)
   --model <url>             base model folder served by the app (default /models/swarm-brown-byte-gpt2/)
+  --warmup <s>              seconds a merging tab waits for peers before its first step (default 20; counted in
+                            the run's time, as a real swarm pays it too)
 
 Faults (times: 90 = 90 s, 2m, or step20 = when the live tabs' mean step reaches 20)
   --kill <share>@<time>[:restart=<s>]    kill a share of the tabs (highest slots first), optionally reopen them
@@ -285,6 +289,7 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
         'eval-batches': { type: 'string', default: '2' },
         backend: { type: 'string', default: 'wasm' },
         model: { type: 'string', default: '/models/swarm-brown-byte-gpt2/' },
+        warmup: { type: 'string', default: '20' },
         kill: { type: 'string', multiple: true, default: [] },
         'relay-kill': { type: 'string', multiple: true, default: [] },
         latency: { type: 'string' },
@@ -370,6 +375,7 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     evalBatches: positiveInt('--eval-batches', v['eval-batches']),
     backend: v.backend,
     modelUrl: v.model,
+    warmupS: parseNumber('--warmup', v.warmup, (x) => x >= 0 && x <= 600, 'seconds in [0, 600]'),
     kills: v.kill.map(parseKill),
     relayKills: v['relay-kill'].map(parseRelayKill),
     network,

@@ -95,7 +95,9 @@ export function tabUrl(s: SimulationSettings, appUrl: string, link: string, slot
     checkpoint: String(s.localSteps),
     telemetry: '2000',
     backend: s.backend,
-    bootstrap: '0',
+    // A fresh tab waits this long for a neighbour's adapter before its first step; nobody publishes during the
+    // warm-up, so every tab starts from the same initial adapter with its p2p connections made.
+    bootstrap: String(s.merge ? Math.round(s.warmupS * 1000) : 0),
   });
   if (s.merge) p.set('relays', relay);
   else {

@@ -1,0 +1,82 @@
+// The simulate command under faults, in real tabs against the real relay: tabs killed and reopened, the relay
+// killed, one Byzantine tab of six. Runs are kept small (4×64-byte batches, 20 steps, H = 5) for CI on two cores;
+// the app is served by the command itself (no hot reload, which would restart the tabs); the long comparison is `npm run simulate -- --sweep ...` (see the README).
+import { test, expect } from '@playwright/test';
+import { parseSimulateArgs, type SimulateCommand } from '../cli/simulate/options.ts';
+import { simulate } from '../cli/simulate/command.ts';
+import type { SimulationResult } from '../cli/simulate/run.ts';
+
+const MODEL_URL = process.env.SWARM_E2E_MODEL ?? '/models/swarm-brown-byte-gpt2/';
+const SMALL = `--batch 4 --seq 64 --h 5 --eval 10 --eval-batches 1 --warmup 15 --model ${MODEL_URL} --progress 15`;
+
+function command(args: string, out: string): SimulateCommand {
+  return parseSimulateArgs(`${SMALL} --out test-results/${out} ${args}`.split(' ')) as SimulateCommand;
+}
+
+const log = (line: string) => console.log(`[sim] ${line}`);
+
+function only(results: SimulationResult[]): SimulationResult {
+  expect(results).toHaveLength(1);
+  return results[0];
+}
+
+test.describe.serial('simulate: faults in real tabs', () => {
+  test('half the tabs are killed and reopened; they resume from checkpoints and the swarm still converges', async () => {
+    test.setTimeout(480_000);
+    const { results } = await simulate(command('--tabs 4 --steps 20 --kill 0.5@step8:restart=5', 'sim-kill'), { log });
+    const r = only(results);
+    const s = r.summary;
+    console.log(`[sim] kill/restart: held-out (all genres) base ${s.baseLoss?.toFixed(4)} → final ${s.finalLoss?.toFixed(4)}; merges ${s.merges}; faults ${s.faults.map((f) => `${f.name}@${f.atS.toFixed(0)}s`).join(', ')}`);
+    const killed = r.tabs.filter((t) => t.incarnations === 2).map((t) => t.slot).sort();
+    expect(killed).toEqual([2, 3]);
+    for (const t of r.tabs) {
+      expect(t.probe?.phase).toBe('done');
+      expect(t.probe?.step).toBe(20);
+    }
+    for (const slot of killed) {
+      const probe = r.tabs[slot].probe!;
+      // Reopened with the same peer key: resumed from a checkpoint, not from scratch.
+      expect(probe.resumedFromStep).toBeGreaterThanOrEqual(5);
+      // …and merged with the others after coming back.
+      expect(probe.mergeHistory.some((m) => m.step > probe.resumedFromStep! && m.inputs.length >= 2)).toBe(true);
+    }
+    expect(s.faults.filter((f) => f.name === 'kill')).toHaveLength(2);
+    expect(s.faults.filter((f) => f.name === 'restart')).toHaveLength(2);
+    // Converging: every tab's held-out loss over all genres fell below the base model's.
+    expect(Object.keys(s.finalBySlot)).toHaveLength(4);
+    for (const f of Object.values(s.finalBySlot)) expect(f.allGenres).toBeLessThan(s.baseLoss!);
+  });
+
+  test('the relay is killed mid-way; the tabs keep training and merging over their direct connections', async () => {
+    test.setTimeout(480_000);
+    const { results } = await simulate(command('--tabs 4 --steps 20 --relay-kill step8', 'sim-relay'), { log });
+    const r = only(results);
+    const s = r.summary;
+    const down = r.runLog.records.find((x) => x.type === 'event' && x.name === 'relay-down')!;
+    expect(down).toBeDefined();
+    const mergesAfter = r.tabs.map((t) => t.probe!.mergeHistory.filter((m) => m.atMs > down.atMs && m.inputs.length >= 2).length);
+    console.log(`[sim] relay killed at ${((down.atMs - r.runLog.createdAtMs) / 1000).toFixed(0)} s: merges with neighbours afterwards per tab ${mergesAfter.join(', ')}; held-out base ${s.baseLoss?.toFixed(4)} → final ${s.finalLoss?.toFixed(4)}`);
+    for (const t of r.tabs) expect(t.probe?.step).toBe(20);
+    expect(mergesAfter.every((n) => n >= 1)).toBe(true);
+    expect(s.finalLoss!).toBeLessThan(s.baseLoss!);
+  });
+
+  test('one Byzantine tab of six: a robust rule stays within 5% of the clean run, fedavg degrades', async () => {
+    test.setTimeout(900_000);
+    const common = '--tabs 6 --steps 20';
+    const attack = '--byzantine sign-flip:tabs=1:scale=8';
+    const clean = only((await simulate(command(`${common} --strategy fedavg`, 'sim-byz-clean'), { log })).results).summary;
+    const robust = only((await simulate(command(`${common} --strategy multi-krum ${attack}`, 'sim-byz-krum'), { log })).results).summary;
+    const naive = only((await simulate(command(`${common} --strategy fedavg ${attack}`, 'sim-byz-fedavg'), { log })).results).summary;
+    expect(robust.byzantineSlots).toEqual([5]);
+    // Compare the same tabs: the clean run's mean over the slots that are honest in the attacked runs.
+    const honestSlots = Object.keys(robust.finalBySlot);
+    expect(honestSlots).toHaveLength(5);
+    const cleanLoss = honestSlots.reduce((sum, slot) => sum + clean.finalBySlot[slot].allGenres, 0) / honestSlots.length;
+    const change = (x: number) => `${(((x - cleanLoss) / cleanLoss) * 100).toFixed(1)}%`;
+    console.log(`[sim] held-out loss (all genres, tabs 0-4): base ${clean.baseLoss!.toFixed(4)}; clean fedavg ${cleanLoss.toFixed(4)}; ` +
+      `with 1 Byzantine tab (sign-flip ×8): multi-krum ${robust.finalLoss!.toFixed(4)} (${change(robust.finalLoss!)}), fedavg ${naive.finalLoss!.toFixed(4)} (${change(naive.finalLoss!)})`);
+    expect(Math.abs(robust.finalLoss! - cleanLoss) / cleanLoss).toBeLessThanOrEqual(0.05);
+    expect(naive.finalLoss!).toBeGreaterThan(cleanLoss * 1.05);
+  });
+});
