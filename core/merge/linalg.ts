@@ -1,7 +1,8 @@
 /**
  * The linear algebra the merge strategies need, on plain typed arrays (no tfjs): Gram matrices of tall factor
- * stacks, Householder QR, pivoted Cholesky, a symmetric eigensolver, a one-sided Jacobi SVD for small matrices,
- * a randomised SVD with power iterations, and the Hungarian assignment.
+ * stacks, register-tiled products of contiguous rows, Householder QR, pivoted Cholesky, a symmetric eigensolver
+ * (full, or the top few eigenpairs by inverse iteration), a one-sided Jacobi SVD for small matrices, a randomised
+ * SVD with power iterations, and the Hungarian assignment.
  *
  * Conventions: small matrices are Float64Array row-major; a tall matrix given "by columns" is a flat array of
  * `cols` columns of length `rows` each (column j at offset j*rows), which keeps every inner loop contiguous.

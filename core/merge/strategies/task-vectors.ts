@@ -65,7 +65,7 @@ export function combine(taus: readonly Float32Array[], weights: ArrayLike<number
  * adding a 0 changes no sum, so every accumulator sees the same values in the same order as the two-pass
  * definition: the result is bit-identical to it, without branches on the data in the inner loop.
  * Inputs go four at a time with their accumulators in registers; the chunk keeps the per-entry accumulators
- * of a group of four in L1 for the next group.
+ * in L1 from one group of four to the next.
  */
 function tiesConsensusInto(out: Float32Array, taus: readonly Float32Array[], weights: ArrayLike<number>): void {
   const chunk = Math.min(CHUNK, out.length);
@@ -75,7 +75,6 @@ function tiesConsensusInto(out: Float32Array, taus: readonly Float32Array[], wei
   const positiveWeight = new Float64Array(chunk);
   const negativeWeight = new Float64Array(chunk);
   const n = taus.length;
-  const n4 = n - (n % 4);
   for (let start = 0; start < out.length; start += CHUNK) {
     const len = Math.min(CHUNK, out.length - start);
     sum.fill(0);
@@ -83,9 +82,12 @@ function tiesConsensusInto(out: Float32Array, taus: readonly Float32Array[], wei
     negative.fill(0);
     positiveWeight.fill(0);
     negativeWeight.fill(0);
-    for (let i = 0; i < n4; i += 4) {
-      const t0 = taus[i], t1 = taus[i + 1], t2 = taus[i + 2], t3 = taus[i + 3];
-      const w0 = weights[i], w1 = weights[i + 1], w2 = weights[i + 2], w3 = weights[i + 3];
+    for (let i = 0; i < n; i += 4) {
+      // A group short of four repeats its first input with weight 0, which adds exactly nothing (0·v = ±0).
+      const t0 = taus[i], w0 = weights[i];
+      const t1 = i + 1 < n ? taus[i + 1] : t0, w1 = i + 1 < n ? weights[i + 1] : 0;
+      const t2 = i + 2 < n ? taus[i + 2] : t0, w2 = i + 2 < n ? weights[i + 2] : 0;
+      const t3 = i + 3 < n ? taus[i + 3] : t0, w3 = i + 3 < n ? weights[i + 3] : 0;
       for (let j = 0; j < len; j++) {
         const k = start + j;
         const v0 = t0[k], v1 = t1[k], v2 = t2[k], v3 = t3[k];
@@ -96,19 +98,6 @@ function tiesConsensusInto(out: Float32Array, taus: readonly Float32Array[], wei
         negative[j] = negative[j] + 0.5 * (x0 - a0) + 0.5 * (x1 - a1) + 0.5 * (x2 - a2) + 0.5 * (x3 - a3);
         positiveWeight[j] = positiveWeight[j] + w0 * +(v0 > 0) + w1 * +(v1 > 0) + w2 * +(v2 > 0) + w3 * +(v3 > 0);
         negativeWeight[j] = negativeWeight[j] + w0 * +(v0 < 0) + w1 * +(v1 < 0) + w2 * +(v2 < 0) + w3 * +(v3 < 0);
-      }
-    }
-    for (let i = n4; i < n; i++) {
-      const t = taus[i], w = weights[i];
-      for (let j = 0; j < len; j++) {
-        const v = t[start + j];
-        const x = w * v;
-        const a = Math.abs(x);
-        sum[j] += x;
-        positive[j] += 0.5 * (x + a);
-        negative[j] += 0.5 * (x - a);
-        positiveWeight[j] += w * +(v > 0);
-        negativeWeight[j] += w * +(v < 0);
       }
     }
     for (let j = 0; j < len; j++) {

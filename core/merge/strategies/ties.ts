@@ -18,8 +18,9 @@ import { addToBase, BASE_PARAM, combine, LAMBDA_PARAM, taskVectors, type Base } 
  * space 'products': steps 1–4 on the dense ΔWᵢ = (alpha/r)·BᵢAᵢ of each module, then the merged ΔW is
  *   re-factorised to rank r by randomised SVD (seeded Gaussian sketch, `oversample` extra columns,
  *   `powerIterations` rounds), with the singular values split evenly between B and A. Modules are processed one at
- *   a time through N + 2 reusable out×in buffers sized for the largest module, so the extra memory is bounded by
- *   one module, not the adapter. Only ΔW is meaningful in this output.
+ *   a time through reusable out×in buffers sized for the largest module (one per input with a non-zero weight
+ *   and task vector, plus the base and the result), so the extra memory is bounded by one module, not the
+ *   adapter. Only ΔW is meaningful in this output.
  */
 export const ties: MergeStrategy = {
   name: 'ties',
