@@ -28,6 +28,8 @@ const REQUEST_BYTES = 33;
 const RESPONSE_HEADER_BYTES = 5;
 const STATUS_OK = 0;
 const STATUS_NOT_FOUND = 1;
+const FETCH_RETRIES = 2;
+const RETRYABLE = new Set<RejectReason>(['fetch-failed', 'truncated']);
 /** Chunk size for writing a payload; small enough for WebRTC data channels to interleave other streams. */
 const WRITE_CHUNK_BYTES = 64 * 1024;
 
@@ -341,7 +343,13 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
 
   private async fetchAndValidate(peerId: string, pending: PendingFetch): Promise<void> {
     const startedAt = Date.now();
-    const fetched = await this.fetchPayload(peerId, pending.manifest);
+    let fetched = await this.fetchPayload(peerId, pending.manifest);
+    // A stream cut by a busy link is not proof of bad intent: retry transport failures before counting one.
+    for (let retry = 0; retry < FETCH_RETRIES && !fetched.ok && RETRYABLE.has(fetched.reason) && this.started; retry++) {
+      await new Promise((r) => setTimeout(r, 500 * (retry + 1)));
+      if (this.queue.has(peerId)) break; // a newer version from this peer is waiting; fetch that instead
+      fetched = await this.fetchPayload(peerId, pending.manifest);
+    }
     if (!fetched.ok) {
       this.recordRejection(peerId, fetched.reason, fetched.detail, 'payload');
       return;
