@@ -1,5 +1,6 @@
 import { defineConfig } from 'vite';
 import react from '@vitejs/plugin-react';
+import { fileURLToPath } from 'node:url';
 
 const CROSS_ORIGIN_ISOLATION = {
   'Cross-Origin-Opener-Policy': 'same-origin',
@@ -19,4 +20,6 @@ export default defineConfig({
   // Pre-bundle the dependencies of every page at start-up: discovering them on a first visit makes Vite reload
   // the page, which kills whatever a test or benchmark had started in it.
   optimizeDeps: { entries: ['**/*.html'] },
+  // One dependency cache per server: two dev servers sharing one cache re-optimise over each other and reload pages.
+  cacheDir: fileURLToPath(new URL(`./node_modules/.vite-${process.env.SWARM_APP_PORT ?? 'default'}`, import.meta.url)),
 });

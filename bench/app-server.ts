@@ -12,7 +12,10 @@ export interface AppServer {
 
 /** extraArgs go to the vite command line (simulations pass `--config` for a server without HMR reloads). */
 export async function startAppServer(port: number, extraArgs: string[] = []): Promise<AppServer> {
-  const child = spawn(NODE, ['node_modules/vite/bin/vite.js', '--port', String(port), '--strictPort', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(NODE, ['node_modules/vite/bin/vite.js', '--port', String(port), '--strictPort', ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, SWARM_APP_PORT: String(port) },
+  });
   let output = '';
   child.stdout.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr.on('data', (c: Buffer) => (output += c.toString()));

@@ -1,7 +1,8 @@
 import { defineConfig } from '@playwright/test';
 import { CHROMIUM_ARGS } from './chromium.ts';
 
-export const APP_PORT = 5173;
+// SWARM_APP_PORT lets two suites run side by side on one machine.
+export const APP_PORT = Number(process.env.SWARM_APP_PORT ?? 5173);
 
 export default defineConfig({
   testDir: '.',
@@ -19,6 +20,8 @@ export default defineConfig({
   webServer: [
     {
       command: `npx vite --port ${APP_PORT} --strictPort`,
+      // Playwright runs it from this folder; Vite must start at the repository root to find its config.
+      cwd: '..',
       // Vite always serves its client module, whatever pages exist.
       url: `http://127.0.0.1:${APP_PORT}/@vite/client`,
       reuseExistingServer: !process.env.CI,

@@ -1,4 +1,4 @@
-import { expect, test } from '@playwright/test';
+import { expect, test, type Page } from '@playwright/test';
 
 // Same seed, same data, same model: WebGPU and WASM must train to the same losses. float32 reductions run in a
 // different order on each backend (tiled GPU matmuls vs XNNPACK), so the losses differ by rounding only: about 1e-6
@@ -7,13 +7,27 @@ import { expect, test } from '@playwright/test';
 const TOLERANCE = 1e-3;
 const RUN = { steps: 3, batchSize: 2, seqLen: 64, seed: 7, rank: 4, model: 'default', genre: 'mystery', warmupSteps: 0 } as const;
 
+/**
+ * A dev server that meets a dependency for the first time re-optimises and reloads the page, which destroys the
+ * evaluation in flight; that is the server settling, not the code under test, so the run is retried once.
+ */
+async function runInFreshPage(page: Page, url: string) {
+  for (let attempt = 1; ; attempt++) {
+    await page.goto(url);
+    try {
+      return await page.evaluate(async (run) => window.trainHarness.run(run), RUN);
+    } catch (error) {
+      if (attempt >= 2 || !/Execution context was destroyed/.test((error as Error).message)) throw error;
+    }
+  }
+}
+
 test('LoRA training on WebGPU and on WASM agrees from the same seed', async ({ browser }) => {
   const results = [];
   for (const backend of ['webgpu', 'wasm']) {
     const page = await browser.newPage();
     page.on('pageerror', (e) => console.log(`[${backend}] page error: ${e.message}`));
-    await page.goto(`/harness/train.html?backend=${backend}`);
-    const result = await page.evaluate(async (run) => window.trainHarness.run(run), RUN);
+    const result = await runInFreshPage(page, `/harness/train.html?backend=${backend}`);
     console.log(`${backend}: ${result.backend.reason}; losses ${result.losses.map((l) => l.toFixed(6)).join(', ')}`);
     expect(result.backend.backend).toBe(backend);
     results.push(result);
