@@ -1,5 +1,5 @@
 // The simulate command under faults, in real tabs against the real relay: tabs killed and reopened, the relay
-// killed, one Byzantine tab of six. Runs are kept small (4×64-byte batches, 20 steps, H = 5) for CI on two cores;
+// killed, one Byzantine tab of six. Runs are kept small (4×64-byte batches, 20–40 steps, H = 5) for CI on two cores;
 // the app is served by the command itself (no hot reload, which would restart the tabs); the long comparison is `npm run simulate -- --sweep ...` (see the README).
 import { test, expect } from '@playwright/test';
 import { parseSimulateArgs, type SimulateCommand } from '../cli/simulate/options.ts';
@@ -10,7 +10,7 @@ const MODEL_URL = process.env.SWARM_E2E_MODEL ?? '/models/swarm-brown-byte-gpt2/
 const SMALL = `--batch 4 --seq 64 --h 5 --eval 10 --eval-batches 1 --warmup 15 --model ${MODEL_URL} --progress 15`;
 
 function command(args: string, out: string): SimulateCommand {
-  return parseSimulateArgs(`${SMALL} --out test-results/${out} ${args}`.split(' ')) as SimulateCommand;
+  return parseSimulateArgs(`${SMALL} --out .tmp/e2e-sim/${out} ${args}`.split(' ')) as SimulateCommand;
 }
 
 const log = (line: string) => console.log(`[sim] ${line}`);
@@ -23,15 +23,20 @@ function only(results: SimulationResult[]): SimulationResult {
 test.describe.serial('simulate: faults in real tabs', () => {
   test('half the tabs are killed and reopened; they resume from checkpoints and the swarm still converges', async () => {
     test.setTimeout(480_000);
-    const { results } = await simulate(command('--tabs 4 --steps 20 --kill 0.5@step8:restart=5', 'sim-kill'), { log });
+    const { results } = await simulate(command('--tabs 4 --steps 40 --kill 0.5@step10:restart=2', 'sim-kill'), { log });
     const r = only(results);
     const s = r.summary;
     console.log(`[sim] kill/restart: held-out (all genres) base ${s.baseLoss?.toFixed(4)} → final ${s.finalLoss?.toFixed(4)}; merges ${s.merges}; faults ${s.faults.map((f) => `${f.name}@${f.atS.toFixed(0)}s`).join(', ')}`);
+    for (const t of r.tabs) {
+      const p = t.probe!;
+      console.log(`[sim] tab ${t.slot}: opened ${t.incarnations}×, resumed from ${p.resumedFromStep}, step ${p.step}, neighbours ${p.neighbours.length}, ` +
+        `merges at steps ${p.mergeHistory.map((m) => `${m.step}(${m.inputs.length})`).join(' ')}`);
+    }
     const killed = r.tabs.filter((t) => t.incarnations === 2).map((t) => t.slot).sort();
     expect(killed).toEqual([2, 3]);
     for (const t of r.tabs) {
       expect(t.probe?.phase).toBe('done');
-      expect(t.probe?.step).toBe(20);
+      expect(t.probe?.step).toBe(40);
     }
     for (const slot of killed) {
       const probe = r.tabs[slot].probe!;
@@ -49,14 +54,14 @@ test.describe.serial('simulate: faults in real tabs', () => {
 
   test('the relay is killed mid-way; the tabs keep training and merging over their direct connections', async () => {
     test.setTimeout(480_000);
-    const { results } = await simulate(command('--tabs 4 --steps 20 --relay-kill step8', 'sim-relay'), { log });
+    const { results } = await simulate(command('--tabs 4 --steps 30 --relay-kill step10', 'sim-relay'), { log });
     const r = only(results);
     const s = r.summary;
     const down = r.runLog.records.find((x) => x.type === 'event' && x.name === 'relay-down')!;
     expect(down).toBeDefined();
     const mergesAfter = r.tabs.map((t) => t.probe!.mergeHistory.filter((m) => m.atMs > down.atMs && m.inputs.length >= 2).length);
     console.log(`[sim] relay killed at ${((down.atMs - r.runLog.createdAtMs) / 1000).toFixed(0)} s: merges with neighbours afterwards per tab ${mergesAfter.join(', ')}; held-out base ${s.baseLoss?.toFixed(4)} → final ${s.finalLoss?.toFixed(4)}`);
-    for (const t of r.tabs) expect(t.probe?.step).toBe(20);
+    for (const t of r.tabs) expect(t.probe?.step).toBe(30);
     expect(mergesAfter.every((n) => n >= 1)).toBe(true);
     expect(s.finalLoss!).toBeLessThan(s.baseLoss!);
   });

@@ -37,6 +37,8 @@ function fixture(): RunLog {
   held(0, 1, 0, 5.0, T0 + 2000);
   held(1, 1, 0, 5.0, T0 + 2000);
   held(2, 1, 0, 5.0, T0 + 2000);
+  // Tab 1 adopts a neighbour's adapter during its warm-up and evaluates it at step 0: the base stays 5.0.
+  held(1, 1, 0, 4.7, T0 + 3000);
   log.addReport(report(PEER(0), T0 + 5000, 5, 100, 1), T0 + 5000);
   log.addReport(report(PEER(1), T0 + 5000, 5, 300, 1), T0 + 5000);
   held(0, 1, 10, 4.0, T0 + 10_000);

@@ -94,7 +94,14 @@ function mean(values: number[]): number {
 /** The mean curve over honest tabs: for each evaluated step, the latest evaluation of each tab at that step. */
 export function heldOutCurve(held: HeldOutDetail[], honest: (slot: number) => boolean, samplesPerStep: number, startMs: number): CurvePoint[] {
   const bySlotStep = new Map<string, HeldOutDetail>();
-  for (const h of held) if (honest(h.slot)) bySlotStep.set(`${h.slot}/${h.step}`, h);
+  for (const h of held) {
+    if (!honest(h.slot)) continue;
+    const key = `${h.slot}/${h.step}`;
+    // Step 0 is the base model (the first evaluation; a tab that adopts a neighbour's adapter evaluates again at
+    // step 0); a later step evaluated twice (a tab resumed from an older checkpoint) counts its latest evaluation.
+    if (h.step === 0 && bySlotStep.has(key)) continue;
+    bySlotStep.set(key, h);
+  }
   const bySteps = new Map<number, HeldOutDetail[]>();
   for (const h of bySlotStep.values()) {
     const list = bySteps.get(h.step) ?? [];
@@ -141,7 +148,7 @@ export function summarizeRun(data: RunLogData, target: number | null = null): Ru
     if (!prev || h.step >= prev.step) finalBySlot[h.slot] = { step: h.step, allGenres: h.allGenres, own: h.own };
   }
   const finals = Object.values(finalBySlot).map((f) => f.allGenres);
-  const baseLosses = held.filter((h) => honest(h.slot) && h.step === 0).map((h) => h.allGenres);
+  const baseLosses = curve[0]?.step === 0 ? [curve[0].meanLoss] : [];
   let spread: RunSummary['spread'] = null;
   if (finals.length > 0) {
     const m = mean(finals);

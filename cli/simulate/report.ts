@@ -46,14 +46,29 @@ export function runReportHtml(data: RunLogData, s: RunSummary): string {
   const timeSeries = (metric: 'trainLoss' | 'bytesSent') => {
     const series: ChartSeries[] = [];
     const bySlot = new Map<number, Array<[number, number]>>();
-    for (const [peer, ser] of perPeerSeries(data.records, metric)) {
-      const slot = slotOf.get(peer)?.slot ?? -1;
-      const list = bySlot.get(slot) ?? [];
-      ser.t.forEach((t, k) => {
-        const v = ser.v[k];
-        if (v !== null) list.push([(t - start) / 1000, v]);
-      });
-      bySlot.set(slot, list);
+    if (metric === 'bytesSent') {
+      // A reopened tab is a new peer whose counters start at zero: plot each tab's total over its incarnations.
+      const latestByPeer = new Map<string, number>();
+      for (const r of data.records) {
+        if (r.type !== 'report') continue;
+        const slot = slotOf.get(r.report.peerId)?.slot ?? -1;
+        latestByPeer.set(r.report.peerId, r.report.bytesSent);
+        let total = 0;
+        for (const [peer, v] of latestByPeer) if ((slotOf.get(peer)?.slot ?? -1) === slot) total += v;
+        const list = bySlot.get(slot) ?? [];
+        list.push([(r.report.timeMs - start) / 1000, total]);
+        bySlot.set(slot, list);
+      }
+    } else {
+      for (const [peer, ser] of perPeerSeries(data.records, metric)) {
+        const slot = slotOf.get(peer)?.slot ?? -1;
+        const list = bySlot.get(slot) ?? [];
+        ser.t.forEach((t, k) => {
+          const v = ser.v[k];
+          if (v !== null) list.push([(t - start) / 1000, v]);
+        });
+        bySlot.set(slot, list);
+      }
     }
     [...bySlot.keys()].sort((a, b) => a - b).forEach((slot, i) => {
       const pts = bySlot.get(slot)!.sort((a, b) => a[0] - b[0]);
@@ -84,7 +99,7 @@ export function runReportHtml(data: RunLogData, s: RunSummary): string {
     `<div class="charts">`,
     lineChart({ title: 'Held-out loss over all genres', xLabel: 'local step', yLabel: 'nats/byte', series: heldSeries }),
     lineChart({ title: 'Training loss', xLabel: 'seconds', yLabel: 'nats/byte', series: timeSeries('trainLoss'), markers: faultMarkers(s) }),
-    lineChart({ title: 'Bytes sent', xLabel: 'seconds', yLabel: 'bytes', series: timeSeries('bytesSent'), markers: faultMarkers(s) }),
+    lineChart({ title: 'Bytes sent (each tab, over its restarts)', xLabel: 'seconds', yLabel: 'bytes', series: timeSeries('bytesSent'), markers: faultMarkers(s) }),
     `</div>`,
     `<h2>Final held-out loss per tab</h2><table><tr><th>tab</th><th>step</th><th>own genre</th><th>all genres</th></tr>${perTab}</table>`,
     `<h2>Faults</h2>${faults}`,
