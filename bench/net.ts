@@ -141,7 +141,14 @@ try {
     );
   }
   for (const [label, size] of [['1MB', 1_000_000], ['20MB', 20_000_000]] as const) {
-    const r = await payloadRuns(browser, relay.multiaddr, size);
+    let r: Awaited<ReturnType<typeof payloadRuns>>;
+    try {
+      r = await payloadRuns(browser, relay.multiaddr, size);
+    } catch (err) {
+      results[`payload${label}`] = { error: (err as Error).message };
+      console.log(`${label} adapter: FAILED (${(err as Error).message})`);
+      continue;
+    }
     results[`payload${label}`] = { bytes: r.bytes, medianLatencyMs: median(r.latencyMs), medianThroughputMBps: median(r.throughputMBps), latencyMs: r.latencyMs, throughputMBps: r.throughputMBps };
     console.log(`${label} adapter (${r.bytes} B): announce→fetched+validated median ${median(r.latencyMs).toFixed(0)} ms, fetch throughput median ${median(r.throughputMBps).toFixed(1)} MB/s`);
   }
