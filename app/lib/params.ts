@@ -16,6 +16,8 @@ export interface PageParams {
   p2p: boolean;
   /** Join without waiting for the button (simulations, tests). */
   autojoin: boolean;
+  /** Load and connect, then wait paused for the Resume button (a simulation starts all its tabs at once). */
+  startPaused: boolean;
   bootstrapWaitMs: number;
   evaluateEvery: number;
   checkpointEvery: number;
@@ -54,6 +56,7 @@ export function readPageParams(search: string): PageParams {
     mergeEnabled: flag('merge', true),
     p2p: flag('p2p', true),
     autojoin: flag('autojoin', false),
+    startPaused: flag('paused', false),
     bootstrapWaitMs: int(p, 'bootstrap', 20_000),
     evaluateEvery: int(p, 'eval', 40),
     checkpointEvery: int(p, 'checkpoint', 20, 1),

@@ -169,6 +169,8 @@ export class PeerController {
       dropAfterMs: 300_000,
       evalBatches: this.params.evalBatches,
     };
+    // Before init, so that not even one step runs before the Resume button is pressed.
+    if (this.params.startPaused) this.send({ type: 'pause' });
     this.send({ type: 'init', manifest, baseModelUrl: this.params.modelUrl, backend: this.params.backend, options });
     document.addEventListener('visibilitychange', () => this.send({ type: 'visibility', hidden: document.hidden }));
     this.timer = setInterval(() => this.tick(), 1000);

@@ -73,7 +73,7 @@ export interface SimulationSettings {
   evalBatches: number;
   backend: string;
   modelUrl: string;
-  /** Seconds a fresh merging tab waits before its first step (its p2p node connects meanwhile). */
+  /** Longest wait, once every tab has loaded, for each to have direct neighbours before all start together. */
   warmupS: number;
   kills: TabKillFault[];
   relayKills: RelayKillFault[];
@@ -127,8 +127,9 @@ The swarm
   --eval-batches <n>        held-out batches per genre per evaluation (default 2)
   --backend <b>             auto | wasm | webgpu | cpu (default wasm)
   --model <url>             base model folder served by the app (default /models/swarm-brown-byte-gpt2/)
-  --warmup <s>              seconds a merging tab waits for peers before its first step (default 20; counted in
-                            the run's time, as a real swarm pays it too)
+  --warmup <s>              all tabs load and pause; then up to this many seconds for each to have 2 direct
+                            neighbours before Resume is pressed in every tab at once (default 60; the run's clock
+                            starts at Resume)
 
 Faults (times: 90 = 90 s, 2m, or step20 = when the live tabs' mean step reaches 20)
   --kill <share>@<time>[:restart=<s>]    kill a share of the tabs (highest slots first), optionally reopen them
@@ -289,7 +290,7 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
         'eval-batches': { type: 'string', default: '2' },
         backend: { type: 'string', default: 'wasm' },
         model: { type: 'string', default: '/models/swarm-brown-byte-gpt2/' },
-        warmup: { type: 'string', default: '20' },
+        warmup: { type: 'string', default: '60' },
         kill: { type: 'string', multiple: true, default: [] },
         'relay-kill': { type: 'string', multiple: true, default: [] },
         latency: { type: 'string' },

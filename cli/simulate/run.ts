@@ -95,9 +95,10 @@ export function tabUrl(s: SimulationSettings, appUrl: string, link: string, slot
     checkpoint: String(s.localSteps),
     telemetry: '2000',
     backend: s.backend,
-    // A fresh tab waits this long for a neighbour's adapter before its first step; nobody publishes during the
-    // warm-up, so every tab starts from the same initial adapter with its p2p connections made.
-    bootstrap: String(s.merge ? Math.round(s.warmupS * 1000) : 0),
+    bootstrap: '0',
+    // Tabs load, evaluate the base model and connect, then wait paused until the simulator presses Resume in
+    // all of them at once (a reopened tab drops this and starts at once).
+    paused: '1',
   });
   if (s.merge) p.set('relays', relay);
   else {
@@ -115,6 +116,44 @@ export function tabUrl(s: SimulationSettings, appUrl: string, link: string, slot
   }
   // The run link goes last: it is long, and the other parameters stay readable in logs.
   return `${appUrl}/?${p.toString()}&run=${link}`;
+}
+
+/** How long all tabs may take to load the model and evaluate it before the run is abandoned. */
+const LOAD_TIMEOUT_MS = 15 * 60_000;
+
+/**
+ * The start barrier: waits until every tab has loaded and paused, then (when merging) until every tab has
+ * min(2, tabs − 1) direct neighbours or the warm-up has passed, then presses Resume in every tab.
+ */
+async function startTogether(
+  tabs: SimTab[],
+  s: SimulationSettings,
+  env: SimulationEnv,
+  observe: (tab: SimTab, probe: PeerProbe) => void,
+): Promise<{ loadS: number; connectS: number; neighbours: number[] }> {
+  const began = Date.now();
+  const poll = async () => {
+    const probes = await Promise.all(tabs.map((t) => t.probe()));
+    tabs.forEach((t, i) => probes[i] && observe(t, probes[i]!));
+    return probes;
+  };
+  for (;;) {
+    const probes = await poll();
+    if (probes.every((p) => p?.ready && p.phase === 'paused')) break;
+    if (Date.now() - began > LOAD_TIMEOUT_MS) throw new SimulationTabError(`the tabs did not all load within ${LOAD_TIMEOUT_MS / 60_000} min`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  const loaded = Date.now();
+  const wanted = Math.min(2, tabs.length - 1);
+  let neighbours = tabs.map((t) => t.lastProbe?.neighbours.length ?? 0);
+  while (s.merge && Date.now() - loaded < s.warmupS * 1000) {
+    neighbours = (await poll()).map((p) => p?.neighbours.length ?? 0);
+    if (neighbours.every((n) => n >= wanted)) break;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  const connected = Date.now();
+  await Promise.all(tabs.map((t) => t.page!.getByTestId('resume').click()));
+  return { loadS: (loaded - began) / 1000, connectS: (connected - loaded) / 1000, neighbours };
 }
 
 interface PendingFault {
@@ -158,9 +197,8 @@ export async function runSimulation(s: SimulationSettings, env: SimulationEnv): 
   const tabs = Array.from({ length: tabsCount }, (_, slot) =>
     new SimTab(slot, tabUrl(s, env.appUrl, link, slot, env.relay.multiaddr, runTag), contexts[slot % contexts.length], byzantineSlots.includes(slot)),
   );
-  const startMs = Date.now();
+  let startMs = Date.now();
   const elapsedS = () => (Date.now() - startMs) / 1000;
-  log.addEvent(SIM_EVENTS.start, `${tabsCount} tabs`, startMs);
   const restarts: Array<{ atMs: number; tab: SimTab }> = [];
   const faults: PendingFault[] = [];
   for (const kill of s.merge ? s.kills : []) {
@@ -251,6 +289,10 @@ export async function runSimulation(s: SimulationSettings, env: SimulationEnv): 
       await tab.open();
       await new Promise((r) => setTimeout(r, 200));
     }
+    const barrier = await startTogether(tabs, s, env, (tab, probe) => observe(tab, probe, Date.now()));
+    startMs = Date.now();
+    log.addEvent(SIM_EVENTS.start, `${tabsCount} tabs started together after ${barrier.loadS.toFixed(0)} s of loading and ${barrier.connectS.toFixed(0)} s of connecting; direct neighbours per tab: ${barrier.neighbours.join(', ')}`, startMs);
+    env.log(`[${s.label}] all ${tabsCount} tabs loaded in ${barrier.loadS.toFixed(0)} s${s.merge ? `, connected in ${barrier.connectS.toFixed(0)} s (direct neighbours per tab: ${barrier.neighbours.join(', ')})` : ''}; started`);
     for (;;) {
       const now = Date.now();
       const probes = await Promise.all(tabs.map((t) => t.probe()));
@@ -263,7 +305,7 @@ export async function runSimulation(s: SimulationSettings, env: SimulationEnv): 
       }
       for (const r of restarts.splice(0)) {
         if (Date.now() >= r.atMs) {
-          await r.tab.open();
+          await r.tab.open(r.tab.url.replace('&paused=1', ''));
           env.log(`[${s.label}] ${elapsedS().toFixed(0)} s: reopened tab ${r.tab.slot}`);
         } else restarts.push(r);
       }

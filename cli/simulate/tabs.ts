@@ -52,13 +52,13 @@ export class SimTab {
     return this.page !== null;
   }
 
-  async open(): Promise<void> {
+  async open(url = this.url): Promise<void> {
     const page = await this.context.newPage();
     page.on('pageerror', (e) => this.consoleErrors.push(e.message));
     this.incarnation++;
     this.lastProbe = null;
     this.page = page;
-    await page.goto(this.url);
+    await page.goto(url);
   }
 
   /** Closes the page without unload handlers: the worker and the p2p node die with it, as when a tab is killed. */
