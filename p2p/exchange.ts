@@ -402,7 +402,7 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
     } catch (err) {
       stream?.abort(err instanceof Error ? err : new Error(String(err)));
       if (signal.aborted) return reject('timeout', `payload not received within ${this.fetchTimeoutMs} ms`);
-      return reject('fetch-failed', err instanceof Error ? `${err.name}: ${err.message}` : String(err));
+      return reject('fetch-failed', describeFailure(err));
     }
   }
 
@@ -569,3 +569,16 @@ export function adapterExchange(init: AdapterExchangeInit): (components: Adapter
 
 /** sha256 hex of a payload, as the manifest carries it (re-exported so callers need not reach into core/wire). */
 export const payloadHash = sha256Hex;
+
+/**
+ * Words for a failure, whatever was thrown: WebRTC data channels reject with a bare DOM Event, which String() turns
+ * into "[object Event]".
+ */
+function describeFailure(err: unknown): string {
+  if (err instanceof Error) return `${err.name}: ${err.message}`;
+  if (typeof err === 'object' && err !== null && 'type' in err && typeof (err as { type: unknown }).type === 'string') {
+    const event = err as { type: string; error?: { message?: string } };
+    return `connection ${event.type} event${event.error?.message ? `: ${event.error.message}` : ''}`;
+  }
+  return String(err);
+}
