@@ -15,6 +15,7 @@ const { values } = parseArgs({
     port: { type: 'string', default: '5180' },
     backends: { type: 'string', default: 'webgpu,wasm-threads,wasm-1-thread,cpu' },
     model: { type: 'string', default: 'default' },
+    'timeout-s': { type: 'string', default: '300' },
   },
 });
 
@@ -52,13 +53,21 @@ try {
     let error: string | undefined;
     for (let run = 0; run < Number(values.runs); run++) {
       const page = await browser.newPage();
+      page.on('console', (m) => {
+        if (m.type() === 'error') console.log(`  [${config.name}] ${m.text().slice(0, 200)}`);
+      });
       try {
         await page.goto(`${server.url}/harness/train.html?${config.query}`);
         const steps = Math.max(2, Math.round(Number(values.steps) * config.stepScale));
-        const r = await page.evaluate(
+        const evaluation = page.evaluate(
           (o) => window.trainHarness.run(o),
           { steps, batchSize, seqLen, seed: run + 1, rank: 8, model: (values.model === 'random' ? 'random' : 'default') as 'random' | 'default', genre: 'fiction', warmupSteps: 1 },
         );
+        const limitMs = Number(values['timeout-s']) * 1000;
+        const r = await Promise.race([
+          evaluation,
+          new Promise<never>((_, fail) => setTimeout(() => fail(new Error(`no result within ${limitMs / 1000} s`)), limitMs)),
+        ]);
         tokensPerSecond.push(r.tokensPerSecond);
         peaks.push(Math.max(r.peakTensorBytes, r.peakJsHeapBytes ?? 0));
         reason = r.backend.reason;
