@@ -152,13 +152,14 @@ test.describe.serial(`dashboard: a watching tab sees ${PEERS} training tabs`, ()
   });
 
   test('junk and floods from a real extra node are rejected and counted; the dashboard stays responsive', async () => {
-    test.setTimeout(240_000);
+    test.setTimeout(420_000);
     const observer = runLogFromJson(await exported(dashboard, 'export-json')).meta.observer as string;
     const flooder = await context.newPage();
     await flooder.goto(`/harness/telemetry-flood.html?run=${encodeURIComponent(wireRunId(manifest))}&${relayParam()}`);
     await flooder.evaluate(() => window.telemetryFlood.ready);
     // Gossipsub sends a publication to the topic's subscribers it is connected to: wait until that includes the dashboard.
-    await expect.poll(() => flooder.evaluate(() => window.telemetryFlood.topicPeers()), { timeout: 120_000, intervals: [1000] }).toContain(observer);
+    // On a loaded 2-core machine the WebRTC connection to the sixth node can take minutes (seen: > 120 s once).
+    await expect.poll(() => flooder.evaluate(() => window.telemetryFlood.topicPeers()), { timeout: 300_000, intervals: [1000] }).toContain(observer);
     const rejectedBefore = await number(dashboard, 'dashboard-rejected-count');
     const reportsBefore = await number(dashboard, 'dashboard-report-count');
     const flood = flooder.evaluate(() => window.telemetryFlood.flood(['malformed', 'forged', 'wrong-run', 'oversized'], 300, 50));
