@@ -11,15 +11,13 @@ import { assertAdapterShapes, loraScale, schemaHash } from './adapter.ts';
 import type { BaseWeights, Gpt2Config } from './config.ts';
 import { gpt2ParameterShapes, loraModuleDims } from './config.ts';
 import { createNormal, createRng, deriveSeed } from '../util/random.ts';
-import { registerFastMatMulGradient } from './matmul-gradient.ts';
+import { registerFastMatMulGradient, swapLastTwo } from './matmul-gradient.ts';
 
 registerFastMatMulGradient();
 
 /** x · yᵀ with an explicit transpose: WASM's transposed products are many times slower than plain ones. */
 function matMulT(x: tf.Tensor, y: tf.Tensor): tf.Tensor {
-  const perm = y.shape.map((_, i) => i);
-  [perm[y.rank - 2], perm[y.rank - 1]] = [perm[y.rank - 1], perm[y.rank - 2]];
-  return tf.matMul(x, tf.transpose(y, perm));
+  return tf.matMul(x, swapLastTwo(y));
 }
 
 export class ModelWeightsError extends Error {

@@ -9,7 +9,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
-function swapLastTwo(x: tf.Tensor): tf.Tensor {
+/** Transposes the last two axes (the matrix axes of a batched product). */
+export function swapLastTwo(x: tf.Tensor): tf.Tensor {
   const perm = x.shape.map((_, i) => i);
   const r = x.rank;
   [perm[r - 2], perm[r - 1]] = [perm[r - 1], perm[r - 2]];
