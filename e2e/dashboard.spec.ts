@@ -2,37 +2,17 @@
 // telemetry, and a 5th tab that only watches (it joins the run's topics, never trains). Then a real extra node
 // floods the telemetry topic with junk, which must be refused, counted, and leave the page responsive.
 // SWARM_DASHBOARD_PEERS=8 runs the same checks with 8 training tabs (used for the 8-peer screenshot).
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { test, expect, type BrowserContext, type Download, type Page } from '@playwright/test';
 import { startRelayProcess, type RelayProcess } from './relay-process.ts';
-import { defaultRunManifest, encodeRunLink, wireRunId } from '../core/swarm/run.ts';
+import { encodeRunLink, wireRunId } from '../core/swarm/run.ts';
 import { runLogCsvRows, runLogFromJson, type RunLogData } from '../core/swarm/run-log.ts';
 import type { RunManifest } from '../core/wire/run-manifest.ts';
 import type { TelemetryReport } from '../core/wire/telemetry.ts';
 import type { PeerProbe } from '../app/lib/probe.ts';
+import { modelSha256, SCREENSHOTS, testManifest } from './run-fixture.ts';
 
-const MODEL_URL = process.env.SWARM_E2E_MODEL ?? '/models/swarm-brown-byte-gpt2/';
 const PEERS = Number(process.env.SWARM_DASHBOARD_PEERS ?? 4);
-const GENRES = ['fiction', 'mystery', 'science_fiction', 'adventure'];
-const SCREENSHOTS = 'docs/screenshots';
-
-function modelSha256(): string {
-  const file = `public${MODEL_URL}model.safetensors`;
-  if (!existsSync(file)) throw new Error(`${file} is missing: the default base model must be in public/models (or set SWARM_E2E_MODEL)`);
-  return createHash('sha256').update(readFileSync(file)).digest('hex');
-}
-
-function testManifest(sha256: string): RunManifest {
-  const m = defaultRunManifest(sha256, { localSteps: 5 });
-  return {
-    ...m,
-    runId: 'e2e-dashboard',
-    baseModel: { ...m.baseModel, url: MODEL_URL },
-    schedule: { ...m.schedule, batchSize: 4, seqLen: 64, warmupSteps: 3 },
-    data: { kind: 'genre', genres: GENRES, seed: 1 },
-  };
-}
 
 let relay: RelayProcess | undefined;
 let context: BrowserContext;
@@ -56,7 +36,7 @@ const reportsOf = (log: RunLogData, peerId?: string): Array<{ atMs: number; repo
 
 test.describe.serial(`dashboard: a watching tab sees ${PEERS} training tabs`, () => {
   test.beforeAll(async ({ browser }) => {
-    manifest = testManifest(modelSha256());
+    manifest = testManifest('e2e-dashboard', modelSha256());
     runLink = encodeRunLink(manifest);
     relay = await startRelayProcess();
     context = await browser.newContext({ viewport: { width: 1400, height: 1100 }, acceptDownloads: true });

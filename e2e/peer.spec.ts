@@ -1,34 +1,11 @@
 // The volunteer page as a real peer: real relay process, real Chromium tabs training the real model in Web Workers,
 // real WebRTC between them. A small run (short windows, H = 5) keeps it within CI time on two cores.
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { test, expect, type BrowserContext, type Page } from '@playwright/test';
 import { startRelayProcess, type RelayProcess } from './relay-process.ts';
-import { defaultRunManifest, encodeRunLink } from '../core/swarm/run.ts';
-import type { RunManifest } from '../core/wire/run-manifest.ts';
+import { encodeRunLink } from '../core/swarm/run.ts';
 import type { PeerProbe } from '../app/lib/probe.ts';
-
-const MODEL_URL = process.env.SWARM_E2E_MODEL ?? '/models/swarm-brown-byte-gpt2/';
-const GENRES = ['fiction', 'mystery', 'science_fiction', 'adventure'];
-const SCREENSHOTS = 'docs/screenshots';
-
-function modelSha256(): string {
-  const file = `public${MODEL_URL}model.safetensors`;
-  if (!existsSync(file)) throw new Error(`${file} is missing: the default base model must be in public/models (or set SWARM_E2E_MODEL)`);
-  return createHash('sha256').update(readFileSync(file)).digest('hex');
-}
-
-/** The default run, shrunk: H = 5, 4×64-byte batches, the four genres the tabs train on. */
-function testManifest(sha256: string): RunManifest {
-  const m = defaultRunManifest(sha256, { localSteps: 5 });
-  return {
-    ...m,
-    runId: 'e2e-peer',
-    baseModel: { ...m.baseModel, url: MODEL_URL },
-    schedule: { ...m.schedule, batchSize: 4, seqLen: 64, warmupSteps: 3 },
-    data: { kind: 'genre', genres: GENRES, seed: 1 },
-  };
-}
+import { GENRES, modelSha256, SCREENSHOTS, testManifest } from './run-fixture.ts';
 
 let relay: RelayProcess | undefined;
 let context: BrowserContext;
@@ -69,7 +46,7 @@ const line = (s: PeerProbe) =>
 
 test.describe.serial('peer: train, gossip, merge in real tabs', () => {
   test.beforeAll(async ({ browser }) => {
-    runLink = encodeRunLink(testManifest(modelSha256()));
+    runLink = encodeRunLink(testManifest('e2e-peer', modelSha256()));
     relay = await startRelayProcess();
     context = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
     mkdirSync(SCREENSHOTS, { recursive: true });
@@ -183,7 +160,7 @@ test.describe.serial('peer: train, gossip, merge in real tabs', () => {
   });
 
   test('a run that does not match the served model is refused in words', async () => {
-    const wrong = encodeRunLink({ ...testManifest('0'.repeat(64)) });
+    const wrong = encodeRunLink({ ...testManifest('e2e-peer', '0'.repeat(64)) });
     const page = await context.newPage();
     await page.goto(`/?autojoin=1&p2p=0&run=${wrong}`);
     await expect(page.getByTestId('errors')).toContainText('Run mismatch', { timeout: 60_000 });
