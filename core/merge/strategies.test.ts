@@ -262,9 +262,21 @@ describe('robust rules on textbook cases', () => {
   it('multi-krum: scores are sums of squared distances to the n − f − 2 nearest; outliers are left out', () => {
     // values 0, 1, 2, 10, 11 with f = 1 → 2 nearest: scores 1+4=5, 1+1=2, 1+4=5, 1+64=65, 1+81=82
     const inputs = scalars([10, 0, 11, 2, 1]);
-    expect(aOf(mergeWith('multi-krum', inputs, { f: 1, keep: 1 }))).toEqual([1]); // Krum
-    expect(aOf(mergeWith('multi-krum', inputs, { f: 1, keep: 3 }))[0]).toBeCloseTo(1, 6); // 0, 1, 2
-    expect(aOf(mergeWith('multi-krum', inputs, { f: 1 }))[0]).toBeCloseTo((0 + 1 + 2 + 10) / 4, 6); // keep n − f = 4
+    const paper = { f: 1, anchor: 'none' };
+    expect(aOf(mergeWith('multi-krum', inputs, { ...paper, keep: 1 }))).toEqual([1]); // Krum
+    expect(aOf(mergeWith('multi-krum', inputs, { ...paper, keep: 3 }))[0]).toBeCloseTo(1, 6); // 0, 1, 2
+    expect(aOf(mergeWith('multi-krum', inputs, paper))[0]).toBeCloseTo((0 + 1 + 2 + 10) / 4, 6); // keep n − f = 4
+  });
+
+  it('multi-krum anchored on self: self always kept, alone when there are too few inputs to outvote an attacker', () => {
+    // Self (10) is the worst-scoring input, yet joins the Krum pick (1) and the 3 best (0, 1, 2).
+    const inputs = scalars([10, 0, 11, 2, 1]);
+    expect(aOf(mergeWith('multi-krum', inputs, { f: 1, keep: 1 }))[0]).toBeCloseTo((10 + 1) / 2, 6);
+    expect(aOf(mergeWith('multi-krum', inputs, { f: 1, keep: 3 }))[0]).toBeCloseTo((10 + 0 + 1 + 2) / 4, 6);
+    // n = 4 < 2f + 3 = 5: an attacker at 1000 beside self and two honest peers cannot be told apart → self alone.
+    expect(aOf(mergeWith('multi-krum', scalars([3, 1000, 2, 4]), { f: 1 }))).toEqual([3]);
+    // With f = 0 nothing is excluded and the anchored rule is the weighted mean.
+    expect(aOf(mergeWith('multi-krum', scalars([3, 1000, 2, 4]), { f: 0 }))[0]).toBeCloseTo((3 + 1000 + 2 + 4) / 4, 4);
   });
 
   it('similarity-weighting gives colluding (identical) neighbours zero weight', () => {

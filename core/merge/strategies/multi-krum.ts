@@ -1,13 +1,18 @@
 import { buildAdapter, tensorOf, tensorRefs, validateInputs, weightedSumInto } from '../common.ts';
-import type { MergeInput, MergeStrategy } from '../types.ts';
+import { SELF_INDEX, type MergeInput, type MergeStrategy } from '../types.ts';
 
 /**
  * multi-krum: Multi-Krum (Blanchard et al. 2017, "Machine Learning with Adversaries: Byzantine Tolerant Gradient
  * Descent"). Each input i gets the score Σ of its squared Euclidean distances (over all factors, flattened) to its
  * n − f − 2 nearest other inputs (clamped to [1, n − 1]); the `keep` inputs with the lowest scores (default n − f;
  * keep = 1 is Krum) are averaged with their weights renormalised (plainly if those weights are all zero).
- * Equal scores are ordered by peer id, then by the inputs' content, never by position. With n < 2f + 3 the
- * Byzantine guarantee of the paper does not hold; the rule still runs.
+ * Equal scores are ordered by peer id, then by the inputs' content, never by position.
+ *
+ * Decentralised twist (`anchor`, default 'self'): the merging peer knows its own adapter (input 0) is honest, so it
+ * always joins the kept set, and when n < 2f + 3, where the paper's guarantee does not hold and distances cannot
+ * single out f attackers (with n = 2 both scores are equal), the result is the peer's own adapter alone. Without
+ * this, a peer whose only fresh neighbour is the attacker adopts it half the time. `anchor: 'none'` is the paper's
+ * rule over all inputs, blind to which one is self.
  */
 export const multiKrum: MergeStrategy = {
   name: 'multi-krum',
@@ -16,14 +21,16 @@ export const multiKrum: MergeStrategy = {
   params: [
     { name: 'f', type: 'number', default: 1, min: 0, integer: true, description: 'number of Byzantine inputs tolerated' },
     { name: 'keep', type: 'number', default: 0, min: 0, integer: true, description: 'inputs averaged (0: n - f; 1: Krum)' },
+    { name: 'anchor', type: 'string', default: 'self', choices: ['self', 'none'], description: "'self': own adapter always kept, alone when n < 2f + 3; 'none': the paper's rule" },
   ],
-  selfSpecial: false,
+  selfSpecial: true,
   output: 'factors',
   merge(inputs, params) {
     const weights = validateInputs(inputs);
     const n = inputs.length;
     const f = params.f as number;
-    const selected = krumSelection(inputs, f, (params.keep as number) || n - f);
+    const keep = (params.keep as number) || n - f;
+    const selected = params.anchor === 'self' ? anchoredSelection(inputs, f, keep) : krumSelection(inputs, f, keep);
     let total = 0;
     for (const i of selected) total += weights[i];
     const w = selected.map((i) => (total > 0 ? weights[i] / total : 1 / selected.length));
@@ -34,6 +41,13 @@ export const multiKrum: MergeStrategy = {
     });
   },
 };
+
+/** Multi-Krum's selection with the merging peer (input 0) trusted: see the strategy's doc. */
+export function anchoredSelection(inputs: readonly MergeInput[], f: number, keep: number): number[] {
+  if (inputs.length < 2 * f + 3) return [SELF_INDEX];
+  const selected = krumSelection(inputs, f, keep);
+  return selected.includes(SELF_INDEX) ? selected : [SELF_INDEX, ...selected];
+}
 
 /** Indices of the inputs Multi-Krum keeps, best score first. */
 export function krumSelection(inputs: readonly MergeInput[], f: number, keep: number): number[] {
