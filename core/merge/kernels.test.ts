@@ -4,7 +4,7 @@
  * (bit-identical to the two-pass definition), the branch-free top-k trim and the inlined DARE generator.
  */
 import { describe, expect, it } from 'vitest';
-import { keepMagnitudeBand, keepTopMagnitudes, uniformRandom } from './common.ts';
+import { keepMagnitudeBand, keepTopMagnitudes, uniformRandom, weightedSumInto } from './common.ts';
 import { householderQr, randomizedSvd, rowsDotColumns, rowsDotRows, symmetricEigen, symmetricEigenTop } from './linalg.ts';
 import { dropAndRescale } from './strategies/dare.ts';
 import { combine } from './strategies/task-vectors.ts';
@@ -238,6 +238,42 @@ describe('keepMagnitudeBand', () => {
           keepMagnitudeBand(got, dropTop, keep);
           for (let j = 0; j < n; j++) expect(Object.is(got[j], expected[j]) || got[j] === expected[j], `n=${n} drop=${dropTop} keep=${keep} j=${j}`).toBe(true);
         }
+      }
+    }
+  });
+});
+
+describe('weightedSumInto', () => {
+  it('equals a left-to-right sum over groups of four for 1 to 13 inputs and every chunk leftover', () => {
+    for (let count = 1; count <= 13; count++) {
+      for (const length of [1, 7, 4096, 4096 * 2 + 3]) {
+        const arrays = Array.from({ length: count }, (_, i) => Float32Array.from(randomArray(length, 31 * count + i)));
+        const weights = Array.from({ length: count }, (_, i) => (i + 1) / (count * 3));
+        const out = new Float32Array(length);
+        expect(weightedSumInto(out, arrays, weights)).toBe(true);
+        let mismatches = 0;
+        for (let k = 0; k < length; k++) {
+          let acc = 0;
+          for (let g = 0; g < count; g += 4) {
+            let s = 0;
+            for (let i = g; i < Math.min(count, g + 4); i++) s += weights[i] * arrays[i][k];
+            acc += s;
+          }
+          if (out[k] !== Math.fround(acc)) mismatches++;
+        }
+        expect(mismatches, `count=${count} length=${length}`).toBe(0);
+      }
+    }
+  });
+
+  it('reports NaN, infinities and float32 overflow', () => {
+    for (const count of [3, 8, 11]) {
+      for (const bad of [NaN, Infinity, 3e38]) {
+        const arrays = Array.from({ length: count }, () => new Float32Array(5000).fill(1));
+        arrays[count - 1][4321] = bad;
+        if (bad === 3e38) arrays[0][4321] = 3e38;
+        const weights = Array.from({ length: count }, () => (bad === 3e38 ? 1 : 1 / count));
+        expect(weightedSumInto(new Float32Array(5000), arrays, weights), `count=${count} bad=${bad}`).toBe(false);
       }
     }
   });
