@@ -4,6 +4,18 @@
 export const ADAPTER_PROTOCOL = '/swarm/adapter/1.0.0';
 
 /**
+ * Stream protocol that hands a run manifest, by its id, to a tab that came by a `?run=<id>` link it has never seen.
+ * A manifest is a few KiB at most, so it may cross a relayed (limited) connection.
+ */
+export const RUN_MANIFEST_PROTOCOL = '/swarm/run-manifest/1.0.0';
+
+/** One manifest request that has not been answered after this long is abandoned. */
+export const DEFAULT_MANIFEST_REQUEST_TIMEOUT_MS = 10_000;
+
+/** How long a tab looks for an unknown run among its peers before it says that none knows it (and keeps looking). */
+export const DEFAULT_RUN_LOOKUP_WARN_MS = 60_000;
+
+/**
  * Pubsub topic that peers use to announce their addresses. The relay subscribes to it so that two newcomers who
  * only share the relay still hear each other.
  */

@@ -7,16 +7,16 @@ import { createSwarmNode, type SwarmNode } from './node.ts';
 import { ADAPTER_PROTOCOL } from './constants.ts';
 import { syntheticPayload, syntheticRunContext } from './synthetic-adapter.ts';
 import { encodeAnnouncement, announcementFor, type AnnouncementManifest } from '../core/wire/manifest.ts';
-import type { ReceivedAdapter, RejectedInput } from './exchange.ts';
+import { ExchangeNotReadyError, RunAlreadyJoinedError, type ReceivedAdapter, type RejectedInput } from './exchange.ts';
 
 const RUN = 'exchange-test';
 const SIZE = 200_000;
 const nodes: SwarmNode[] = [];
 
-async function startNode(exchange: { maxPayloadBytes?: number; fetchTimeoutMs?: number } = {}): Promise<SwarmNode> {
+async function startNode(exchange: { maxPayloadBytes?: number; fetchTimeoutMs?: number } = {}, runId: string | null = RUN): Promise<SwarmNode> {
   const node = await createSwarmNode({
     relays: [],
-    runId: RUN,
+    runId: runId ?? undefined,
     transport: { transports: [webSockets()], addresses: { listen: ['/ip4/127.0.0.1/tcp/0/ws'] } },
     dial: { isDirectAddress: (ma) => ma.toString().includes('/ws') },
     exchange: { ...exchange, context: syntheticRunContext(SIZE) },
@@ -111,6 +111,27 @@ describe('adapter exchange', () => {
     const [name, pair] = [...payload.adapter.modules][0];
     expect(received[0].adapter.modules.get(name)!.a[0]).toBe(pair.a[0]);
     expect(b.exchange.stats().served).toBe(1);
+  });
+
+  it('a node started before its run is known joins it later and exchanges adapters', async () => {
+    const a = await startNode({}, null);
+    const b = await startNode();
+    expect(a.exchange.topic).toBe('');
+    await expect(a.exchange.announce(syntheticPayload(SIZE, 1).bytes, { version: 1, step: 1, samplesSeen: 1, localLoss: null, codec: 'fp32' }))
+      .rejects.toThrow(ExchangeNotReadyError);
+    await a.libp2p.dial(b.multiaddrs()[0]);
+    a.exchange.joinRun(RUN);
+    expect(a.exchange.runId).toBe(RUN);
+    expect(() => a.exchange.joinRun('another-run')).toThrow(RunAlreadyJoinedError);
+    await connect(a, b);
+    const received = collect<ReceivedAdapter>(a, 'adapter:received');
+    const payload = syntheticPayload(SIZE, 11);
+    await b.exchange.announce(payload.bytes, { version: 1, step: 1, samplesSeen: 8, localLoss: 2, codec: 'fp32' });
+    await waitFor(() => received.length === 1, 'the adapter');
+    expect(received[0].bytes).toEqual(payload.bytes);
+    const back = collect<ReceivedAdapter>(b, 'adapter:received');
+    await a.exchange.announce(payload.bytes, { version: 1, step: 1, samplesSeen: 8, localLoss: 2, codec: 'fp32' });
+    await waitFor(() => back.length === 1, 'the adapter announced by the late-joined node');
   });
 
   it('refuses an announcement larger than its size limit without fetching it', async () => {

@@ -41,7 +41,11 @@ export interface RunContext {
 }
 
 export interface AdapterExchangeInit {
-  runId: string;
+  /**
+   * The run whose topic the exchange joins. Absent: a tab that came by a manifest id it does not know starts its
+   * node first, asks peers for the manifest, and joins the run later with joinRun().
+   */
+  runId?: string;
   ledger: RejectionLedger;
   /** Known from the start, or set later with setRunContext (announcements before that are ignored, not counted). */
   context?: RunContext;
@@ -100,7 +104,12 @@ export interface ExchangeStats {
 }
 
 export interface AdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> {
+  /** The run's gossip topic; empty until a run is joined. */
   readonly topic: string;
+  /** The run joined at creation or by joinRun(); undefined before. */
+  readonly runId: string | undefined;
+  /** Joins a run's topic once; a node takes part in one run for its lifetime (RunAlreadyJoinedError otherwise). */
+  joinRun(runId: string, context?: RunContext): void;
   setRunContext(context: RunContext): void;
   /** Publishes the manifest for an encoded adapter and serves it until keepServed newer ones replace it. */
   announce(payload: Uint8Array, fields: AnnounceFields): Promise<AnnouncementManifest>;
@@ -115,6 +124,11 @@ export type AnnounceFields = Pick<AnnouncementManifest, 'version' | 'step' | 'sa
 export class ExchangeNotReadyError extends Error {
   static override readonly name = 'ExchangeNotReadyError';
   override readonly name = 'ExchangeNotReadyError';
+}
+
+export class RunAlreadyJoinedError extends Error {
+  static override readonly name = 'RunAlreadyJoinedError';
+  override readonly name = 'RunAlreadyJoinedError';
 }
 
 export class PayloadTooLargeError extends Error {
@@ -151,10 +165,11 @@ interface PendingFetch {
 
 class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> implements AdapterExchange, Startable {
   readonly [Symbol.toStringTag] = 'swarm/adapter-exchange';
-  readonly topic: string;
   private readonly components: AdapterExchangeComponents;
   private readonly log: Logger;
-  private readonly runId: string;
+  private currentRunId?: string;
+  private subscribed = false;
+  private afterStarted = false;
   private readonly ledger: RejectionLedger;
   private readonly bans: PeerBans;
   private readonly maxPayloadBytes: number;
@@ -178,8 +193,7 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
     super();
     this.components = components;
     this.log = components.logger.forComponent('swarm:exchange');
-    this.runId = init.runId;
-    this.topic = runTopic(init.runId);
+    this.currentRunId = init.runId;
     this.ledger = init.ledger;
     this.bans = init.bans ?? new PeerBans();
     this.context = init.context;
@@ -213,19 +227,46 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
   }
 
   afterStart(): void {
-    this.pubsub.topicValidators.set(this.topic, this.validateMessage);
+    this.afterStarted = true;
     this.pubsub.addEventListener('message', this.onMessage);
-    this.pubsub.subscribe(this.topic);
+    this.subscribeRun();
   }
 
   async stop(): Promise<void> {
     this.started = false;
+    this.afterStarted = false;
     const pubsub = this.components.pubsub;
     if (pubsub) {
       pubsub.removeEventListener('message', this.onMessage);
-      pubsub.topicValidators.delete(this.topic);
+      if (this.subscribed) pubsub.topicValidators.delete(this.topic);
     }
+    this.subscribed = false;
     await this.components.registrar.unhandle(ADAPTER_PROTOCOL);
+  }
+
+  get runId(): string | undefined {
+    return this.currentRunId;
+  }
+
+  get topic(): string {
+    return this.currentRunId === undefined ? '' : runTopic(this.currentRunId);
+  }
+
+  joinRun(runId: string, context?: RunContext): void {
+    if (this.currentRunId !== undefined && this.currentRunId !== runId) {
+      throw new RunAlreadyJoinedError(`this node already takes part in run ${this.currentRunId}`);
+    }
+    this.currentRunId = runId;
+    if (context) this.setRunContext(context);
+    this.subscribeRun();
+  }
+
+  /** The validator goes in before the subscription, so no message of the run is ever delivered unchecked. */
+  private subscribeRun(): void {
+    if (this.subscribed || !this.afterStarted || this.currentRunId === undefined) return;
+    this.pubsub.topicValidators.set(this.topic, this.validateMessage);
+    this.pubsub.subscribe(this.topic);
+    this.subscribed = true;
   }
 
   setRunContext(context: RunContext): void {
@@ -242,12 +283,14 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
 
   async announce(payload: Uint8Array, fields: AnnounceFields): Promise<AnnouncementManifest> {
     const context = this.context;
+    const runId = this.currentRunId;
+    if (runId === undefined) throw new ExchangeNotReadyError('joinRun() must be called before announcing');
     if (!context) throw new ExchangeNotReadyError('setRunContext() must be called before announcing');
     if (payload.length > this.maxPayloadBytes) {
       throw new PayloadTooLargeError(`payload of ${payload.length} bytes exceeds the ${this.maxPayloadBytes}-byte limit peers accept`);
     }
     const manifest = announcementFor(payload, {
-      runId: this.runId,
+      runId,
       peerId: this.components.peerId.toString(),
       baseModelId: context.baseModelId,
       baseModelSha256: context.baseModelSha256,
@@ -278,9 +321,10 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
       const sender = message.from.toString();
       if (this.bans.isBanned(sender)) return TopicValidatorResult.Reject;
       const context = this.context;
-      if (!context) return TopicValidatorResult.Ignore;
+      const runId = this.currentRunId;
+      if (!context || runId === undefined) return TopicValidatorResult.Ignore;
       const verdict = checkAnnouncement(message.data, {
-        runId: this.runId,
+        runId,
         baseModelSha256: context.baseModelSha256,
         schemaHash: context.schemaHash,
         senderPeerId: sender,
@@ -301,10 +345,11 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
 
   private onMessage(evt: CustomEvent<Message>): void {
     const message = evt.detail;
-    if (message.topic !== this.topic || message.type !== 'signed') return;
+    const runId = this.currentRunId;
+    if (runId === undefined || message.topic !== this.topic || message.type !== 'signed') return;
     // The validator accepted it, so this decode succeeds; re-decoding keeps the validator free of side tables.
     const decoded = checkAnnouncement(message.data, {
-      runId: this.runId,
+      runId,
       baseModelSha256: this.context?.baseModelSha256 ?? '',
       schemaHash: this.context?.schemaHash ?? '',
       senderPeerId: message.from.toString(),
@@ -574,7 +619,7 @@ export const payloadHash = sha256Hex;
  * Words for a failure, whatever was thrown: WebRTC data channels reject with a bare DOM Event, which String() turns
  * into "[object Event]".
  */
-function describeFailure(err: unknown): string {
+export function describeFailure(err: unknown): string {
   if (err instanceof Error) return `${err.name}: ${err.message}`;
   if (typeof err === 'object' && err !== null && 'type' in err && typeof (err as { type: unknown }).type === 'string') {
     const event = err as { type: string; error?: { message?: string } };

@@ -1,5 +1,6 @@
 // The swarm's libp2p node for a browser tab: WebSockets to reach the relays, WebRTC between tabs (signalled over
-// the circuit-relay transport), gossipsub for manifests and peer discovery, and the adapter exchange protocol.
+// the circuit-relay transport), gossipsub for manifests and peer discovery, the adapter exchange protocol, and the
+// run-manifest protocol that lets a tab with only a manifest id get the manifest from its peers.
 import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p';
 import { webSockets } from '@libp2p/websockets';
 import { webRTC } from '@libp2p/webrtc';
@@ -16,12 +17,16 @@ import { RejectionLedger, type RejectionLedgerOptions } from '../core/wire/verdi
 import { DEFAULT_DISCOVERY_INTERVAL_MS, DISCOVERY_TOPIC } from './constants.ts';
 import { dialPolicy, type DialPolicy, type DialPolicyInit } from './dial-policy.ts';
 import { adapterExchange, PeerBans, type AdapterExchange, type AdapterExchangeInit } from './exchange.ts';
+import { runManifestService, type RunManifestService, type RunManifestServiceInit } from './run-manifest.ts';
 
 export interface SwarmNodeInit {
   /** Bootstrap relay multiaddrs (each ending in /p2p/<relay id>); several are allowed, any one suffices. */
   relays: string[];
-  /** The run this node takes part in: manifests travel on a per-run topic and other runs are rejected. */
-  runId: string;
+  /**
+   * The run this node takes part in: manifests travel on a per-run topic and other runs are rejected. Absent when
+   * the run is not known yet (the tab looks its manifest up first); exchange.joinRun() joins it later.
+   */
+  runId?: string;
   /** Identity of the node; a fresh one per page load when absent. */
   privateKey?: PrivateKey;
   /** How often the node re-announces its addresses on the discovery topic. */
@@ -30,6 +35,7 @@ export interface SwarmNodeInit {
   iceServers?: RTCIceServer[];
   dial?: Omit<DialPolicyInit, 'relays'>;
   exchange?: Omit<AdapterExchangeInit, 'runId' | 'ledger' | 'bans'>;
+  runManifests?: Omit<RunManifestServiceInit, 'ledger' | 'bans'>;
   ledger?: RejectionLedgerOptions;
   /**
    * Replaces the transports and listen addresses (Node tests run the same services over WebSockets on 127.0.0.1,
@@ -44,6 +50,7 @@ export type SwarmServices = {
   pubsub: GossipSub;
   dialPolicy: DialPolicy;
   exchange: AdapterExchange;
+  runManifests: RunManifestService;
 };
 
 export interface SwarmNode {
@@ -51,6 +58,7 @@ export interface SwarmNode {
   peerId: PeerId;
   dialPolicy: DialPolicy;
   exchange: AdapterExchange;
+  runManifests: RunManifestService;
   ledger: RejectionLedger;
   /** The addresses other tabs can dial (WebRTC via a relay once a reservation exists). */
   multiaddrs(): Multiaddr[];
@@ -107,6 +115,7 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
       }),
       dialPolicy: dialPolicy({ ...init.dial, relays: init.relays }),
       exchange: adapterExchange({ ...init.exchange, runId: init.runId, ledger, bans }),
+      runManifests: runManifestService({ ...init.runManifests, ledger, bans }),
     },
   });
   return {
@@ -114,6 +123,7 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
     peerId: libp2p.peerId,
     dialPolicy: libp2p.services.dialPolicy,
     exchange: libp2p.services.exchange,
+    runManifests: libp2p.services.runManifests,
     ledger,
     multiaddrs: () => libp2p.getMultiaddrs(),
     stop: async () => {
