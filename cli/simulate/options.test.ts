@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { simulationManifest } from './run.ts';
 import { parseFaultTime, parseKill, parseRelayKill, parseSimulateArgs, plannedRuns, SimulateArgumentError, type SimulateCommand } from './options.ts';
 
 const parse = (args: string) => parseSimulateArgs(args.split(' ').filter((a) => a !== ''), Date.UTC(2026, 0, 2, 3, 4, 5)) as SimulateCommand;
@@ -11,6 +12,14 @@ describe('parseSimulateArgs', () => {
     expect(c.baselines).toEqual([]);
     expect(c.sweep).toBeNull();
     expect(c.outDir).toBe('reports/sim-2026-01-02T03-04-05');
+  });
+
+  it('reads the learning-rate schedule into the run manifest: constant holds the peak, cosine decays', () => {
+    expect(parse('').base.schedule).toBe('cosine');
+    const constant = parse('--schedule constant --steps 30').base;
+    expect(simulationManifest(constant, 'a'.repeat(64)).schedule).toMatchObject({ minLrRatio: 1, totalSteps: 30 });
+    expect(simulationManifest(parse('--steps 30').base, 'a'.repeat(64)).schedule).toMatchObject({ minLrRatio: 0.1 });
+    expect(() => parse('--schedule linear')).toThrow(/--schedule must be cosine or constant, got 'linear'/);
   });
 
   it('returns help for -h', () => {

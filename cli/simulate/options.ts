@@ -69,6 +69,11 @@ export interface SimulationSettings {
   batchSize: number;
   seqLen: number;
   lr: number;
+  /**
+   * 'cosine' decays to a tenth of the peak over the run's steps; 'constant' holds the peak after warm-up, which is
+   * what a volunteer's tab sees in its first hours of the default run (whose decay spans 2000 steps).
+   */
+  schedule: 'cosine' | 'constant';
   evaluateEvery: number;
   evalBatches: number;
   backend: string;
@@ -123,6 +128,7 @@ The swarm
   --seed <n>                run seed: LoRA init and batches (default 1)
   --batch <n> --seq <n>     batch size and sequence length (default 4 and 64)
   --lr <x>                  peak learning rate (default 0.003)
+  --schedule <s>            cosine (decay to 0.1 x peak over --steps) | constant (peak after warm-up) (default cosine)
   --eval <n>                held-out evaluation every n steps (default 10)
   --eval-batches <n>        held-out batches per genre per evaluation (default 2)
   --backend <b>             auto | wasm | webgpu | cpu (default wasm)
@@ -162,6 +168,11 @@ function parseNumber(name: string, raw: string, check: (v: number) => boolean, w
 
 const positiveInt = (name: string, raw: string) => parseNumber(name, raw, (v) => Number.isInteger(v) && v >= 1, 'a positive integer');
 const nonNegativeInt = (name: string, raw: string) => parseNumber(name, raw, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer');
+
+function parseSchedule(raw: string): 'cosine' | 'constant' {
+  if (raw === 'cosine' || raw === 'constant') return raw;
+  throw new SimulateArgumentError(`--schedule must be cosine or constant, got '${raw}'`);
+}
 
 /** `90`, `90s`, `2m`, `step20`. */
 export function parseFaultTime(raw: string, where: string): FaultTime {
@@ -286,6 +297,7 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
         batch: { type: 'string', default: '4' },
         seq: { type: 'string', default: '64' },
         lr: { type: 'string', default: '0.003' },
+        schedule: { type: 'string', default: 'cosine' },
         eval: { type: 'string', default: '10' },
         'eval-batches': { type: 'string', default: '2' },
         backend: { type: 'string', default: 'wasm' },
@@ -372,6 +384,7 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     batchSize: positiveInt('--batch', v.batch),
     seqLen: positiveInt('--seq', v.seq),
     lr: parseNumber('--lr', v.lr, (x) => x > 0 && x < 1, 'in (0, 1)'),
+    schedule: parseSchedule(v.schedule),
     evaluateEvery: positiveInt('--eval', v.eval),
     evalBatches: positiveInt('--eval-batches', v['eval-batches']),
     backend: v.backend,

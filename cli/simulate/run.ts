@@ -69,6 +69,7 @@ export function simulationManifest(s: SimulationSettings, modelSha256: string): 
     schedule: {
       ...base.schedule,
       lr: s.lr,
+      minLrRatio: s.schedule === 'constant' ? 1 : 0.1,
       warmupSteps: trainingSteps > 0 ? Math.min(10, Math.ceil(trainingSteps / 10)) : 10,
       totalSteps: trainingSteps > 0 ? trainingSteps : 2000,
       batchSize: s.batchSize,
