@@ -1,9 +1,12 @@
 // The page side of a peer: starts the worker (model, training, merging, checkpoints) and the libp2p node (which
 // must live on the main thread: workers have no RTCPeerConnection), and moves adapter bytes between them.
+// A tab opened with `?run=<manifest id>` it has never seen starts the node first and asks its peers for the manifest.
 // React reads its state through subscribe()/snapshot(); Playwright reads window.swarmPeer.
 import { createSwarmNode, type SwarmNode } from '../../p2p/node.ts';
 import { resolveRelays } from '../../p2p/relay-config.ts';
 import { listenToTelemetry, type TelemetryFeed } from '../../p2p/telemetry-topic.ts';
+import { DEFAULT_RUN_LOOKUP_WARN_MS } from '../../p2p/constants.ts';
+import type { ManifestAnswer } from '../../p2p/run-manifest.ts';
 import { explainRejection } from '../../core/swarm/compatibility.ts';
 import { TelemetryGate, telemetryReport, telemetryTopic } from '../../core/swarm/telemetry.ts';
 import { encodeTelemetry, type TelemetryReport } from '../../core/wire/telemetry.ts';
@@ -24,7 +27,7 @@ import type {
 } from '../worker/protocol.ts';
 
 export interface PageError {
-  kind: ErrorKind | 'relay-unreachable' | 'run-link' | 'worker';
+  kind: ErrorKind | 'relay-unreachable' | 'run-link' | 'run-lookup' | 'worker';
   message: string;
   atMs: number;
 }
@@ -47,8 +50,22 @@ export interface NetworkState {
   rejections: Partial<Record<RejectReason, number>>;
 }
 
+/** A tab that came by a manifest id it did not know, looking for the manifest among its peers. */
+export interface RunLookup {
+  id: string;
+  state: 'looking' | 'found' | 'failed';
+  startedAtMs: number;
+  /** Answers so far: peers that did not know the run, and peers whose answer was refused. */
+  notFound: number;
+  rejected: number;
+  /** The peer that handed the manifest over, and how long the search took. */
+  fromPeer: string | null;
+  foundAfterMs: number | null;
+}
+
 export interface PeerState {
   joined: boolean;
+  runLookup: RunLookup | null;
   info: ReadyInfo | null;
   status: EngineStatus | null;
   lossHistory: LossPoint[];
@@ -85,6 +102,9 @@ function sessionValue(key: string, make: () => string): string {
 export class PeerController {
   private worker?: Worker;
   private node?: SwarmNode;
+  /** Started once, by whichever needs it first: a run lookup or a ready worker. */
+  private nodeStart?: Promise<SwarmNode | undefined>;
+  private lookupAbort?: AbortController;
   /** Every peer listens on the telemetry topic (validated, rate-limited), so reports cross the mesh to any dashboard. */
   private feed?: TelemetryFeed;
   private listeners = new Set<() => void>();
@@ -106,7 +126,7 @@ export class PeerController {
     const peerKey = params.peerKey ?? sessionValue('swarm.peerKey', () => `tab-${crypto.randomUUID()}`);
     const slot = params.slot ?? Number(sessionValue('swarm.slot', () => String(Math.floor(Math.random() * 6))));
     this.state = {
-      joined: false, info: null, status: null, lossHistory: [], heldOutHistory: [], mergeHistory: [],
+      joined: false, runLookup: null, info: null, status: null, lossHistory: [], heldOutHistory: [], mergeHistory: [],
       network: { peerId: null, relays: [], relayConnected: false, neighbours: [], bytesSent: 0, bytesReceived: 0, versionsAnnounced: 0, versionsFetched: 0, rejections: {} },
       errors: [], notices: [], generated: null, generating: false, slot, peerKey, revision: 0,
     };
@@ -136,21 +156,33 @@ export class PeerController {
     this.worker?.postMessage(message, transfer);
   }
 
-  /** Joins the run: starts the worker, then (once the run is known) the p2p node. */
+  /**
+   * Joins the run: starts the worker, then (once the run is known) the p2p node. A manifest id this browser has
+   * not seen is first looked up among peers, so there the node starts first and the worker once the manifest came.
+   */
   join(): void {
     if (this.state.joined) return;
     this.update({ joined: true });
     this.startedAtMs = Date.now();
     const run = this.params.run;
     let manifest: RunManifest | null = null;
+    let lookUp: string | null = null;
     if (!run.ok) {
       this.error('run-link', `The run link is invalid (${run.reason}): ${run.detail}. Joining the default run instead.`);
     } else if (run.value.kind === 'manifest') {
       manifest = run.value.manifest;
     } else if (run.value.kind === 'id') {
       manifest = this.knownRuns()[run.value.id] ?? null;
-      if (!manifest) this.notice('warning', `Run ${run.value.id.slice(0, 12)}… is not known in this browser; trying the default run (its id is checked once loaded).`);
+      if (!manifest && this.params.p2p && this.params.mergeEnabled) lookUp = run.value.id;
+      else if (!manifest) this.notice('warning', `Run ${run.value.id.slice(0, 12)}… is not known in this browser, and with the network off no peer can be asked for it; trying the default run (its id is checked once loaded).`);
     }
+    document.addEventListener('visibilitychange', () => this.send({ type: 'visibility', hidden: document.hidden }));
+    this.timer = setInterval(() => this.tick(), 1000);
+    if (lookUp) void this.lookUpRun(lookUp);
+    else this.startWorker(manifest);
+  }
+
+  private startWorker(manifest: RunManifest | null): void {
     this.worker = new Worker(new URL('../worker/swarm.worker.ts', import.meta.url), { type: 'module' });
     this.worker.onmessage = (event: MessageEvent<WorkerToMain>) => this.onWorkerMessage(event.data);
     this.worker.onerror = (event) => this.error('worker', `The training worker failed: ${event.message || 'unknown error'}`);
@@ -172,8 +204,47 @@ export class PeerController {
     // Before init, so that not even one step runs before the Resume button is pressed.
     if (this.params.startPaused) this.send({ type: 'pause' });
     this.send({ type: 'init', manifest, baseModelUrl: this.params.modelUrl, backend: this.params.backend, options });
-    document.addEventListener('visibilitychange', () => this.send({ type: 'visibility', hidden: document.hidden }));
-    this.timer = setInterval(() => this.tick(), 1000);
+  }
+
+  /**
+   * Asks every connected peer for the manifest with this id until one hands it over (verified against the id by
+   * the protocol), then starts the worker on it. There is no deadline: the peers of a run may simply not be
+   * online yet, so after a while the page says so and keeps looking.
+   */
+  private async lookUpRun(id: string): Promise<void> {
+    const short = `${id.slice(0, 12)}…`;
+    const startedAtMs = Date.now();
+    const lookup = (change: Partial<RunLookup>) =>
+      this.update({ runLookup: { ...(this.state.runLookup ?? { id, state: 'looking', startedAtMs, notFound: 0, rejected: 0, fromPeer: null, foundAfterMs: null }), ...change } });
+    lookup({});
+    const node = await this.startNode();
+    if (!node) {
+      lookup({ state: 'failed' });
+      this.error('run-lookup', `Run ${short} is not known in this browser, and without the peer-to-peer network no peer can be asked for it. Joining the default run instead; open the full run link to join run ${short}.`);
+      this.startWorker(null);
+      return;
+    }
+    this.notice('info', `Looking for run ${short} among peers…`);
+    const warning = setTimeout(() => {
+      this.error('run-lookup', `No peer knows run ${short} after ${Math.round(DEFAULT_RUN_LOOKUP_WARN_MS / 1000)} s. Still looking: this tab starts as soon as a peer of that run connects. Opening the full run link (not only its id) joins without waiting for one.`);
+    }, DEFAULT_RUN_LOOKUP_WARN_MS);
+    this.lookupAbort = new AbortController();
+    const onAnswer = (answer: ManifestAnswer) => {
+      if (answer.status === 'not-found') lookup({ notFound: (this.state.runLookup?.notFound ?? 0) + 1 });
+      if (answer.status === 'rejected') {
+        lookup({ rejected: (this.state.runLookup?.rejected ?? 0) + 1 });
+        this.explain(answer.peerId, answer.reason, answer.detail);
+      }
+    };
+    const found = await node.runManifests.find(id, { signal: this.lookupAbort.signal, skip: (peerId) => node.dialPolicy.isRelay(peerId), onAnswer });
+    clearTimeout(warning);
+    if (!found) return;
+    const afterMs = Date.now() - startedAtMs;
+    this.update({ errors: this.state.errors.filter((e) => e.kind !== 'run-lookup') });
+    lookup({ state: 'found', fromPeer: found.peerId, foundAfterMs: afterMs });
+    this.notice('info', `Got run "${found.manifest.runId}" (${short}) from peer …${found.peerId.slice(-6)} after ${(afterMs / 1000).toFixed(1)} s; it matches the id.`);
+    this.rememberManifest(id, found.manifest);
+    this.startWorker(found.manifest);
   }
 
   private knownRuns(): Record<string, RunManifest> {
@@ -184,9 +255,9 @@ export class PeerController {
     }
   }
 
-  private remember(info: ReadyInfo): void {
+  private rememberManifest(id: string, manifest: RunManifest): void {
     try {
-      localStorage.setItem(KNOWN_RUNS_KEY, JSON.stringify({ ...this.knownRuns(), [info.manifestId]: info.manifest }));
+      localStorage.setItem(KNOWN_RUNS_KEY, JSON.stringify({ ...this.knownRuns(), [id]: manifest }));
     } catch {
       // Private mode or full storage: the run simply is not remembered.
     }
@@ -199,7 +270,7 @@ export class PeerController {
         if (run.ok && run.value.kind === 'id' && run.value.id !== message.info.manifestId) {
           this.error('run-mismatch', `This tab was asked to join run ${run.value.id.slice(0, 12)}…, but only knows run ${message.info.manifestId.slice(0, 12)}… (the default). Open the full run link to join another run.`);
         }
-        this.remember(message.info);
+        this.rememberManifest(message.info.manifestId, message.info.manifest);
         this.update({
           info: message.info,
           status: message.status,
@@ -252,23 +323,28 @@ export class PeerController {
     else this.notice('warning', text);
   }
 
-  private async startNetwork(info: ReadyInfo): Promise<void> {
+  private startNode(): Promise<SwarmNode | undefined> {
+    this.nodeStart ??= this.createNode();
+    return this.nodeStart;
+  }
+
+  /** The node joins no run yet: that waits for the worker, which checks the manifest against the served model. */
+  private async createNode(): Promise<SwarmNode | undefined> {
     let relays: string[];
     try {
       relays = await resolveRelays({ search: location.search, storage: localStorage, fetchJson: async (url) => (await fetch(url)).json() });
     } catch (error) {
       this.error('relay-unreachable', `No relay to find other peers: ${(error as Error).message}. Training continues alone.`);
-      return;
+      return undefined;
     }
+    let node: SwarmNode;
     try {
-      this.node = await createSwarmNode({ relays, runId: info.wireRunId, discoveryIntervalMs: 1000 });
+      node = await createSwarmNode({ relays, discoveryIntervalMs: 1000 });
     } catch (error) {
       this.error('relay-unreachable', `The peer-to-peer node did not start: ${(error as Error).message}. Training continues alone.`);
-      return;
+      return undefined;
     }
-    const node = this.node;
-    this.feed = listenToTelemetry(node, info.wireRunId);
-    node.exchange.setRunContext({ baseModelId: info.baseModelId, baseModelSha256: info.baseModelSha256, schemaHash: info.schemaHash });
+    this.node = node;
     node.exchange.addEventListener('adapter:received', async (evt) => {
       const r = evt.detail;
       if (this.faults.dropIncoming()) return;
@@ -284,9 +360,31 @@ export class PeerController {
       );
     });
     node.exchange.addEventListener('adapter:rejected', (evt) => this.explain(evt.detail.peerId, evt.detail.reason, evt.detail.detail));
-    node.exchange.addEventListener('peer:banned', (evt) => this.notice('warning', `Peer …${evt.detail.peerId.slice(-6)} sent bad data repeatedly and is refused for a while.`));
+    const banned = (evt: CustomEvent<{ peerId: string }>) => this.notice('warning', `Peer …${evt.detail.peerId.slice(-6)} sent bad data repeatedly and is refused for a while.`);
+    node.exchange.addEventListener('peer:banned', banned);
+    node.runManifests.addEventListener('peer:banned', banned);
     this.update({ network: { ...this.state.network, peerId: node.peerId.toString(), relays } });
     this.aloneSinceMs = Date.now();
+    return node;
+  }
+
+  private async startNetwork(info: ReadyInfo): Promise<void> {
+    const node = await this.startNode();
+    if (!node) return;
+    try {
+      node.exchange.joinRun(info.wireRunId, { baseModelId: info.baseModelId, baseModelSha256: info.baseModelSha256, schemaHash: info.schemaHash });
+    } catch (error) {
+      this.error('run-mismatch', `This tab's network already takes part in another run: ${(error as Error).message}. Reload the page to join run ${info.wireRunId}.`);
+      return;
+    }
+    this.feed ??= listenToTelemetry(node, info.wireRunId);
+    try {
+      // Tabs that come later by this run's id get its manifest from us.
+      node.runManifests.serve(info.manifest);
+    } catch (error) {
+      this.notice('warning', `This tab cannot hand the run's manifest to other tabs: ${(error as Error).message}`);
+    }
+    this.update({});
   }
 
   private relayConnected(): boolean {
@@ -437,6 +535,7 @@ export class PeerController {
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    this.lookupAbort?.abort();
     this.worker?.terminate();
     await this.node?.stop();
   }

@@ -1,7 +1,7 @@
 // window.swarmPeer: a read-only view of this peer for Playwright and for people poking at the console.
 import type { TelemetryReport } from '../../core/wire/telemetry.ts';
 import type { HeldOutPoint, LossPoint, MergeRecord } from '../worker/protocol.ts';
-import type { PageError, PeerController } from './peer-controller.ts';
+import type { PageError, PeerController, RunLookup } from './peer-controller.ts';
 import type { FaultCounters } from './faults.ts';
 
 export interface PeerProbe {
@@ -32,6 +32,8 @@ export interface PeerProbe {
   checkpoint: { step: number; atMs: number; bytes: number } | null;
   resumedFromStep: number | null;
   adoptedFrom: { peerId: string; step: number } | null;
+  /** Set when the tab came by a manifest id it did not know and asked its peers for the manifest. */
+  runLookup: RunLookup | null;
   tokensPerSecond: number | null;
   errors: PageError[];
   /** Simulation faults this tab applied (all zero unless its URL asked for faults). */
@@ -82,6 +84,7 @@ export function installProbe(controller: PeerController): void {
         checkpoint: st?.checkpoint ?? null,
         resumedFromStep: st?.resumedFromStep ?? null,
         adoptedFrom: st?.adoptedFrom ?? null,
+        runLookup: s.runLookup,
         tokensPerSecond: st?.tokensPerSecond ?? null,
         errors: s.errors,
         faults: { ...controller.faults.counters },

@@ -1,5 +1,5 @@
 import { useState } from 'react';
-import type { PeerController, PeerState } from '../lib/peer-controller.ts';
+import type { PeerController, PeerState, RunLookup } from '../lib/peer-controller.ts';
 import { LossChart } from './LossChart.tsx';
 
 function bytes(n: number): string {
@@ -43,6 +43,7 @@ export function Volunteer({ controller, state }: { controller: PeerController; s
   const st = state.status;
   const info = state.info;
   const net = state.network;
+  const lookup = state.runLookup;
 
   const errors = (
     <div className="errors" role="alert" data-testid="errors">
@@ -75,7 +76,8 @@ export function Volunteer({ controller, state }: { controller: PeerController; s
     <section className="volunteer">
       {errors}
       <div className="status-line" data-testid="phase">
-        <span className={`dot ${st?.phase ?? 'loading'}`} /> {PHASE_TEXT[st?.phase ?? 'loading']}
+        <span className={`dot ${st?.phase ?? 'loading'}`} /> {!st && lookup?.state === 'looking' ? lookingText(lookup) : PHASE_TEXT[st?.phase ?? 'loading']}
+        {lookup?.state === 'found' && lookup.fromPeer && <> · run manifest from peer …{lookup.fromPeer.slice(-6)}</>}
         {st?.adoptedFrom && <> · started from peer …{st.adoptedFrom.peerId.slice(-6)}’s adapter (its step {st.adoptedFrom.step})</>}
         {st?.resumedFromStep !== null && st?.resumedFromStep !== undefined && <> · resumed at step {st.resumedFromStep}</>}
       </div>
@@ -168,12 +170,18 @@ export function Volunteer({ controller, state }: { controller: PeerController; s
   );
 }
 
+function lookingText(lookup: RunLookup): string {
+  const answers = lookup.notFound + lookup.rejected;
+  return `Looking for run ${lookup.id.slice(0, 12)}… among peers${answers > 0 ? ` (${answers} answered without it so far)` : ''}…`;
+}
+
 function errorTitle(kind: string): string {
   switch (kind) {
     case 'no-webgpu': return 'No WebGPU.';
     case 'relay-unreachable': return 'Relay unreachable.';
     case 'run-mismatch': return 'Run mismatch.';
     case 'run-link': return 'Bad run link.';
+    case 'run-lookup': return 'Run not found.';
     case 'storage-full': return 'Storage full.';
     case 'model-load': return 'Model not loaded.';
     default: return 'Error.';
