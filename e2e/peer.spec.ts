@@ -4,6 +4,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { test, expect, type BrowserContext, type Page } from '@playwright/test';
 import { startRelayProcess, type RelayProcess } from './relay-process.ts';
 import { encodeRunLink } from '../core/swarm/run.ts';
+import { runManifestId } from '../core/wire/run-manifest.ts';
 import type { PeerProbe } from '../app/lib/probe.ts';
 import { GENRES, modelSha256, SCREENSHOTS, testManifest } from './run-fixture.ts';
 
@@ -11,17 +12,19 @@ let relay: RelayProcess | undefined;
 let context: BrowserContext;
 let tabs: Page[] = [];
 let runLink = '';
+/** The same run by its manifest id only: a tab that has never seen the manifest must get it from its peers. */
+let manifestId = '';
 
-function pageUrl(slot: number, extra = '', peer = `e2e-${slot}`): string {
-  return `/?autojoin=1&run=${runLink}&relays=${encodeURIComponent(relay!.multiaddr)}&slot=${slot}&peer=${peer}&eval=10&evalBatches=1&checkpoint=5&telemetry=2000${extra}`;
+function pageUrl(slot: number, extra = '', peer = `e2e-${slot}`, run = runLink): string {
+  return `/?autojoin=1&run=${run}&relays=${encodeURIComponent(relay!.multiaddr)}&slot=${slot}&peer=${peer}&eval=10&evalBatches=1&checkpoint=5&telemetry=2000${extra}`;
 }
 
 const probe = (page: Page): Promise<PeerProbe> => page.evaluate(() => window.swarmPeer.status());
 
-async function openPeer(slot: number, extra = '', peer?: string): Promise<Page> {
-  const page = await context.newPage();
+async function openPeer(slot: number, extra = '', peer?: string, options: { in?: BrowserContext; run?: string } = {}): Promise<Page> {
+  const page = await (options.in ?? context).newPage();
   page.on('pageerror', (e) => console.log(`[tab ${slot}] page error: ${e.message}`));
-  await page.goto(pageUrl(slot, extra, peer));
+  await page.goto(pageUrl(slot, extra, peer, options.run));
   return page;
 }
 
@@ -46,7 +49,9 @@ const line = (s: PeerProbe) =>
 
 test.describe.serial('peer: train, gossip, merge in real tabs', () => {
   test.beforeAll(async ({ browser }) => {
-    runLink = encodeRunLink(testManifest('e2e-peer', modelSha256()));
+    const manifest = testManifest('e2e-peer', modelSha256());
+    runLink = encodeRunLink(manifest);
+    manifestId = runManifestId(manifest);
     relay = await startRelayProcess();
     context = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
     mkdirSync(SCREENSHOTS, { recursive: true });
@@ -147,16 +152,30 @@ test.describe.serial('peer: train, gossip, merge in real tabs', () => {
     tabs = survivors;
   });
 
-  test('a tab that joins late starts from its peers’ adapter', async () => {
+  test('a tab that joins late by the run id gets the manifest and then the adapter from its peers', async ({ browser }) => {
     test.setTimeout(300_000);
-    const late = await openPeer(3, '&bootstrap=120000', 'e2e-late');
-    const [s] = await waitFor([late], 'the late joiner to adopt a neighbour adapter', (p) => p.adoptedFrom !== null && p.heldOutHistory.length >= 2, 200_000);
-    const adopted = s.heldOutHistory[1];
-    console.log(`[peer] late joiner adopted peer …${s.adoptedFrom!.peerId.slice(-6)} at its step ${s.adoptedFrom!.step}: held-out ${s.baseHeldOut!.own.toFixed(3)} (base) → ${adopted.own.toFixed(3)} before its own first step`);
-    expect(adopted.step).toBe(0);
-    expect(s.adoptedFrom!.step).toBeGreaterThan(0);
-    expect(adopted.allGenres).toBeLessThan(s.baseHeldOut!.allGenres);
-    await late.close();
+    // A fresh context: its localStorage has never seen the manifest, so only a peer can hand it over.
+    const fresh = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
+    try {
+      const late = await openPeer(3, '&bootstrap=120000', 'e2e-late', { in: fresh, run: manifestId });
+      const [got] = await waitFor([late], 'the late joiner to get the run manifest from a peer', (p) => p.runLookup?.state === 'found' && p.ready, 120_000);
+      const survivors = await Promise.all(tabs.map(probe));
+      console.log(`[peer] late joiner got run ${manifestId.slice(0, 12)}… from peer …${got.runLookup!.fromPeer!.slice(-6)} after ${(got.runLookup!.foundAfterMs! / 1000).toFixed(1)} s (${got.runLookup!.notFound} without it)`);
+      expect(survivors.map((t) => t.peerId)).toContain(got.runLookup!.fromPeer);
+      expect(got.manifestId).toBe(manifestId);
+      expect(got.wireRunId).toBe(survivors[0].wireRunId);
+      // Remembered, so a reload of this browser needs no peer to know the run.
+      expect(await late.evaluate((id) => id in JSON.parse(localStorage.getItem('swarm.knownRuns') ?? '{}'), manifestId)).toBe(true);
+      const [s] = await waitFor([late], 'the late joiner to adopt a neighbour adapter', (p) => p.adoptedFrom !== null && p.heldOutHistory.length >= 2, 200_000);
+      const adopted = s.heldOutHistory[1];
+      console.log(`[peer] late joiner adopted peer …${s.adoptedFrom!.peerId.slice(-6)} at its step ${s.adoptedFrom!.step}: held-out ${s.baseHeldOut!.own.toFixed(3)} (base) → ${adopted.own.toFixed(3)} before its own first step`);
+      expect(adopted.step).toBe(0);
+      expect(s.adoptedFrom!.step).toBeGreaterThan(0);
+      expect(adopted.allGenres).toBeLessThan(s.baseHeldOut!.allGenres);
+      await late.close();
+    } finally {
+      await fresh.close();
+    }
   });
 
   test('a run that does not match the served model is refused in words', async () => {
