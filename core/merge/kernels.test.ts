@@ -5,10 +5,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import { keepMagnitudeBand, keepTopMagnitudes, uniformRandom, weightedSumInto } from './common.ts';
-import { householderQr, randomizedSvd, rowsDotColumns, rowsDotRows, symmetricEigen, symmetricEigenTop } from './linalg.ts';
+import { gramOfColumns, householderQr, randomizedSvd, rowsDotColumns, rowsDotRows, symmetricEigen, symmetricEigenTop } from './linalg.ts';
+import { createKernels, denseEntryF32, disableSimd, kernelModuleBytes } from './simd.ts';
 import { dropAndRescale } from './strategies/dare.ts';
 import { combine } from './strategies/task-vectors.ts';
-import { denseProduct } from './strategies/ties.ts';
+import { denseProduct, denseProductSimd } from './strategies/ties.ts';
 
 function randomArray(length: number, seed: number): Float64Array {
   const random = uniformRandom(seed);
@@ -274,6 +275,102 @@ describe('weightedSumInto', () => {
         if (bad === 3e38) arrays[0][4321] = 3e38;
         const weights = Array.from({ length: count }, () => (bad === 3e38 ? 1 : 1 / count));
         expect(weightedSumInto(new Float32Array(5000), arrays, weights), `count=${count} bad=${bad}`).toBe(false);
+      }
+    }
+  });
+});
+
+describe('SIMD kernels (and the JS paths they replace)', () => {
+  it('assembles the same valid module every time', () => {
+    const bytes = kernelModuleBytes();
+    expect(Array.from(kernelModuleBytes())).toEqual(Array.from(bytes));
+    expect(WebAssembly.validate(bytes)).toBe(true);
+    expect(createKernels()).not.toBeNull();
+  });
+
+  for (const simd of [true, false]) {
+    const label = simd ? 'SIMD' : 'JS';
+    const withSimd = (fn: () => void) => {
+      disableSimd(!simd);
+      try {
+        fn();
+      } finally {
+        disableSimd(false);
+      }
+    };
+
+    it(`${label}: gramOfColumns equals naive dot products for float32 and float64 columns, every leftover shape`, () => withSimd(() => {
+      for (let n = 1; n <= 9; n++) for (const m of [1, 2, 7, 8]) {
+        const x64 = randomArray(m * n, 13 * n + m);
+        for (const x of [Float32Array.from(x64), x64]) {
+          const g = gramOfColumns(x, m, n);
+          for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+            let s = 0;
+            for (let t = 0; t < m; t++) s += x[i * m + t] * x[j * m + t];
+            expect(Math.abs(g[i * n + j] - s), `n=${n} m=${m} (${i},${j})`).toBeLessThan(1e-12);
+          }
+        }
+      }
+    }));
+
+    it(`${label}: rowsDotColumns equals naive dot products for odd and even lengths`, () => withSimd(() => {
+      for (const len of [1, 2, 5, 8]) for (let rows = 1; rows <= 9; rows += 2) for (let cols = 1; cols <= 4; cols++) {
+        const p = Float32Array.from(randomArray(rows * len, rows + 7 * len));
+        const c = randomArray(cols * len, cols + 3 * len);
+        const out = new Float64Array(rows * cols);
+        rowsDotColumns(p, rows, len, c, cols, out, 1, rows);
+        for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
+          let s = 0;
+          for (let t = 0; t < len; t++) s += p[i * len + t] * c[j * len + t];
+          expect(Math.abs(out[i + j * rows] - s)).toBeLessThan(1e-12);
+        }
+      }
+    }));
+
+    it(`${label}: randomizedSvd recovers exactly low-rank matrices, tall and wide, with every leftover`, () => withSimd(() => {
+      for (const [m, n, rank] of [[13, 9, 3], [6, 11, 2], [40, 33, 5]]) {
+        const left = randomArray(m * rank, m), right = randomArray(rank * n, n);
+        const x = new Float32Array(m * n);
+        for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+          let s = 0;
+          for (let k = 0; k < rank; k++) s += left[i * rank + k] * right[k * n + j];
+          x[i * n + j] = s;
+        }
+        const { u, s, v } = randomizedSvd(x, m, n, rank, { oversample: 3, powerIterations: 1, seed: 5 });
+        const rebuilt = new Float64Array(m * n);
+        for (let c = 0; c < rank; c++) for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) rebuilt[i * n + j] += u[c * m + i] * s[c] * v[c * n + j];
+        expect(maxDiff(rebuilt, x), `${m}x${n}`).toBeLessThan(1e-5);
+      }
+    }));
+  }
+
+  it('denseProductSimd is bit-identical to the float32 entry formula and within float32 rounding of the exact product', () => {
+    for (const [r, inDim, outDim] of [[3, 5, 7], [16, 17, 9], [1, 1, 1], [4, 8, 4], [2, 24, 13], [16, 64, 12]]) {
+      const a = Float32Array.from(randomArray(r * inDim, r + inDim));
+      const b = Float32Array.from(randomArray(outDim * r, outDim));
+      const kernels = createKernels()!;
+      const size = inDim * outDim;
+      kernels.reset(2 * size * 4 + 2 * r * 4 * (Math.max(inDim, outDim) + 4) + 64);
+      const scratch = kernels.alloc(2 * r * 4 * (Math.max(inDim, outDim) + 4));
+      const out = kernels.f32(kernels.alloc(size * 4), size);
+      const minus = kernels.f32(kernels.alloc(size * 4), size);
+      minus.set(Float32Array.from(randomArray(size, 77)));
+      for (const m of [null, minus]) {
+        denseProductSimd(kernels, scratch, { a, b, inDim, outDim }, r, 1.5, out, m);
+        let mismatches = 0;
+        for (let o = 0; o < outDim; o++) for (let j = 0; j < inDim; j++) {
+          const want = denseEntryF32(a, b, r, inDim, o, j, 1.5, m ? m[o * inDim + j] : 0);
+          if (!Object.is(out[o * inDim + j], want)) mismatches++;
+          let s = 0, bound = 0;
+          for (let k = 0; k < r; k++) {
+            s += b[o * r + k] * a[k * inDim + j];
+            bound += Math.abs(b[o * r + k] * a[k * inDim + j]);
+          }
+          // float32 summation error ≤ r·u·Σ|terms| (u = 2⁻²⁴), then the scaling and the subtraction round once each
+          const exact = 1.5 * s - (m ? m[o * inDim + j] : 0);
+          expect(Math.abs(out[o * inDim + j] - exact)).toBeLessThanOrEqual(1.5 * (r + 1) * 2 ** -24 * bound + 2 * 2 ** -24 * Math.abs(exact) + 1e-30);
+        }
+        expect(mismatches, `r=${r} ${outDim}x${inDim}`).toBe(0);
       }
     }
   });

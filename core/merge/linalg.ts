@@ -8,6 +8,7 @@
  * `cols` columns of length `rows` each (column j at offset j*rows), which keeps every inner loop contiguous.
  */
 import { gaussianRandom, uniformRandom } from './common.ts';
+import { sharedKernels, type Kernels } from './simd.ts';
 
 export class LinalgError extends Error {
   static override readonly name = 'LinalgError';
@@ -19,10 +20,11 @@ export class LinalgError extends Error {
  * loads (6 loads per 8 multiply-adds), which measured 2.5× faster than 2×2 blocks in V8; leftovers go one by one.
  */
 export function gramOfColumns(columns: Float32Array | Float64Array, m: number, n: number): Float64Array {
-  const g = new Float64Array(n * n);
   const n4 = n - (n % 4);
   const n2 = n - (n % 2);
-  for (let i = 0; i < n4; i += 4) {
+  const kernels = columns instanceof Float32Array ? sharedKernels() : null;
+  const g = kernels ? gramTilesSimd(kernels, columns as Float32Array, m, n, n4, n2) : new Float64Array(n * n);
+  for (let i = 0; kernels === null && i < n4; i += 4) {
     const x0 = i * m, x1 = x0 + m, x2 = x1 + m, x3 = x2 + m;
     for (let j = i; j < n2; j += 2) {
       const y0 = j * m, y1 = y0 + m;
@@ -52,6 +54,20 @@ export function gramOfColumns(columns: Float32Array | Float64Array, m: number, n
   }
   for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) g[j * n + i] = g[i * n + j];
   return g;
+}
+
+/** The 4×2 tiles of gramOfColumns on or above the diagonal, by the SIMD kernel (one call per row of tiles). */
+function gramTilesSimd(kernels: Kernels, columns: Float32Array, m: number, n: number, n4: number, n2: number): Float64Array {
+  kernels.reset(m * n * 4 + n * n * 8);
+  const x = kernels.alloc(m * n * 4);
+  const out = kernels.alloc(n * n * 8);
+  kernels.f32(x, m * n).set(columns.subarray(0, m * n));
+  kernels.f64(out, n * n).fill(0);
+  for (let i = 0; i < n4; i += 4) {
+    const column = x + i * m * 4;
+    kernels.exports.dotsF32Cols(column, 4, m, column, n2 - i, out + (i * n + i) * 8, n * 8, 8);
+  }
+  return kernels.f64(out, n * n).slice();
 }
 
 /**
@@ -552,19 +568,23 @@ export function randomizedSvd(
   m: number,
   n: number,
   rank: number,
-  options: { oversample: number; powerIterations: number; seed: number },
+  options: { oversample: number; powerIterations: number; seed: number; kernels?: Kernels | null },
 ): { u: Float64Array; s: Float64Array; v: Float64Array } {
   const l = Math.min(rank + options.oversample, m, n);
   const gauss = gaussianRandom(options.seed);
   const omega = new Float64Array(l * n);
   for (let i = 0; i < omega.length; i++) omega[i] = gauss();
-  let q = householderQr(multiplyRows(matrix, m, n, omega, l), m, l).q;
+  const kernels = options.kernels === undefined ? sharedKernels() : options.kernels;
+  const op = kernels ? simdOperator(kernels, matrix, m, n, l) : null;
+  const times = (x: Float64Array) => (op ? op.times(x) : multiplyRows(matrix, m, n, x, l));
+  const transposeTimes = (x: Float64Array) => (op ? op.transposeTimes(x) : multiplyTransposed(matrix, m, n, x, l));
+  let q = householderQr(times(omega), m, l).q;
   for (let it = 0; it < options.powerIterations; it++) {
-    const zq = householderQr(multiplyTransposed(matrix, m, n, q, l), n, l).q;
-    q = householderQr(multiplyRows(matrix, m, n, zq, l), m, l).q;
+    const zq = householderQr(transposeTimes(q), n, l).q;
+    q = householderQr(times(zq), m, l).q;
   }
   // Mᵀ Q = Q2 R2  ⇒  M ≈ Q Qᵀ M = Q R2ᵀ Q2ᵀ ; SVD(R2ᵀ) = Us S Vsᵀ  ⇒  M ≈ (Q Us) S (Q2 Vs)ᵀ.
-  const { q: q2, r: r2 } = householderQr(multiplyTransposed(matrix, m, n, q, l), n, l);
+  const { q: q2, r: r2 } = householderQr(transposeTimes(q), n, l);
   const r2t = new Float64Array(l * l);
   for (let i = 0; i < l; i++) for (let j = 0; j < l; j++) r2t[i * l + j] = r2[j * l + i];
   const small = jacobiSvd(r2t, l, l);
@@ -580,6 +600,44 @@ export function randomizedSvd(
     }
   }
   return { u, s: small.s.slice(0, k), v };
+}
+
+/**
+ * M·X and Mᵀ·X for the randomised SVD by the SIMD dot kernel: M and its transpose are copied into the kernels'
+ * memory once per SVD (the transpose costs one pass; afterwards both products read contiguous rows), and the
+ * sketch columns (l of them) go in and out per product. Leftover rows (m or n not a multiple of 4) and the last
+ * column (l odd) are summed in JS from the same copies.
+ */
+function simdOperator(kernels: Kernels, matrix: Float32Array, m: number, n: number, l: number) {
+  const big = Math.max(m, n);
+  kernels.reset(2 * m * n * 4 + 2 * big * l * 8);
+  const mp = kernels.alloc(m * n * 4), tp = kernels.alloc(m * n * 4), xp = kernels.alloc(big * l * 8), yp = kernels.alloc(big * l * 8);
+  const rowsM = kernels.f32(mp, m * n), rowsT = kernels.f32(tp, m * n);
+  rowsM.set(matrix.subarray(0, m * n));
+  // Blocked transpose: 32×32 tiles keep both the reads and the strided writes within a few cache lines each.
+  for (let i0 = 0; i0 < m; i0 += 32) {
+    const i1 = Math.min(m, i0 + 32);
+    for (let j0 = 0; j0 < n; j0 += 32) {
+      const j1 = Math.min(n, j0 + 32);
+      for (let i = i0; i < i1; i++) for (let j = j0; j < j1; j++) rowsT[j * m + i] = rowsM[i * n + j];
+    }
+  }
+  const apply = (rp: number, rows: Float32Array, count: number, len: number, x: Float64Array): Float64Array => {
+    const xs = kernels.f64(xp, len * l);
+    xs.set(x.subarray(0, len * l));
+    const count4 = count - (count % 4), l2 = l - (l % 2);
+    // Output by columns of length count: entry (i, c) at i + c·count.
+    kernels.exports.dotsF64Cols(rp, count4, len, xp, l2, yp, 8, count * 8);
+    const y = kernels.f64(yp, count * l).slice();
+    for (let i = 0; i < count; i++) {
+      for (let c = i < count4 ? l2 : 0; c < l; c++) y[c * count + i] = dotRange(rows, i * len, xs, c * len, len);
+    }
+    return y;
+  };
+  return {
+    times: (x: Float64Array) => apply(mp, rowsM, m, n, x),
+    transposeTimes: (x: Float64Array) => apply(tp, rowsT, n, m, x),
+  };
 }
 
 /** Y = M·X for M (m×n row-major, float32) and X given by l columns of length n; Y by l columns of length m. */
@@ -608,7 +666,17 @@ export function rowsDotColumns(
 ): void {
   const rows4 = rowCount - (rowCount % 4);
   const cols2 = colCount - (colCount % 2);
-  for (let i = 0; i < rows4; i += 4) {
+  const kernels = sharedKernels();
+  if (kernels) {
+    kernels.reset(rowCount * len * 4 + colCount * len * 8 + rows4 * cols2 * 8);
+    const r = kernels.alloc(rowCount * len * 4), c = kernels.alloc(colCount * len * 8), o = kernels.alloc(rows4 * cols2 * 8);
+    kernels.f32(r, rowCount * len).set(rows.subarray(0, rowCount * len));
+    kernels.f64(c, colCount * len).set(cols.subarray(0, colCount * len));
+    kernels.exports.dotsF64Cols(r, rows4, len, c, cols2, o, cols2 * 8, 8);
+    const tiles = kernels.f64(o, rows4 * cols2);
+    for (let i = 0; i < rows4; i++) for (let j = 0; j < cols2; j++) out[i * rowStride + j * colStride] = tiles[i * cols2 + j];
+  }
+  for (let i = 0; kernels === null && i < rows4; i += 4) {
     const p0 = i * len, p1 = p0 + len, p2 = p1 + len, p3 = p2 + len;
     const o0 = i * rowStride, o1 = o0 + rowStride, o2 = o1 + rowStride, o3 = o2 + rowStride;
     for (let c = 0; c < cols2; c += 2) {

@@ -1,5 +1,6 @@
 import { adapterLike, buildAdapter, countForDensity, deriveSeed, keepTopMagnitudes, validateInputs } from '../common.ts';
 import { randomizedSvd } from '../linalg.ts';
+import { createKernels, denseEntryF32, type Kernels } from '../simd.ts';
 import { loraScale, moduleNames, type LoraPair } from '../../model/adapter.ts';
 import type { MergeContext, MergeInput, MergeParams, MergeStrategy } from '../types.ts';
 import { addToBase, BASE_PARAM, combine, LAMBDA_PARAM, taskVectors, type Base } from './task-vectors.ts';
@@ -59,29 +60,44 @@ function tiesProducts(inputs: readonly MergeInput[], weights: Float64Array, para
   const lambda = params.lambda as number;
   const names = moduleNames(template);
   let largest = 0;
+  let largestDim = 0;
   for (const name of names) {
     const p = template.modules.get(name)!;
     largest = Math.max(largest, p.inDim * p.outDim);
+    largestDim = Math.max(largestDim, p.inDim, p.outDim);
   }
   // Inputs whose task vector is zero (the merging peer itself under base 'self') or whose weight is zero add
   // exactly nothing to any TIES sum, so they get no dense buffer and no pass at all.
   const active: number[] = [];
   for (let i = 0; i < inputs.length; i++) if (weights[i] > 0 && !(base === 'self' && i === 0)) active.push(i);
   const activeWeights = active.map((i) => weights[i]);
-  const taus = active.map(() => new Float32Array(largest));
-  const selfDense = new Float32Array(base === 'self' ? largest : 0);
-  const merged = new Float32Array(largest);
+  // With SIMD, the dense buffers live in the memory of a kernels instance made for this merge (freed with it), so
+  // the products are written where the trim and the consensus read them; the SVD gets an instance of its own.
+  const kernels = createKernels();
+  const svdKernels = kernels ? createKernels() : null;
+  let factorScratch = 0;
+  const dense = (length: number): Float32Array => (kernels ? kernels.f32(kernels.alloc(length * 4), length) : new Float32Array(length));
+  if (kernels) {
+    const r4 = r * 4;
+    kernels.reset((active.length + 2) * (largest * 4 + 16) + 2 * r4 * (largestDim + 4));
+    factorScratch = kernels.alloc(2 * r4 * (largestDim + 4));
+  }
+  const taus = active.map(() => dense(largest));
+  const selfDense = dense(base === 'self' ? largest : 0);
+  const merged = dense(largest);
+  const product = (pair: LoraPair, out: Float32Array, minus: Float32Array | null) =>
+    kernels ? denseProductSimd(kernels, factorScratch, pair, r, scale, out, minus) : denseProduct(pair, r, scale, out, minus);
   const modules = new Map<string, LoraPair>();
   for (const name of names) {
     const { inDim, outDim } = template.modules.get(name)!;
     const size = inDim * outDim;
     const views = taus.map((t) => t.subarray(0, size));
     const selfView = selfDense.subarray(0, base === 'self' ? size : 0);
-    if (base === 'self') denseProduct(template.modules.get(name)!, r, scale, selfView, null);
+    if (base === 'self') product(template.modules.get(name)!, selfView, null);
     const keep = countForDensity(size, params.density as number);
     // Trim each product right after computing it, while it is still in cache (all N together exceed L3).
     for (let slot = 0; slot < active.length; slot++) {
-      denseProduct(inputs[active[slot]].adapter.modules.get(name)!, r, scale, views[slot], base === 'self' ? selfView : null);
+      product(inputs[active[slot]].adapter.modules.get(name)!, views[slot], base === 'self' ? selfView : null);
       keepTopMagnitudes(views[slot], keep);
     }
     const out = merged.subarray(0, size);
@@ -92,6 +108,7 @@ function tiesProducts(inputs: readonly MergeInput[], weights: Float64Array, para
       oversample: params.oversample as number,
       powerIterations: params.powerIterations as number,
       seed: deriveSeed(ctx.seed ?? 0, name),
+      kernels: svdKernels,
     }));
   }
   return adapterLike(template, modules);
@@ -150,13 +167,32 @@ export function denseProduct(pair: LoraPair, r: number, scale: number, out: Floa
   if (inDim2 < inDim) for (let o = 0; o < outDim4; o++) entry(o, inDim2);
 }
 
+/**
+ * denseProduct by the float32 SIMD kernel: out[o][j] = fround(fround(scale·Σ_k b[o][k]·a[k][j]) − minus[o][j]),
+ * the sum in float32 in increasing k (see simd.ts). `out` and `minus` must be views of the kernels' memory;
+ * `scratch` holds room for both factors. Float32 sums lose nothing that matters here: the products are rounded to
+ * float32 anyway, r is 16, and TIES only ranks and averages them. Leftover rows and columns come from
+ * denseEntryF32, bit-identical to the kernel.
+ */
+export function denseProductSimd(kernels: Kernels, scratch: number, pair: LoraPair, r: number, scale: number, out: Float32Array, minus: Float32Array | null): void {
+  const { a, b, inDim, outDim } = pair;
+  const ap = scratch, bp = (scratch + a.length * 4 + 15) & ~15;
+  kernels.f32(ap, a.length).set(a);
+  kernels.f32(bp, b.length).set(b);
+  const out4 = outDim - (outDim % 4), in8 = inDim - (inDim % 8);
+  kernels.exports.denseF32(ap, bp, r, inDim, out4, in8, out.byteOffset, minus ? minus.byteOffset : 0, scale);
+  for (let o = 0; o < outDim; o++) {
+    for (let j = o < out4 ? in8 : 0; j < inDim; j++) out[o * inDim + j] = denseEntryF32(a, b, r, inDim, o, j, scale, minus ? minus[o * inDim + j] : 0);
+  }
+}
+
 /** Balanced rank-r factors of a dense out×in matrix: B = U·√S, A = √S·Vᵀ. */
 export function refactorise(
   dense: Float32Array,
   outDim: number,
   inDim: number,
   r: number,
-  options: { oversample: number; powerIterations: number; seed: number },
+  options: { oversample: number; powerIterations: number; seed: number; kernels?: Kernels | null },
 ): LoraPair {
   const { u, s, v } = randomizedSvd(dense, outDim, inDim, r, options);
   const a = new Float32Array(r * inDim);
