@@ -35,15 +35,38 @@ export async function main(argv: string[]): Promise<number> {
   const app = spawn(process.execPath, ['node_modules/vite/bin/vite.js', ...(values.preview ? ['preview'] : []), '--host', '127.0.0.1', '--port', appPort, '--strictPort'], {
     stdio: ['ignore', 'inherit', 'inherit'],
   });
-  console.log(`app    http://127.0.0.1:${appPort}/   (Ctrl-C stops the app and the relay)`);
-  const code = await new Promise<number>((resolve) => {
-    const stop = () => {
-      app.kill('SIGTERM');
-    };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-    app.once('exit', (exitCode) => resolve(exitCode ?? 0));
-  });
+  const exited = new Promise<number>((resolve) => app.once('exit', (exitCode) => resolve(exitCode ?? 1)));
+  const url = `http://127.0.0.1:${appPort}/`;
+  // The address is printed only once the app answers, so that a busy port or a broken build is not reported as
+  // a running app.
+  let appExited = false;
+  void exited.then(() => (appExited = true));
+  const up = await waitForHttp(url, 60_000, () => appExited);
+  if (!up) {
+    console.error(`swarm start: the app did not start on ${url} (is port ${appPort} in use? try --app-port)`);
+    app.kill('SIGTERM');
+    await relay.close();
+    return 1;
+  }
+  console.log(`app    ${url}   (Ctrl-C stops the app and the relay)`);
+  const stop = () => app.kill('SIGTERM');
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const code = await exited;
   await relay.close();
   return code;
+}
+
+async function waitForHttp(url: string, timeoutMs: number, givenUp: () => boolean): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && !givenUp()) {
+    try {
+      const response = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+      if (response.ok) return true;
+    } catch {
+      // Not listening yet.
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return false;
 }
