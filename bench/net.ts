@@ -82,7 +82,23 @@ async function meshRun(browser: Browser, relay: string, n: number): Promise<{ ms
     }, 90_000, `full mesh of ${n}`);
     ms = Date.now() - started;
   } catch {
-    // Reported as an incomplete mesh below.
+    // An incomplete mesh: say which tabs lack whom and why their last dials failed, so a run on a loaded machine
+    // can be told apart from a dialling bug.
+    for (const [i, page] of pages.entries()) {
+      const [neighbours, pending] = await Promise.all([
+        page.evaluate(() => window.swarmHarness.neighbours()),
+        page.evaluate(() => window.swarmHarness.pending()),
+      ]);
+      const missing = ids.filter((id, j) => j !== i && !neighbours.includes(id));
+      if (missing.length === 0) continue;
+      const waiting = pending.filter((p) => missing.includes(p.peerId));
+      console.log(
+        `  tab ${i}: degree ${neighbours.length}/${n - 1}; missing ${missing.map((id) => `…${id.slice(-6)}`).join(' ')}; ` +
+          (waiting.length
+            ? waiting.map((p) => `…${p.peerId.slice(-6)}: ${p.attempts} attempts${p.lastError ? ` (${p.lastError})` : ''}`).join('; ')
+            : `no dial pending (the other side, with the smaller id, dials)`),
+      );
+    }
   }
   await pages[0].context().close();
   return { ms, minDegree };
