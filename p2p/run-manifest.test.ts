@@ -180,6 +180,20 @@ describe('run-manifest protocol', () => {
     expect(answer.status).toBe('found');
   });
 
+  it('a stream cut mid-answer makes the peer unavailable for now, not a liar', async () => {
+    const [a, b] = [await startNode(), await startNode()];
+    await connect(a, b);
+    await answerInstead(b, async (s) => {
+      s.send(header(0, 500));
+      s.send(new Uint8Array(100));
+      await new Promise((r) => setTimeout(r, 100));
+      s.abort(new Error('tab closed'));
+    });
+    const answer = await a.runManifests.request(b.peerId.toString(), runManifestId(manifest()));
+    expect(answer).toMatchObject({ status: 'unavailable', permanent: false });
+    expect(a.ledger.snapshot().total).toBe(0);
+  });
+
   it('a server refuses a malformed request by closing the stream, and keeps serving', async () => {
     const [a, b] = [await startNode(), await startNode()];
     await connect(a, b);

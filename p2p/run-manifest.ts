@@ -7,7 +7,7 @@
 // rejected with a reason and counted in the node's rejection ledger; nothing a peer sends can make this throw.
 // A manifest is a few KiB (capped at 64 KiB), well within a relayed connection's limits, so this protocol, unlike
 // the adapter exchange, also runs over the relay: a newcomer can ask before its first WebRTC connection is up.
-import { TypedEventEmitter, type AbortOptions, type ComponentLogger, type Connection, type Logger, type PeerId, type Startable, type Stream, type StreamMessageEvent } from '@libp2p/interface';
+import { TypedEventEmitter, type AbortOptions, type ComponentLogger, type Connection, type Logger, type PeerId, type Startable, type Stream, type StreamCloseEvent, type StreamMessageEvent } from '@libp2p/interface';
 import type { ConnectionManager, Registrar } from '@libp2p/interface-internal';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { MAX_RUN_MANIFEST_BYTES } from '../core/wire/constants.ts';
@@ -55,8 +55,13 @@ export type FoundManifest = Extract<ManifestAnswer, { status: 'found' }>;
 export interface FindManifestOptions extends AbortOptions {
   /** Peers never to ask (the relays, which know no runs). */
   skip?: (peerId: string) => boolean;
-  /** A peer that did not know the run, or could not be asked, is asked again after this long (it may have joined since). */
+  /** A peer that did not know the run is asked again after this long (it may have joined since). */
   askAgainAfterMs?: number;
+  /**
+   * A peer that could not be asked for a passing reason is tried again after this long: in a browser the first
+   * connection to a peer is often the relayed one that signals its WebRTC dial, and closes as the direct one opens.
+   */
+  retryUnavailableMs?: number;
   /** How often newly connected peers are looked for. */
   pollMs?: number;
   maxConcurrent?: number;
@@ -192,6 +197,9 @@ class SwarmRunManifestService extends TypedEventEmitter<RunManifestServiceEvents
     }
     if (!received.ok) stream.abort(new Error(received.detail));
     if (outer?.aborted) return { status: 'unavailable', peerId, detail: 'the search ended before this peer answered', permanent: false };
+    // A stream reset or a connection that went away is no evidence against the peer: try it again later.
+    const cut = !received.ok && (received.reason === 'fetch-failed' || (received.reason === 'truncated' && connection.status !== 'open'));
+    if (!received.ok && cut) return { status: 'unavailable', peerId, detail: received.detail, permanent: false };
     if (!received.ok) return this.rejected(peerId, received.reason, received.detail);
     if (received.value === null) return { status: 'not-found', peerId };
     const decoded = decodeRunManifest(received.value);
@@ -212,6 +220,7 @@ class SwarmRunManifestService extends TypedEventEmitter<RunManifestServiceEvents
   find(id: string, options: FindManifestOptions = {}): Promise<FoundManifest | null> {
     checkId(id);
     const askAgainAfterMs = options.askAgainAfterMs ?? 15_000;
+    const retryUnavailableMs = options.retryUnavailableMs ?? 1_000;
     const maxConcurrent = options.maxConcurrent ?? 4;
     const outer = options.signal;
     if (outer?.aborted) return Promise.resolve(null);
@@ -240,8 +249,9 @@ class SwarmRunManifestService extends TypedEventEmitter<RunManifestServiceEvents
             this.log.error('onAnswer failed: %e', err);
           }
           if (answer.status === 'found') return finish(answer);
-          const permanent = answer.status === 'unavailable' && answer.permanent;
-          nextAskAt.set(peerId, permanent ? Number.POSITIVE_INFINITY : Date.now() + askAgainAfterMs);
+          let delay = askAgainAfterMs;
+          if (answer.status === 'unavailable') delay = answer.permanent ? Number.POSITIVE_INFINITY : retryUnavailableMs;
+          nextAskAt.set(peerId, Date.now() + delay);
         });
       };
       const tick = () => {
@@ -371,7 +381,7 @@ export function readAnswer(stream: Stream, maxBytes: number, signal: AbortSignal
     const finish = (verdict: Verdict<Uint8Array | null>) => {
       stream.removeEventListener('message', onMessage);
       stream.removeEventListener('end', onEnd);
-      stream.removeEventListener('close', onEnd);
+      stream.removeEventListener('close', onClose);
       signal.removeEventListener('abort', onAbort);
       resolve(verdict);
     };
@@ -402,12 +412,20 @@ export function readAnswer(stream: Stream, maxBytes: number, signal: AbortSignal
     };
     const onEnd = () => {
       if (body && bodyLength === body.length) return finish({ ok: true, value: status === STATUS_NOT_FOUND ? null : body });
+      // libp2p ends the readable side before it reports the reset, so the status tells a cut from an early end.
+      if (stream.status === 'reset' || stream.status === 'aborted') return finish(reject('fetch-failed', `the stream was ${stream.status} after ${bodyLength} bytes`));
       finish(reject('truncated', `the answer ended after ${body ? bodyLength : headerLength} of ${body ? body.length : RESPONSE_HEADER_BYTES} bytes`));
+    };
+    const onClose = (evt: Event) => {
+      const error = (evt as StreamCloseEvent).error;
+      const complete = body !== undefined && bodyLength === body.length;
+      if (error && !complete) finish(reject('fetch-failed', `the stream was cut: ${describeFailure(error)}`));
+      else onEnd();
     };
     const onAbort = () => finish(reject('timeout', 'no complete answer in time'));
     stream.addEventListener('message', onMessage);
     stream.addEventListener('end', onEnd);
-    stream.addEventListener('close', onEnd);
+    stream.addEventListener('close', onClose);
     signal.addEventListener('abort', onAbort);
     if (signal.aborted) onAbort();
   });

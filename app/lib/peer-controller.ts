@@ -58,6 +58,9 @@ export interface RunLookup {
   /** Answers so far: peers that did not know the run, and peers whose answer was refused. */
   notFound: number;
   rejected: number;
+  /** Peers that could not be asked (yet): the connection went away, or they do not speak the protocol. */
+  unavailable: number;
+  lastProblem: string | null;
   /** The peer that handed the manifest over, and how long the search took. */
   fromPeer: string | null;
   foundAfterMs: number | null;
@@ -215,7 +218,7 @@ export class PeerController {
     const short = `${id.slice(0, 12)}…`;
     const startedAtMs = Date.now();
     const lookup = (change: Partial<RunLookup>) =>
-      this.update({ runLookup: { ...(this.state.runLookup ?? { id, state: 'looking', startedAtMs, notFound: 0, rejected: 0, fromPeer: null, foundAfterMs: null }), ...change } });
+      this.update({ runLookup: { ...(this.state.runLookup ?? { id, state: 'looking', startedAtMs, notFound: 0, rejected: 0, unavailable: 0, lastProblem: null, fromPeer: null, foundAfterMs: null }), ...change } });
     lookup({});
     const node = await this.startNode();
     if (!node) {
@@ -231,6 +234,7 @@ export class PeerController {
     this.lookupAbort = new AbortController();
     const onAnswer = (answer: ManifestAnswer) => {
       if (answer.status === 'not-found') lookup({ notFound: (this.state.runLookup?.notFound ?? 0) + 1 });
+      if (answer.status === 'unavailable') lookup({ unavailable: (this.state.runLookup?.unavailable ?? 0) + 1, lastProblem: `…${answer.peerId.slice(-6)}: ${answer.detail}` });
       if (answer.status === 'rejected') {
         lookup({ rejected: (this.state.runLookup?.rejected ?? 0) + 1 });
         this.explain(answer.peerId, answer.reason, answer.detail);
