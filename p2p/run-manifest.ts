@@ -240,7 +240,9 @@ class SwarmRunManifestService extends TypedEventEmitter<RunManifestServiceEvents
       const onAbort = () => finish(null);
       const ask = (peerId: string) => {
         inFlight.add(peerId);
-        void this.request(peerId, id, { signal }).then((answer) => {
+        // request() answers every peer behaviour with a value; the catch only keeps a bug of ours from stalling the search.
+        const asked = this.request(peerId, id, { signal }).catch((err: unknown): ManifestAnswer => ({ status: 'unavailable', peerId, detail: describeFailure(err), permanent: false }));
+        void asked.then((answer) => {
           inFlight.delete(peerId);
           if (done.signal.aborted) return;
           try {
