@@ -21,6 +21,7 @@ import {
 import { gossipDisposition, reject, type RejectionLedger, type RejectReason, type Verdict } from '../core/wire/verdict.ts';
 import { isDirectConnection } from './dial-policy.ts';
 import { ADAPTER_PROTOCOL, DEFAULT_FETCH_TIMEOUT_MS, DEFAULT_MAX_PAYLOAD_BYTES, runTopic } from './constants.ts';
+import { chunksOf, readExactly, sendWithBackpressure } from './stream-io.ts';
 
 /** Wire layout of a fetch. Request: [REQUEST_VERSION][32-byte sha256]. Response: [status][uint32 BE length][bytes]. */
 const REQUEST_VERSION = 1;
@@ -515,46 +516,11 @@ function bytesToHex(bytes: Uint8Array): string {
   return hex;
 }
 
-function* chunksOf(data: Uint8Array | Iterable<Uint8Array>): Iterable<Uint8Array> {
-  if (data instanceof Uint8Array) yield data;
-  else yield* data;
-}
-
-async function sendWithBackpressure(stream: Stream, chunk: Uint8Array, signal: AbortSignal): Promise<void> {
-  if (!stream.send(chunk)) await stream.onDrain({ signal });
-}
-
-/** Reads the 33-byte request; null when the peer sent anything else. */
-function readRequest(stream: Stream, signal: AbortSignal): Promise<string | null> {
-  return new Promise((resolve, reject) => {
-    const received = new Uint8Array(REQUEST_BYTES);
-    let length = 0;
-    const finish = (value: string | null, err?: Error) => {
-      stream.removeEventListener('message', onMessage);
-      stream.removeEventListener('end', onEnd);
-      stream.removeEventListener('close', onEnd);
-      signal.removeEventListener('abort', onAbort);
-      if (err) reject(err);
-      else resolve(value);
-    };
-    const onMessage = (evt: StreamMessageEvent) => {
-      for (const chunk of chunksOf(evt.data)) {
-        if (length + chunk.length > REQUEST_BYTES) return finish(null);
-        received.set(chunk, length);
-        length += chunk.length;
-      }
-    };
-    const onEnd = () => {
-      if (length !== REQUEST_BYTES || received[0] !== REQUEST_VERSION) return finish(null);
-      finish(bytesToHex(received.subarray(1)));
-    };
-    const onAbort = () => finish(null, new Error('adapter request not received in time'));
-    stream.addEventListener('message', onMessage);
-    stream.addEventListener('end', onEnd);
-    stream.addEventListener('close', onEnd);
-    signal.addEventListener('abort', onAbort);
-    if (stream.readableEnded) onEnd();
-  });
+/** Reads the 33-byte request (version byte + content hash); null when the peer sent anything else. */
+async function readRequest(stream: Stream, signal: AbortSignal): Promise<string | null> {
+  const received = await readExactly(stream, REQUEST_BYTES, signal, 'adapter request not received in time');
+  if (!received || received[0] !== REQUEST_VERSION) return null;
+  return bytesToHex(received.subarray(1));
 }
 
 /**

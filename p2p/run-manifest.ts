@@ -17,6 +17,7 @@ import { reject, RejectionLedger, type RejectReason, type Verdict } from '../cor
 import { DEFAULT_MANIFEST_REQUEST_TIMEOUT_MS, RUN_MANIFEST_PROTOCOL } from './constants.ts';
 import { isDirectConnection } from './dial-policy.ts';
 import { describeFailure, PeerBans } from './exchange.ts';
+import { chunksOf, readExactly } from './stream-io.ts';
 
 const ID_BYTES = 64;
 const ID_PATTERN = /^[0-9a-f]{64}$/;
@@ -293,7 +294,7 @@ class SwarmRunManifestService extends TypedEventEmitter<RunManifestServiceEvents
   private async answer(stream: Stream, connection: Connection): Promise<void> {
     const signal = AbortSignal.timeout(this.requestTimeoutMs);
     try {
-      const request = await readExactly(stream, ID_BYTES, signal);
+      const request = await readExactly(stream, ID_BYTES, signal, 'run manifest request not received in time');
       const id = request ? new TextDecoder().decode(request) : '';
       if (!ID_PATTERN.test(id)) {
         stream.abort(new Error('malformed run manifest request'));
@@ -332,41 +333,6 @@ class SwarmRunManifestService extends TypedEventEmitter<RunManifestServiceEvents
     }
     return { status: 'rejected', peerId, reason, detail };
   }
-}
-
-function* chunksOf(data: Uint8Array | Iterable<Uint8Array>): Iterable<Uint8Array> {
-  if (data instanceof Uint8Array) yield data;
-  else yield* data;
-}
-
-/** Reads a whole request of exactly n bytes; null when the peer sent more or fewer. */
-function readExactly(stream: Stream, n: number, signal: AbortSignal): Promise<Uint8Array | null> {
-  return new Promise((resolve, rejectPromise) => {
-    const received = new Uint8Array(n);
-    let length = 0;
-    const finish = (value: Uint8Array | null, err?: Error) => {
-      stream.removeEventListener('message', onMessage);
-      stream.removeEventListener('end', onEnd);
-      stream.removeEventListener('close', onEnd);
-      signal.removeEventListener('abort', onAbort);
-      if (err) rejectPromise(err);
-      else resolve(value);
-    };
-    const onMessage = (evt: StreamMessageEvent) => {
-      for (const chunk of chunksOf(evt.data)) {
-        if (length + chunk.length > n) return finish(null);
-        received.set(chunk, length);
-        length += chunk.length;
-      }
-    };
-    const onEnd = () => finish(length === n ? received : null);
-    const onAbort = () => finish(null, new Error('run manifest request not received in time'));
-    stream.addEventListener('message', onMessage);
-    stream.addEventListener('end', onEnd);
-    stream.addEventListener('close', onEnd);
-    signal.addEventListener('abort', onAbort);
-    if (stream.readableEnded) onEnd();
-  });
 }
 
 /**
