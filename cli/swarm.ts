@@ -13,6 +13,7 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
   merge: { summary: 'merge HF PEFT LoRA adapters on disk with any registered strategy', load: () => import('./merge.ts') },
   finetune: { summary: 'LoRA fine-tune the base model on one genre, alone; prints held-out loss before and after', load: () => import('./finetune.ts') },
   simulate: { summary: 'run a swarm of real browser tabs with faults, baselines and sweeps; writes a report', load: () => import('./simulate.ts') },
+  report: { summary: 'compare run logs (a live run\'s dashboard export, simulations) in one table and report', load: () => import('./report.ts') },
   pretrain: { summary: 'train the default base model from scratch (reproducible)', load: () => import('./pretrain.ts') },
   'prepare-assets': {
     summary: 'prepare the Brown corpus and the tfjs .wasm files under public/ (build time, not committed)',
