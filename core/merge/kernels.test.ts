@@ -1,7 +1,8 @@
 /**
  * The performance kernels against naive references written out here: tiled products (every leftover shape),
  * the top-eigenpair solver (including repeated eigenvalues), the dense LoRA product, the one-pass TIES consensus
- * (bit-identical to the two-pass definition), the branch-free top-k trim and the inlined DARE generator.
+ * (bit-identical to the two-pass definition), the branch-free top-k trim, the one-pass trim threshold and fused
+ * trim + consensus of product-space TIES, and the inlined DARE generator.
  */
 import { describe, expect, it } from 'vitest';
 import { keepMagnitudeBand, keepTopMagnitudes, uniformRandom, weightedSumInto } from './common.ts';
@@ -9,7 +10,7 @@ import { gramOfColumns, householderQr, randomizedSvd, rowsDotColumns, rowsDotRow
 import { createKernels, denseEntryF32, disableSimd, kernelModuleBytes } from './simd.ts';
 import { dropAndRescale } from './strategies/dare.ts';
 import { combine } from './strategies/task-vectors.ts';
-import { denseProduct, denseProductSimd } from './strategies/ties.ts';
+import { bandCapacityFor, denseProduct, denseProductSimd, tiesFused, tiesFusedEntries, trimThreshold } from './strategies/ties.ts';
 
 function randomArray(length: number, seed: number): Float64Array {
   const random = uniformRandom(seed);
@@ -372,6 +373,86 @@ describe('SIMD kernels (and the JS paths they replace)', () => {
         }
         expect(mismatches, `r=${r} ${outDim}x${inDim}`).toBe(0);
       }
+    }
+  });
+
+  /** Values with many exact ties and zeros (coarse grid), or continuous ones, of either sign. */
+  const sampleValues = (n: number, seed: number, coarse: boolean) => {
+    const random = uniformRandom(seed);
+    return Float32Array.from({ length: n }, () => {
+      const u = random();
+      if (u < 0.05) return 0;
+      if (u < 0.07) return -0;
+      return coarse ? Math.round((random() - 0.5) * 12) / 4 : (random() - 0.5) * 2 ** (8 * random() - 4);
+    });
+  };
+
+  it('trimThreshold keeps exactly what keepTopMagnitudes keeps (sampled band, its fallbacks, leftovers)', () => {
+    const kernels = createKernels()!;
+    for (const [n, coarse, capacity] of [
+      [7, false, 0], [5000, true, 0], [16384, false, 0], [40001, false, 0], [40003, true, 0], [65536, false, 0],
+      [40002, false, 64], // a band larger than its room: the full radix select
+    ] as Array<[number, boolean, number]>) {
+      const room = capacity || bandCapacityFor(n);
+      kernels.reset(n * 4 + (room + 1) * 4 + 64);
+      const x = kernels.f32(kernels.alloc(n * 4), n);
+      const scratch = { band: kernels.alloc((room + 1) * 4), capacity: room, counts: kernels.alloc(16) };
+      const original = sampleValues(n, n, coarse);
+      for (const keep of [0, 1, 2, Math.round(n * 0.2), Math.round(n * 0.5), n - 1, n]) {
+        x.set(original);
+        const expected = original.slice();
+        keepTopMagnitudes(expected, keep);
+        const threshold = trimThreshold(kernels, scratch, x, keep);
+        expect(threshold).toBeGreaterThanOrEqual(1);
+        let kept = 0;
+        for (let j = 0; j < n; j++) {
+          const got = (new Uint32Array(x.buffer, x.byteOffset + 4 * j, 1)[0] & 0x7fffffff) >= threshold ? x[j] : 0;
+          if (got !== 0) kept++;
+          // ±0 differ only where keep ≥ n leaves a −0 in place; both mean "no vote"
+          if (got !== expected[j]) expect.fail(`n=${n} keep=${keep} j=${j}: ${got} vs ${expected[j]}`);
+        }
+        expect(kept).toBeLessThanOrEqual(Math.max(keep, 0));
+      }
+    }
+  });
+
+  it('tiesFused is bit-identical to keepTopMagnitudes + the TIES consensus + the output scaling, 1 to 8 inputs', () => {
+    for (let count = 1; count <= 8; count++) for (const size of [4, 13, 4099]) for (const withSelf of [false, true]) {
+      const kernels = createKernels()!;
+      kernels.reset((count + 2) * (size * 4 + 16) + bandCapacityFor(size) * 4 + 256);
+      const coarse = count % 2 === 0;
+      const taus = Array.from({ length: count }, (_, i) => {
+        const t = kernels.f32(kernels.alloc(size * 4), size);
+        t.set(sampleValues(size, 31 * count + i + size, coarse));
+        return t;
+      });
+      const self = withSelf ? kernels.f32(kernels.alloc(size * 4), size) : null;
+      self?.set(sampleValues(size, 999 + size, false));
+      const out = kernels.f32(kernels.alloc(size * 4), size);
+      const scratch = { band: kernels.alloc((bandCapacityFor(size) + 1) * 4), capacity: bandCapacityFor(size), counts: kernels.alloc(16) };
+      const tables = kernels.alloc(128);
+      const weights = Array.from({ length: count }, (_, i) => (i === 1 ? 0 : [1, 2, 3][i % 3] / 7));
+      const keep = Math.round(size * 0.3);
+      // reference: the JS path of tiesProducts
+      const trimmed = taus.map((t) => {
+        const c = t.slice();
+        keepTopMagnitudes(c, keep);
+        return c;
+      });
+      const expected = new Float32Array(size);
+      combine(trimmed, weights, 'ties', expected);
+      for (let j = 0; j < size; j++) expected[j] = ((self ? self[j] : 0) + 0.75 * expected[j]) / 2;
+      const thresholds = taus.map((t) => trimThreshold(kernels, scratch, t, keep));
+      tiesFused(kernels, tables, taus, thresholds, weights, out, self, 0.75, 2);
+      let mismatches = 0;
+      for (let j = 0; j < size; j++) if (!Object.is(out[j], expected[j])) mismatches++;
+      expect(mismatches, `count=${count} size=${size} self=${withSelf}`).toBe(0);
+      // and the JS leftover path over the whole range
+      const all = Array.from({ length: 8 }, (_, i) => (i < count ? taus[i] : taus[0]));
+      const js = new Float32Array(size);
+      tiesFusedEntries(all, all.map((_, i) => thresholds[i < count ? i : 0]), all.map((_, i) => (i < count ? weights[i] : 0)), 0, size, js, self, 0.75, 2);
+      for (let j = 0; j < size; j++) if (!Object.is(js[j], expected[j])) mismatches++;
+      expect(mismatches, `JS entries: count=${count} size=${size} self=${withSelf}`).toBe(0);
     }
   });
 });

@@ -15,12 +15,23 @@
  *     out[o][j] = fround(fround(scale·s) − minus[o][j]) with s = Σ_k b[o][k]·a[k][j] summed in float32 in
  *     increasing k (minus = 0: no subtraction), for tiles of 4 rows × 8 columns; exactly what
  *     `denseEntryF32` computes one entry at a time, so leftovers done in JS match bit for bit.
+ *   magnitudeBand(x, count4, lo, hi, band, capacity, counts):
+ *     over the float32 magnitude bit patterns m of x[0..count4): counts[0] = #(m > hi), counts[1] = #(lo ≤ m ≤ hi),
+ *     and the in-band m in index order to band[0..capacity) (more are counted, not stored). The top-k trim's one
+ *     pass over a dense product: all but the few lanes near the threshold are decided by 4-lane compares.
+ *   tiesFused8(taus, thresholds, weights, count4, out, self, lambda, scale):
+ *     the trim, TIES consensus and output scaling of product-space TIES for eight float32 task vectors (pointers,
+ *     int32 magnitude thresholds and float64 weights in tables at taus, thresholds, weights): τ̂ᵢ = τᵢ where its
+ *     magnitude bits are ≥ thresholds[i], else +0; then the same float64 operations, in the same order, as
+ *     tiesConsensusUpTo8 (task-vectors.ts) with the per-input terms selected by sign masks instead of (x ± |x|)/2
+ *     (equal wherever the elected branch reads them); out = fround((self + lambda·fround(merged)) / scale), self
+ *     0 when the pointer is 0. `tiesFusedEntries` (strategies/ties.ts) is the same in JS, for the leftovers.
  */
 
-type Token = string | number;
+type Token = string | number | readonly number[];
 
 /** Opcode table: byte prefix and the kind of immediate that follows (`fd` = SIMD prefix, opcode as LEB128). */
-const OPS: Record<string, { code: number[]; imm?: 'local' | 'memarg' | 'i32' | 'label' | 'lane' | 'v128zero' | 'f32' }> = {
+const OPS: Record<string, { code: number[]; imm?: 'local' | 'memarg' | 'i32' | 'label' | 'lane' | 'v128zero' | 'f32' | 'shuffle' }> = {
   block: { code: [0x02, 0x40] }, loop: { code: [0x03, 0x40] }, if: { code: [0x04, 0x40] }, end: { code: [0x0b] },
   br: { code: [0x0c], imm: 'label' }, br_if: { code: [0x0d], imm: 'label' },
   'local.get': { code: [0x20], imm: 'local' }, 'local.set': { code: [0x21], imm: 'local' }, 'local.tee': { code: [0x22], imm: 'local' },
@@ -38,6 +49,19 @@ const OPS: Record<string, { code: number[]; imm?: 'local' | 'memarg' | 'i32' | '
   'f32x4.add': { code: [0xfd, 0xe4, 0x01] }, 'f32x4.sub': { code: [0xfd, 0xe5, 0x01] }, 'f32x4.mul': { code: [0xfd, 0xe6, 0x01] },
   'f64x2.add': { code: [0xfd, 0xf0, 0x01] }, 'f64x2.mul': { code: [0xfd, 0xf2, 0x01] },
   'f64x2.promote_low_f32x4': { code: [0xfd, 0x5f] },
+  select: { code: [0x1b] }, 'i32.le_s': { code: [0x4c] }, 'i32.store': { code: [0x36], imm: 'memarg' },
+  'i32.load': { code: [0x28], imm: 'memarg' }, 'f64.div': { code: [0xa3] },
+  'v128.load64_splat': { code: [0xfd, 0x0a], imm: 'memarg' }, 'i8x16.shuffle': { code: [0xfd, 0x0d], imm: 'shuffle' },
+  'i32x4.splat': { code: [0xfd, 0x11] }, 'f64x2.splat': { code: [0xfd, 0x14] },
+  'i32x4.extract_lane': { code: [0xfd, 0x1b], imm: 'lane' },
+  'i32x4.gt_s': { code: [0xfd, 0x3b] }, 'i32x4.le_s': { code: [0xfd, 0x3d] }, 'i32x4.ge_s': { code: [0xfd, 0x3f] },
+  'f32x4.lt': { code: [0xfd, 0x43] }, 'f32x4.gt': { code: [0xfd, 0x44] },
+  'f64x2.lt': { code: [0xfd, 0x49] }, 'f64x2.gt': { code: [0xfd, 0x4a] },
+  'v128.and': { code: [0xfd, 0x4e] }, 'v128.or': { code: [0xfd, 0x50] }, 'v128.any_true': { code: [0xfd, 0x53] },
+  'f32x4.demote_f64x2_zero': { code: [0xfd, 0x5e] },
+  'i32x4.sub': { code: [0xfd, 0xb1, 0x01] },
+  'i64x2.extend_low_i32x4_s': { code: [0xfd, 0xc7, 0x01] }, 'i64x2.extend_high_i32x4_s': { code: [0xfd, 0xc8, 0x01] },
+  'f64x2.div': { code: [0xfd, 0xf3, 0x01] },
 };
 
 const I32 = 0x7f, F32 = 0x7d, F64 = 0x7c, V128 = 0x7b;
@@ -107,6 +131,9 @@ function encodeBody(fn: FunctionSource): number[] {
         break;
       case 'v128zero':
         bytes.push(...new Array(16).fill(0));
+        break;
+      case 'shuffle': // the 16 byte-lane indices
+        bytes.push(...(fn.body[++p] as readonly number[]));
         break;
     }
   }
@@ -257,9 +284,105 @@ function denseSource(): FunctionSource {
   };
 }
 
+/** The magnitude-band scan of the top-k trim (see the file comment). */
+function bandSource(): FunctionSource {
+  const body: Token[] = [];
+  const emit = (...t: Token[]) => body.push(...t);
+  emit('local.get', 'lo', 'i32x4.splat', 'local.set', 'loV', 'local.get', 'hi', 'i32x4.splat', 'local.set', 'hiV');
+  emit('i32.const', 0x7fffffff, 'i32x4.splat', 'local.set', 'absV', 'v128.const0', 'local.set', 'aboveV', 'i32.const', 0, 'local.set', 'count');
+  emit('local.get', 'x', 'local.set', 'p', 'local.get', 'x', 'local.get', 'count4', 'i32.const', 4, 'i32.mul', 'i32.add', 'local.set', 'end');
+  emit('block', 'loop', 'local.get', 'p', 'local.get', 'end', 'i32.ge_s', 'br_if', 1);
+  emit('local.get', 'p', 'v128.load', 0, 'local.get', 'absV', 'v128.and', 'local.set', 'v');
+  // A true lane compares to −1, so subtracting the mask counts it.
+  emit('local.get', 'aboveV', 'local.get', 'v', 'local.get', 'hiV', 'i32x4.gt_s', 'i32x4.sub', 'local.set', 'aboveV');
+  emit('local.get', 'v', 'local.get', 'loV', 'i32x4.ge_s', 'local.get', 'v', 'local.get', 'hiV', 'i32x4.le_s', 'v128.and', 'v128.any_true', 'if');
+  for (let lane = 0; lane < 4; lane++) {
+    // Store unconditionally (at the spare slot `capacity` once full) and advance only for a lane in the band.
+    emit('local.get', 'v', 'i32x4.extract_lane', lane, 'local.set', 'm');
+    emit('local.get', 'band', 'local.get', 'count', 'local.get', 'capacity', 'local.get', 'count', 'local.get', 'capacity', 'i32.lt_s', 'select');
+    emit('i32.const', 4, 'i32.mul', 'i32.add', 'local.get', 'm', 'i32.store', 0);
+    emit('local.get', 'count', 'local.get', 'm', 'local.get', 'lo', 'i32.ge_s', 'local.get', 'm', 'local.get', 'hi', 'i32.le_s', 'i32.and', 'i32.add', 'local.set', 'count');
+  }
+  emit('end');
+  emit('local.get', 'p', 'i32.const', 16, 'i32.add', 'local.set', 'p', 'br', 0, 'end', 'end');
+  emit('local.get', 'counts', 'local.get', 'aboveV', 'i32x4.extract_lane', 0, 'local.get', 'aboveV', 'i32x4.extract_lane', 1, 'i32.add');
+  emit('local.get', 'aboveV', 'i32x4.extract_lane', 2, 'i32.add', 'local.get', 'aboveV', 'i32x4.extract_lane', 3, 'i32.add', 'i32.store', 0);
+  emit('local.get', 'counts', 'local.get', 'count', 'i32.store', 4);
+  return {
+    name: 'magnitudeBand',
+    params: [['x', I32], ['count4', I32], ['lo', I32], ['hi', I32], ['band', I32], ['capacity', I32], ['counts', I32]],
+    locals: [['p', I32], ['end', I32], ['count', I32], ['m', I32], ['v', V128], ['loV', V128], ['hiV', V128], ['absV', V128], ['aboveV', V128]],
+    body,
+  };
+}
+
+/** The fused trim + TIES consensus + output scaling over eight task vectors (see the file comment). */
+function tiesSource(): FunctionSource {
+  const body: Token[] = [];
+  const emit = (...t: Token[]) => body.push(...t);
+  const HIGH_TO_LOW = [8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15];
+  const LOWS = [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23];
+  const halves = ['L', 'H'];
+  const sums = ['sum', 'pos', 'neg', 'pw', 'nw'];
+  for (let i = 0; i < 8; i++) {
+    emit('local.get', 'taus', 'i32.load', 4 * i, 'local.set', `t${i}`);
+    emit('local.get', 'thresholds', 'v128.load32_splat', 4 * i, 'local.set', `th${i}`);
+    emit('local.get', 'weights', 'v128.load64_splat', 8 * i, 'local.set', `w${i}`);
+  }
+  emit('i32.const', 0x7fffffff, 'i32x4.splat', 'local.set', 'absV');
+  emit('local.get', 'lambda', 'f64x2.splat', 'local.set', 'lam', 'local.get', 'scale', 'f64x2.splat', 'local.set', 'sc');
+  emit('i32.const', 0, 'local.set', 'off', 'local.get', 'count4', 'i32.const', 4, 'i32.mul', 'local.set', 'end');
+  emit('block', 'loop', 'local.get', 'off', 'local.get', 'end', 'i32.ge_s', 'br_if', 1);
+  for (const s of sums) for (const h of halves) emit('v128.const0', 'local.set', `${s}${h}`);
+  for (let i = 0; i < 8; i++) {
+    // v, with the entries below this input's threshold magnitude zeroed (the trim), then its sign masks.
+    emit('local.get', `t${i}`, 'local.get', 'off', 'i32.add', 'v128.load', 0, 'local.tee', 'v');
+    emit('local.get', 'v', 'local.get', 'absV', 'v128.and', 'local.get', `th${i}`, 'i32x4.ge_s', 'v128.and', 'local.set', 'v');
+    emit('local.get', 'v', 'v128.const0', 'f32x4.gt', 'local.set', 'mp', 'local.get', 'v', 'v128.const0', 'f32x4.lt', 'local.set', 'mn');
+    emit('local.get', `w${i}`, 'local.get', 'v', 'f64x2.promote_low_f32x4', 'f64x2.mul', 'local.set', 'xL');
+    emit('local.get', `w${i}`, 'local.get', 'v', 'local.get', 'v', 'i8x16.shuffle', HIGH_TO_LOW, 'f64x2.promote_low_f32x4', 'f64x2.mul', 'local.set', 'xH');
+    for (const h of halves) {
+      const extend = h === 'L' ? 'i64x2.extend_low_i32x4_s' : 'i64x2.extend_high_i32x4_s';
+      emit('local.get', `sum${h}`, 'local.get', `x${h}`, 'f64x2.add', 'local.set', `sum${h}`);
+      for (const [mask, value, weight] of [['mp', 'pos', 'pw'], ['mn', 'neg', 'nw']]) {
+        emit('local.get', mask, extend, 'local.set', 'wide');
+        emit('local.get', `${value}${h}`, 'local.get', `x${h}`, 'local.get', 'wide', 'v128.and', 'f64x2.add', 'local.set', `${value}${h}`);
+        emit('local.get', `${weight}${h}`, 'local.get', `w${i}`, 'local.get', 'wide', 'v128.and', 'f64x2.add', 'local.set', `${weight}${h}`);
+      }
+    }
+  }
+  emit('v128.const0', 'local.set', 'selfL', 'v128.const0', 'local.set', 'selfH');
+  emit('local.get', 'self', 'if');
+  emit('local.get', 'self', 'local.get', 'off', 'i32.add', 'v128.load', 0, 'local.tee', 'v', 'f64x2.promote_low_f32x4', 'local.set', 'selfL');
+  emit('local.get', 'v', 'local.get', 'v', 'i8x16.shuffle', HIGH_TO_LOW, 'f64x2.promote_low_f32x4', 'local.set', 'selfH', 'end');
+  for (const h of halves) {
+    // merged = pos/pw where sum > 0 and pw > 0, neg/nw where sum < 0 and nw > 0, else +0; rounded to float32,
+    // then (self + lambda·merged) / scale.
+    emit('local.get', `pos${h}`, 'local.get', `pw${h}`, 'f64x2.div');
+    emit('local.get', `sum${h}`, 'v128.const0', 'f64x2.gt', 'local.get', `pw${h}`, 'v128.const0', 'f64x2.gt', 'v128.and', 'v128.and');
+    emit('local.get', `neg${h}`, 'local.get', `nw${h}`, 'f64x2.div');
+    emit('local.get', `sum${h}`, 'v128.const0', 'f64x2.lt', 'local.get', `nw${h}`, 'v128.const0', 'f64x2.gt', 'v128.and', 'v128.and');
+    emit('v128.or', 'f32x4.demote_f64x2_zero', 'f64x2.promote_low_f32x4', 'local.set', 'wide');
+    emit('local.get', `self${h}`, 'local.get', 'lam', 'local.get', 'wide', 'f64x2.mul', 'f64x2.add', 'local.get', 'sc', 'f64x2.div');
+    emit('f32x4.demote_f64x2_zero', 'local.set', `r${h}`);
+  }
+  emit('local.get', 'out', 'local.get', 'off', 'i32.add', 'local.get', 'rL', 'local.get', 'rH', 'i8x16.shuffle', LOWS, 'v128.store', 0);
+  emit('local.get', 'off', 'i32.const', 16, 'i32.add', 'local.set', 'off', 'br', 0, 'end', 'end');
+  const locals: Array<[string, number]> = [['off', I32], ['end', I32]];
+  for (let i = 0; i < 8; i++) locals.push([`t${i}`, I32], [`th${i}`, V128], [`w${i}`, V128]);
+  for (const s of sums) for (const h of halves) locals.push([`${s}${h}`, V128]);
+  for (const name of ['absV', 'lam', 'sc', 'v', 'mp', 'mn', 'xL', 'xH', 'wide', 'selfL', 'selfH', 'rL', 'rH']) locals.push([name, V128]);
+  return {
+    name: 'tiesFused8',
+    params: [['taus', I32], ['thresholds', I32], ['weights', I32], ['count4', I32], ['out', I32], ['self', I32], ['lambda', F64], ['scale', F64]],
+    locals,
+    body,
+  };
+}
+
 /** The module's bytes, assembled from the sources above (deterministic: same source, same bytes). */
 export function kernelModuleBytes(): Uint8Array<ArrayBuffer> {
-  return assemble([dotsSource('dotsF64Cols', 'f64'), dotsSource('dotsF32Cols', 'f32'), denseSource()]);
+  return assemble([dotsSource('dotsF64Cols', 'f64'), dotsSource('dotsF32Cols', 'f32'), denseSource(), bandSource(), tiesSource()]);
 }
 
 /** The few WebAssembly JS API members used here (core compiles without the DOM and WebAssembly typings). */
@@ -278,6 +401,8 @@ interface Exports {
   dotsF64Cols(rows: number, rowCount4: number, len: number, cols: number, colCount2: number, out: number, rowStride: number, colStride: number): void;
   dotsF32Cols(rows: number, rowCount4: number, len: number, cols: number, colCount2: number, out: number, rowStride: number, colStride: number): void;
   denseF32(a: number, b: number, r: number, inDim: number, outCount4: number, inCount8: number, out: number, minus: number, scale: number): void;
+  magnitudeBand(x: number, count4: number, lo: number, hi: number, band: number, capacity: number, counts: number): void;
+  tiesFused8(taus: number, thresholds: number, weights: number, count4: number, out: number, self: number, lambda: number, scale: number): void;
 }
 
 /**

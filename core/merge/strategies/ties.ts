@@ -1,4 +1,4 @@
-import { adapterLike, buildAdapter, countForDensity, deriveSeed, keepTopMagnitudes, validateInputs } from '../common.ts';
+import { adapterLike, buildAdapter, countForDensity, deriveSeed, keepTopMagnitudes, kthLargestMagnitude, uniformRandom, validateInputs } from '../common.ts';
 import { randomizedSvd } from '../linalg.ts';
 import { createKernels, denseEntryF32, type Kernels } from '../simd.ts';
 import { loraScale, moduleNames, type LoraPair } from '../../model/adapter.ts';
@@ -75,18 +75,29 @@ function tiesProducts(inputs: readonly MergeInput[], weights: Float64Array, para
   // the products are written where the trim and the consensus read them; the SVD gets an instance of its own.
   const kernels = createKernels();
   const svdKernels = kernels ? createKernels() : null;
+  // Up to eight task vectors (the usual neighbourhood) take the fused path: each dense product is scanned once for
+  // its top-k threshold and never rewritten; one kernel pass then trims, elects, averages and scales all of them.
+  const fused = kernels !== null && active.length >= 1 && active.length <= 8;
   let factorScratch = 0;
+  let trim: TrimScratch | null = null;
+  let tables = 0;
   const dense = (length: number): Float32Array => (kernels ? kernels.f32(kernels.alloc(length * 4), length) : new Float32Array(length));
   if (kernels) {
     const r4 = r * 4;
-    kernels.reset((active.length + 2) * (largest * 4 + 16) + 2 * r4 * (largestDim + 4));
+    const bandCapacity = fused ? bandCapacityFor(largest) : 0;
+    kernels.reset((active.length + 2) * (largest * 4 + 16) + 2 * r4 * (largestDim + 4) + (bandCapacity + 1) * 4 + 256);
     factorScratch = kernels.alloc(2 * r4 * (largestDim + 4));
+    if (fused) {
+      trim = { band: kernels.alloc((bandCapacity + 1) * 4), capacity: bandCapacity, counts: kernels.alloc(16) };
+      tables = kernels.alloc(128);
+    }
   }
   const taus = active.map(() => dense(largest));
   const selfDense = dense(base === 'self' ? largest : 0);
   const merged = dense(largest);
   const product = (pair: LoraPair, out: Float32Array, minus: Float32Array | null) =>
     kernels ? denseProductSimd(kernels, factorScratch, pair, r, scale, out, minus) : denseProduct(pair, r, scale, out, minus);
+  const thresholds = new Int32Array(8);
   const modules = new Map<string, LoraPair>();
   for (const name of names) {
     const { inDim, outDim } = template.modules.get(name)!;
@@ -98,12 +109,17 @@ function tiesProducts(inputs: readonly MergeInput[], weights: Float64Array, para
     // Trim each product right after computing it, while it is still in cache (all N together exceed L3).
     for (let slot = 0; slot < active.length; slot++) {
       product(inputs[active[slot]].adapter.modules.get(name)!, views[slot], base === 'self' ? selfView : null);
-      keepTopMagnitudes(views[slot], keep);
+      if (trim) thresholds[slot] = trimThreshold(kernels!, trim, views[slot], keep);
+      else keepTopMagnitudes(views[slot], keep);
     }
     const out = merged.subarray(0, size);
-    combine(views, activeWeights, 'ties', out);
-    // out ← (base + lambda·merged) / scale: the factors carry ΔW / (alpha/r).
-    for (let j = 0; j < size; j++) out[j] = ((base === 'self' ? selfView[j] : 0) + lambda * out[j]) / scale;
+    if (fused) {
+      tiesFused(kernels!, tables, views, thresholds, activeWeights, out, base === 'self' ? selfView : null, lambda, scale);
+    } else {
+      combine(views, activeWeights, 'ties', out);
+      // out ← (base + lambda·merged) / scale: the factors carry ΔW / (alpha/r).
+      for (let j = 0; j < size; j++) out[j] = ((base === 'self' ? selfView[j] : 0) + lambda * out[j]) / scale;
+    }
     modules.set(name, refactorise(out, outDim, inDim, r, {
       oversample: params.oversample as number,
       powerIterations: params.powerIterations as number,
@@ -112,6 +128,154 @@ function tiesProducts(inputs: readonly MergeInput[], weights: Float64Array, para
     }));
   }
   return adapterLike(template, modules);
+}
+
+/** Where the band scan of trimThreshold stores the magnitudes near the threshold (kernel memory). */
+export interface TrimScratch {
+  band: number;
+  capacity: number;
+  counts: number;
+}
+
+const SAMPLE = 4096;
+
+/** Room for the band of a product of `size` entries: a margin over what the sample's bounds let through. */
+export function bandCapacityFor(size: number): number {
+  return Math.min(size, Math.ceil(size / 8) + 4096);
+}
+
+/**
+ * The magnitude bit pattern t such that keeping the entries of x whose magnitude bits are ≥ t keeps exactly the
+ * entries keepTopMagnitudes(x, keep) keeps (x lives in the kernels' memory). In the rare case where more entries
+ * equal the k-th largest magnitude than may be kept, the surplus (the later indices) is zeroed in x first, as
+ * keepTopMagnitudes would; otherwise x is left as it is. Always ≥ 1, so zeros are never kept.
+ *
+ * The k-th largest magnitude is found in one pass instead of the two (or three, with the mask) of the radix
+ * select: the order statistics of a sample of 4096 entries bracket it, with a margin of about 4 binomial standard
+ * deviations, in [lo, hi]; the SIMD scan counts the entries above hi and collects the few in [lo, hi], and the
+ * radix select runs on those alone. When the bracket misses (the k-th largest outside it, or more entries in it
+ * than there is room for, as with many equal values), the radix select runs on all of x: the sample can only make
+ * this slower, never change the result.
+ */
+export function trimThreshold(kernels: Kernels, scratch: TrimScratch, x: Float32Array, keep: number): number {
+  const n = x.length;
+  if (keep >= n) return 1;
+  if (keep <= 0) {
+    x.fill(0);
+    return 1;
+  }
+  const bits = new Uint32Array(x.buffer, x.byteOffset, n);
+  let selected: { threshold: number; above: number; equal: number } | null = null;
+  if (n >= 4 * SAMPLE) {
+    // Sample positions come from a fixed seed: they only decide how fast the answer comes.
+    const random = uniformRandom(n);
+    const sample = new Uint32Array(SAMPLE);
+    for (let i = 0; i < SAMPLE; i++) sample[i] = bits[Math.floor(random() * n)] & 0x7fffffff;
+    sample.sort();
+    const p = keep / n;
+    const at = SAMPLE - p * SAMPLE; // where the k-th largest falls in the ascending sample, in expectation
+    const margin = 4 * Math.sqrt(SAMPLE * p * (1 - p)) + 4;
+    const loAt = Math.floor(at - margin), hiAt = Math.ceil(at + margin);
+    const lo = loAt <= 0 ? 0 : sample[loAt];
+    const hi = hiAt >= SAMPLE ? 0x7fffffff : sample[hiAt];
+    const count4 = n - (n % 4);
+    kernels.exports.magnitudeBand(x.byteOffset, count4, lo, hi, scratch.band, scratch.capacity, scratch.counts);
+    const counts = new Int32Array(kernels.memory, scratch.counts, 2);
+    let above = counts[0];
+    let inBand = counts[1];
+    const band = new Uint32Array(kernels.memory, scratch.band, scratch.capacity + 1);
+    for (let j = count4; j < n; j++) {
+      const m = bits[j] & 0x7fffffff;
+      if (m > hi) above++;
+      else if (m >= lo) {
+        if (inBand < scratch.capacity) band[inBand] = m;
+        inBand++;
+      }
+    }
+    const rank = keep - above; // the k-th largest overall is the rank-th largest in the band
+    if (inBand <= scratch.capacity && rank >= 1 && rank <= inBand) {
+      const inner = kthLargestMagnitude(band.subarray(0, inBand), rank);
+      selected = { threshold: inner.threshold, above: above + inner.above, equal: inner.equal };
+    }
+  }
+  const { threshold, above, equal } = selected ?? kthLargestMagnitude(bits, keep);
+  if (threshold === 0) return 1; // fewer than keep non-zero entries: all of them stay
+  let equalAllowed = keep - above;
+  if (equal > equalAllowed) {
+    for (let j = 0; j < n; j++) {
+      if ((bits[j] & 0x7fffffff) !== threshold) continue;
+      if (equalAllowed > 0) equalAllowed--;
+      else bits[j] = 0;
+    }
+  }
+  return threshold;
+}
+
+/**
+ * out = fround((self + lambda·TIES(trimmed τ)) / scale) for up to eight task vectors in the kernels' memory, each
+ * trimmed to the magnitudes ≥ its threshold: the tiesFused8 kernel for the first multiple of four entries, then
+ * tiesFusedEntries for the rest. Missing inputs repeat the first with weight 0, as tiesConsensusUpTo8 does.
+ */
+export function tiesFused(
+  kernels: Kernels,
+  tables: number,
+  taus: readonly Float32Array[],
+  thresholds: ArrayLike<number>,
+  weights: ArrayLike<number>,
+  out: Float32Array,
+  self: Float32Array | null,
+  lambda: number,
+  scale: number,
+): void {
+  const pointers = new Int32Array(kernels.memory, tables, 8);
+  const limits = new Int32Array(kernels.memory, tables + 32, 8);
+  const w = new Float64Array(kernels.memory, tables + 64, 8);
+  const all: Float32Array[] = [];
+  for (let i = 0; i < 8; i++) {
+    const slot = i < taus.length ? i : 0;
+    all.push(taus[slot]);
+    pointers[i] = taus[slot].byteOffset;
+    limits[i] = thresholds[slot];
+    w[i] = i < taus.length ? weights[i] : 0;
+  }
+  const size = out.length;
+  const count4 = size - (size % 4);
+  kernels.exports.tiesFused8(tables, tables + 32, tables + 64, count4, out.byteOffset, self ? self.byteOffset : 0, lambda, scale);
+  tiesFusedEntries(all, limits, w, count4, size, out, self, lambda, scale);
+}
+
+/**
+ * tiesFused8 in JS for entries [from, to) of exactly eight task vectors (the kernel's leftovers, and its
+ * reference in the tests): the same operations in the same order.
+ */
+export function tiesFusedEntries(
+  taus: readonly Float32Array[],
+  thresholds: ArrayLike<number>,
+  weights: ArrayLike<number>,
+  from: number,
+  to: number,
+  out: Float32Array,
+  self: Float32Array | null,
+  lambda: number,
+  scale: number,
+): void {
+  const bits = taus.map((t) => new Uint32Array(t.buffer, t.byteOffset, t.length));
+  for (let k = from; k < to; k++) {
+    let sum = 0, positive = 0, negative = 0, positiveWeight = 0, negativeWeight = 0;
+    for (let i = 0; i < 8; i++) {
+      const v = (bits[i][k] & 0x7fffffff) >= thresholds[i] ? taus[i][k] : 0;
+      const x = weights[i] * v;
+      sum += x;
+      positive += v > 0 ? x : 0;
+      negative += v < 0 ? x : 0;
+      positiveWeight += v > 0 ? weights[i] : 0;
+      negativeWeight += v < 0 ? weights[i] : 0;
+    }
+    let merged = 0;
+    if (sum > 0 && positiveWeight > 0) merged = positive / positiveWeight;
+    else if (sum < 0 && negativeWeight > 0) merged = negative / negativeWeight;
+    out[k] = ((self ? self[k] : 0) + lambda * Math.fround(merged)) / scale;
+  }
 }
 
 /**
