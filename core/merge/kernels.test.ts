@@ -328,6 +328,20 @@ describe('SIMD kernels (and the JS paths they replace)', () => {
       }
     }));
 
+    it(`${label}: rowsDotRows equals naive dot products for odd and even lengths, every leftover shape`, () => withSimd(() => {
+      for (const len of [1, 2, 5, 8]) for (let xs = 1; xs <= 9; xs += 2) for (let ys = 1; ys <= 4; ys++) {
+        const x = randomArray(xs * len, xs + 11 * len);
+        const y = randomArray(ys * len, ys + 5 * len);
+        const out = new Float64Array(xs * ys);
+        rowsDotRows(x, xs, y, ys, len, out);
+        for (let i = 0; i < xs; i++) for (let j = 0; j < ys; j++) {
+          let s = 0;
+          for (let t = 0; t < len; t++) s += x[i * len + t] * y[j * len + t];
+          expect(Math.abs(out[i * ys + j] - s)).toBeLessThan(1e-12);
+        }
+      }
+    }));
+
     it(`${label}: randomizedSvd recovers exactly low-rank matrices, tall and wide, with every leftover`, () => withSimd(() => {
       for (const [m, n, rank] of [[13, 9, 3], [6, 11, 2], [40, 33, 5]]) {
         const left = randomArray(m * rank, m), right = randomArray(rank * n, n);

@@ -715,12 +715,22 @@ function dotRange(x: Float32Array, xOffset: number, y: Float64Array, yOffset: nu
 /**
  * out[i·yCount + j] = x row i · y row j, for row-major x (xCount × len) and y (yCount × len), float64. Tiles of
  * 4 × 2 rows keep 8 independent sums in registers (a single running sum is bound by the add latency, about 3×
- * slower here); leftovers go one dot product at a time.
+ * slower here), by the SIMD kernel where there is one; leftovers go one dot product at a time.
  */
 export function rowsDotRows(x: Float64Array, xCount: number, y: Float64Array, yCount: number, len: number, out: Float64Array): void {
   const x4 = xCount - (xCount % 4);
   const y2 = yCount - (yCount % 2);
-  for (let i = 0; i < x4; i += 4) {
+  const kernels = sharedKernels();
+  if (kernels) {
+    kernels.reset((xCount + yCount) * len * 8 + xCount * yCount * 8);
+    const xp = kernels.alloc(xCount * len * 8), yp = kernels.alloc(yCount * len * 8), o = kernels.alloc(xCount * yCount * 8);
+    kernels.f64(xp, xCount * len).set(x.subarray(0, xCount * len));
+    kernels.f64(yp, yCount * len).set(y.subarray(0, yCount * len));
+    kernels.exports.dotsF64Rows(xp, x4, len, yp, y2, o, yCount * 8, 8);
+    const tiles = kernels.f64(o, xCount * yCount);
+    for (let i = 0; i < x4; i++) for (let j = 0; j < y2; j++) out[i * yCount + j] = tiles[i * yCount + j];
+  }
+  for (let i = 0; kernels === null && i < x4; i += 4) {
     const p0 = i * len, p1 = p0 + len, p2 = p1 + len, p3 = p2 + len;
     for (let j = 0; j < y2; j += 2) {
       const q0 = j * len, q1 = q0 + len;

@@ -6,8 +6,9 @@
  * every caller then keeps its JS path.
  *
  * Kernels (pointers and strides in bytes into the module's own memory; callers copy operands in):
- *   dotsF64Cols / dotsF32Cols(rows, rowCount4, len, cols, colCount2, out, rowStride, colStride):
- *     out[i][c] = Σ_t rows[i][t]·cols[c][t] in float64, rows float32, cols float64 or float32, for tiles of
+ *   dotsF64Cols / dotsF32Cols / dotsF64Rows(rows, rowCount4, len, cols, colCount2, out, rowStride, colStride):
+ *     out[i][c] = Σ_t rows[i][t]·cols[c][t] in float64, rows float32 (float64 for dotsF64Rows), cols float64
+ *     (float32 for dotsF32Cols), for tiles of
  *     4 rows × 2 columns (rowCount4 a multiple of 4, colCount2 of 2; callers do the leftovers). Each sum is split
  *     into its even-t and odd-t halves (one per lane), added at the end: a different rounding order than the
  *     JS loops, within float64 rounding of them.
@@ -167,19 +168,20 @@ export function assemble(functions: FunctionSource[]): Uint8Array<ArrayBuffer> {
 // ---------------------------------------------------------------------------------------------------------------
 // Kernel sources. Loops are `block loop <exit test> br_if 1 … br 0 end end`.
 
-/** The 4×2-tile float64 dot-product kernel; `colType` is the element type of the columns. */
-function dotsSource(name: string, colType: 'f32' | 'f64'): FunctionSource {
+/** The 4×2-tile float64 dot-product kernel; `rowType` and `colType` are the element types of rows and columns. */
+function dotsSource(name: string, colType: 'f32' | 'f64', rowType: 'f32' | 'f64' = 'f32'): FunctionSource {
   const colBytes = colType === 'f64' ? 8 : 4;
+  const rowBytes = rowType === 'f64' ? 8 : 4;
   const acc = (i: number, j: number) => `s${i}${j}`;
   const body: Token[] = [];
   const emit = (...t: Token[]) => body.push(...t);
   const loadCol = (ptr: string) =>
     colType === 'f64' ? ['local.get', ptr, 'local.get', 'tc', 'i32.add', 'v128.load', 0]
       : ['local.get', ptr, 'local.get', 'tc', 'i32.add', 'v128.load64_zero', 0, 'f64x2.promote_low_f32x4'];
-  // rowBytes = len·4, colStep = len·colBytes, pairBytes = (len & ~1)·4
-  emit('local.get', 'len', 'i32.const', 4, 'i32.mul', 'local.set', 'rowBytes');
+  // rowBytes = len·rowBytes, colStep = len·colBytes, pairBytes = (len & ~1)·rowBytes (tr walks the rows)
+  emit('local.get', 'len', 'i32.const', rowBytes, 'i32.mul', 'local.set', 'rowBytes');
   emit('local.get', 'len', 'i32.const', colBytes, 'i32.mul', 'local.set', 'colStep');
-  emit('local.get', 'len', 'i32.const', -2, 'i32.and', 'i32.const', 4, 'i32.mul', 'local.set', 'pairBytes');
+  emit('local.get', 'len', 'i32.const', -2, 'i32.and', 'i32.const', rowBytes, 'i32.mul', 'local.set', 'pairBytes');
   emit('i32.const', 0, 'local.set', 'i');
   emit('block', 'loop', 'local.get', 'i', 'local.get', 'rowCount4', 'i32.ge_s', 'br_if', 1);
   emit('local.get', 'rows', 'local.get', 'i', 'local.get', 'rowBytes', 'i32.mul', 'i32.add', 'local.set', 'p0');
@@ -193,12 +195,14 @@ function dotsSource(name: string, colType: 'f32' | 'f64'): FunctionSource {
   for (let i = 0; i < 4; i++) for (let j = 0; j < 2; j++) emit('v128.const0', 'local.set', acc(i, j));
   emit('i32.const', 0, 'local.set', 'tr', 'i32.const', 0, 'local.set', 'tc');
   emit('block', 'loop', 'local.get', 'tr', 'local.get', 'pairBytes', 'i32.ge_s', 'br_if', 1);
-  for (let i = 0; i < 4; i++) emit('local.get', `p${i}`, 'local.get', 'tr', 'i32.add', 'v128.load64_zero', 0, 'f64x2.promote_low_f32x4', 'local.set', `r${i}`);
+  for (let i = 0; i < 4; i++) {
+    emit('local.get', `p${i}`, 'local.get', 'tr', 'i32.add', ...(rowType === 'f64' ? ['v128.load', 0] : ['v128.load64_zero', 0, 'f64x2.promote_low_f32x4']), 'local.set', `r${i}`);
+  }
   emit(...loadCol('q0'), 'local.set', 'b0', ...loadCol('q1'), 'local.set', 'b1');
   for (let i = 0; i < 4; i++) for (let j = 0; j < 2; j++) {
     emit('local.get', acc(i, j), 'local.get', `r${i}`, 'local.get', `b${j}`, 'f64x2.mul', 'f64x2.add', 'local.set', acc(i, j));
   }
-  emit('local.get', 'tr', 'i32.const', 8, 'i32.add', 'local.set', 'tr');
+  emit('local.get', 'tr', 'i32.const', 2 * rowBytes, 'i32.add', 'local.set', 'tr');
   emit('local.get', 'tc', 'i32.const', 2 * colBytes, 'i32.add', 'local.set', 'tc');
   emit('br', 0, 'end', 'end');
   // Output address of the tile's top-left entry.
@@ -207,7 +211,7 @@ function dotsSource(name: string, colType: 'f32' | 'f64'): FunctionSource {
     // s = lane 0 + lane 1, plus the last term when len is odd (tr, tc point at it after the loop).
     emit('local.get', acc(i, j), 'f64x2.extract_lane', 0, 'local.get', acc(i, j), 'f64x2.extract_lane', 1, 'f64.add', 'local.set', 'x');
     emit('local.get', 'len', 'i32.const', 1, 'i32.and', 'if');
-    emit('local.get', 'x', 'local.get', `p${i}`, 'local.get', 'tr', 'i32.add', 'f32.load', 0, 'f64.promote_f32');
+    emit('local.get', 'x', 'local.get', `p${i}`, 'local.get', 'tr', 'i32.add', ...(rowType === 'f64' ? ['f64.load', 0] : ['f32.load', 0, 'f64.promote_f32']));
     emit('local.get', `q${j}`, 'local.get', 'tc', 'i32.add', ...(colType === 'f64' ? ['f64.load', 0] : ['f32.load', 0, 'f64.promote_f32']));
     emit('f64.mul', 'f64.add', 'local.set', 'x', 'end');
     emit('local.get', 'o', 'local.get', 'x', 'f64.store', 0);
@@ -382,7 +386,7 @@ function tiesSource(): FunctionSource {
 
 /** The module's bytes, assembled from the sources above (deterministic: same source, same bytes). */
 export function kernelModuleBytes(): Uint8Array<ArrayBuffer> {
-  return assemble([dotsSource('dotsF64Cols', 'f64'), dotsSource('dotsF32Cols', 'f32'), denseSource(), bandSource(), tiesSource()]);
+  return assemble([dotsSource('dotsF64Cols', 'f64'), dotsSource('dotsF32Cols', 'f32'), denseSource(), bandSource(), tiesSource(), dotsSource('dotsF64Rows', 'f64', 'f64')]);
 }
 
 /** The few WebAssembly JS API members used here (core compiles without the DOM and WebAssembly typings). */
@@ -400,6 +404,7 @@ interface Exports {
   memory: WasmMemory;
   dotsF64Cols(rows: number, rowCount4: number, len: number, cols: number, colCount2: number, out: number, rowStride: number, colStride: number): void;
   dotsF32Cols(rows: number, rowCount4: number, len: number, cols: number, colCount2: number, out: number, rowStride: number, colStride: number): void;
+  dotsF64Rows(rows: number, rowCount4: number, len: number, cols: number, colCount2: number, out: number, rowStride: number, colStride: number): void;
   denseF32(a: number, b: number, r: number, inDim: number, outCount4: number, inCount8: number, out: number, minus: number, scale: number): void;
   magnitudeBand(x: number, count4: number, lo: number, hi: number, band: number, capacity: number, counts: number): void;
   tiesFused8(taus: number, thresholds: number, weights: number, count4: number, out: number, self: number, lambda: number, scale: number): void;
