@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { keepMagnitudeBand, keepTopMagnitudes, uniformRandom, weightedSumInto } from './common.ts';
-import { gramOfColumns, householderQr, randomizedSvd, rowsDotColumns, rowsDotRows, symmetricEigen, symmetricEigenTop } from './linalg.ts';
+import { choleskyQr2, gramOfColumns, householderQr, randomizedSvd, rowsDotColumns, rowsDotRows, symmetricEigen, symmetricEigenTop } from './linalg.ts';
 import { createKernels, denseEntryF32, disableSimd, kernelModuleBytes } from './simd.ts';
 import { dropAndRescale } from './strategies/dare.ts';
 import { combine } from './strategies/task-vectors.ts';
@@ -84,6 +84,33 @@ describe('tiled products', () => {
     const rebuilt = new Float64Array(m * n);
     for (let c = 0; c < rank; c++) for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) rebuilt[i * n + j] += u[c * m + i] * s[c] * v[c * n + j];
     expect(maxDiff(rebuilt, x)).toBeLessThan(1e-5);
+  });
+});
+
+describe('choleskyQr2', () => {
+  it('gives Y = Q·R with orthonormal Q and upper-triangular R, and declines a rank-deficient Y', () => {
+    for (const [m, n] of [[7, 1], [40, 6], [3072, 24], [9, 9]]) {
+      const y = randomArray(m * n, m + n);
+      // a wide spread of column scales (condition number ~1e3) on top of the random directions
+      for (let j = 0; j < n; j++) for (let i = 0; i < m; i++) y[j * m + i] *= 10 ** (-3 * j / Math.max(1, n - 1));
+      const { q, r } = choleskyQr2(y, m, n, gramOfColumns)!;
+      for (let a = 0; a < n; a++) for (let b = 0; b < n; b++) {
+        let dot = 0;
+        for (let i = 0; i < m; i++) dot += q[a * m + i] * q[b * m + i];
+        expect(Math.abs(dot - (a === b ? 1 : 0)), `${m}x${n} QᵀQ`).toBeLessThan(1e-13);
+        if (a > b) expect(r[a * n + b]).toBe(0);
+      }
+      let err = 0;
+      for (let j = 0; j < n; j++) for (let i = 0; i < m; i++) {
+        let s = 0;
+        for (let p = 0; p <= j; p++) s += q[p * m + i] * r[p * n + j];
+        err = Math.max(err, Math.abs(s - y[j * m + i]));
+      }
+      expect(err, `${m}x${n} QR − Y`).toBeLessThan(1e-13);
+    }
+    const deficient = randomArray(30 * 3, 4);
+    deficient.copyWithin(60, 0, 30); // third column = first
+    expect(choleskyQr2(deficient, 30, 3, gramOfColumns)).toBeNull();
   });
 });
 

@@ -578,13 +578,14 @@ export function randomizedSvd(
   const op = kernels ? simdOperator(kernels, matrix, m, n, l) : null;
   const times = (x: Float64Array) => (op ? op.times(x) : multiplyRows(matrix, m, n, x, l));
   const transposeTimes = (x: Float64Array) => (op ? op.transposeTimes(x) : multiplyTransposed(matrix, m, n, x, l));
-  let q = householderQr(times(omega), m, l).q;
+  const qr = (y: Float64Array, rows: number) => (op ? choleskyQr2(y, rows, l, op.gram) ?? householderQr(y, rows, l) : householderQr(y, rows, l));
+  let q = qr(times(omega), m).q;
   for (let it = 0; it < options.powerIterations; it++) {
-    const zq = householderQr(transposeTimes(q), n, l).q;
-    q = householderQr(times(zq), m, l).q;
+    const zq = qr(transposeTimes(q), n).q;
+    q = qr(times(zq), m).q;
   }
   // Mᵀ Q = Q2 R2  ⇒  M ≈ Q Qᵀ M = Q R2ᵀ Q2ᵀ ; SVD(R2ᵀ) = Us S Vsᵀ  ⇒  M ≈ (Q Us) S (Q2 Vs)ᵀ.
-  const { q: q2, r: r2 } = householderQr(transposeTimes(q), n, l);
+  const { q: q2, r: r2 } = qr(transposeTimes(q), n);
   const r2t = new Float64Array(l * l);
   for (let i = 0; i < l; i++) for (let j = 0; j < l; j++) r2t[i * l + j] = r2[j * l + i];
   const small = jacobiSvd(r2t, l, l);
@@ -600,6 +601,71 @@ export function randomizedSvd(
     }
   }
   return { u, s: small.s.slice(0, k), v };
+}
+
+/**
+ * Thin QR of a tall m×n matrix given by columns by Cholesky-QR, twice (CholeskyQR2: Y = Q₁R₁ from the Cholesky
+ * factor of YᵀY, then the same on Q₁, which brings Q's orthogonality to working precision), or null when Y is too
+ * ill-conditioned for it and Householder QR must do. With the Gram from the SIMD kernel, this is a few times
+ * faster than householderQr on the 3072×24 sketches of product-space TIES: the Householder loops are
+ * dependent JS dot products and updates, here only the triangular solve is. R has a positive diagonal.
+ */
+export function choleskyQr2(y: Float64Array, m: number, n: number, gram: (columns: Float64Array, m: number, n: number) => Float64Array): { q: Float64Array; r: Float64Array } | null {
+  const first = choleskyQrStep(y, m, n, gram);
+  if (!first) return null;
+  const second = choleskyQrStep(first.q, m, n, gram);
+  if (!second) return null;
+  // R = R₂·R₁ (both upper triangular).
+  const r = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = i; j < n; j++) {
+      let s = 0;
+      for (let p = i; p <= j; p++) s += second.r[i * n + p] * first.r[p * n + j];
+      r[i * n + j] = s;
+    }
+  }
+  return { q: second.q, r };
+}
+
+/**
+ * One Cholesky-QR step: YᵀY = RᵀR, Q = Y·R⁻¹. Null when a pivot falls below 1e-10 of its column's squared norm:
+ * Y's condition number is then near or beyond 1e5 and the squared one in the Gram would cost too much accuracy.
+ */
+function choleskyQrStep(y: Float64Array, m: number, n: number, gram: (columns: Float64Array, m: number, n: number) => Float64Array) {
+  const g = gram(y, m, n);
+  const r = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    let d = g[j * n + j];
+    for (let p = 0; p < j; p++) d -= r[p * n + j] * r[p * n + j];
+    if (!(d > 1e-10 * g[j * n + j])) return null;
+    const root = Math.sqrt(d);
+    r[j * n + j] = root;
+    for (let k = j + 1; k < n; k++) {
+      let s = g[j * n + k];
+      for (let p = 0; p < j; p++) s -= r[p * n + j] * r[p * n + k];
+      r[j * n + k] = s / root;
+    }
+  }
+  // q_j = (y_j − Σ_{p<j} R[p][j]·q_p) / R[j][j], column by column (contiguous), four earlier columns per pass
+  // so that q_j is loaded and stored once per four multiply-adds.
+  const q = Float64Array.from(y.subarray(0, m * n));
+  for (let j = 0; j < n; j++) {
+    const qj = j * m;
+    let p = 0;
+    for (; p + 4 <= j; p += 4) {
+      const f0 = r[p * n + j], f1 = r[(p + 1) * n + j], f2 = r[(p + 2) * n + j], f3 = r[(p + 3) * n + j];
+      const q0 = p * m, q1 = q0 + m, q2 = q1 + m, q3 = q2 + m;
+      for (let i = 0; i < m; i++) q[qj + i] -= f0 * q[q0 + i] + f1 * q[q1 + i] + f2 * q[q2 + i] + f3 * q[q3 + i];
+    }
+    for (; p < j; p++) {
+      const f = r[p * n + j];
+      const qp = p * m;
+      for (let i = 0; i < m; i++) q[qj + i] -= f * q[qp + i];
+    }
+    const inv = 1 / r[j * n + j];
+    for (let i = 0; i < m; i++) q[qj + i] *= inv;
+  }
+  return { q, r };
 }
 
 /**
@@ -634,9 +700,31 @@ function simdOperator(kernels: Kernels, matrix: Float32Array, m: number, n: numb
     }
     return y;
   };
+  // XᵀX for a sketch X (by columns, at most big × l) in the same memory: the upper 4×2 tiles by the kernel, the
+  // rest in JS, mirrored.
+  const gram = (x: Float64Array, rows: number, cols: number): Float64Array => {
+    kernels.f64(xp, rows * cols).set(x.subarray(0, rows * cols));
+    const c4 = cols - (cols % 4), c2 = cols - (cols % 2);
+    const tiles = kernels.f64(yp, cols * cols);
+    for (let i = 0; i < c4; i += 4) kernels.exports.dotsF64Rows(xp + i * rows * 8, 4, rows, xp + i * rows * 8, c2 - i, yp + (i * cols + i) * 8, cols * 8, 8);
+    const g = new Float64Array(cols * cols);
+    for (let i = 0; i < cols; i++) {
+      for (let j = i; j < cols; j++) {
+        if (i < c4 && j < c2) g[i * cols + j] = tiles[i * cols + j];
+        else {
+          let s = 0;
+          for (let t = 0; t < rows; t++) s += x[i * rows + t] * x[j * rows + t];
+          g[i * cols + j] = s;
+        }
+        g[j * cols + i] = g[i * cols + j];
+      }
+    }
+    return g;
+  };
   return {
     times: (x: Float64Array) => apply(mp, rowsM, m, n, x),
     transposeTimes: (x: Float64Array) => apply(tp, rowsT, n, m, x),
+    gram,
   };
 }
 
