@@ -369,6 +369,30 @@ describe('SIMD kernels (and the JS paths they replace)', () => {
       }
     }));
 
+    it(`${label}: symmetricEigenTop (tridiagonalisation kernels) matches the full decomposition for odd and even n`, () => withSimd(() => {
+      for (const n of [8, 9, 13, 40, 41]) {
+        const x = randomArray(n * (n + 3), n);
+        const g = new Float64Array(n * n);
+        for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+          let s = 0;
+          for (let t = 0; t < n + 3; t++) s += x[t * n + i] * x[t * n + j];
+          g[i * n + j] = s;
+        }
+        const count = Math.min(6, n);
+        const full = symmetricEigen(g, n);
+        const top = symmetricEigenTop(g, n, count);
+        const scale = Math.abs(full.values[0]);
+        for (let c = 0; c < count; c++) {
+          expect(Math.abs(top.values[c] - full.values[c]), `n=${n} λ${c}`).toBeLessThan(1e-12 * scale);
+          for (let i = 0; i < n; i++) {
+            let s = 0;
+            for (let j = 0; j < n; j++) s += g[i * n + j] * top.vectors[j * count + c];
+            expect(Math.abs(s - top.values[c] * top.vectors[i * count + c]), `n=${n} A·v${c}`).toBeLessThan(1e-11 * scale);
+          }
+        }
+      }
+    }));
+
     it(`${label}: randomizedSvd recovers exactly low-rank matrices, tall and wide, with every leftover`, () => withSimd(() => {
       for (const [m, n, rank] of [[13, 9, 3], [6, 11, 2], [40, 33, 5]]) {
         const left = randomArray(m * rank, m), right = randomArray(rank * n, n);

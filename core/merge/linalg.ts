@@ -376,12 +376,24 @@ function normalise(x: Float64Array): void {
  * `reflectors` holds v_k in columns k+1…n−1 and H_k = I − betas[k]·v_k·v_kᵀ (betas[k] = 0: no reflection).
  */
 function tridiagonalise(matrix: Float64Array, n: number) {
-  const a = Float64Array.from(matrix.subarray(0, n * n));
+  // With SIMD, the working matrix and the two vectors of each step live in the kernels' memory, where the
+  // matrix-vector product and the rank-2 update (the O(n³) part) run two lanes at a time.
+  const kernels = n >= 8 ? sharedKernels() : null;
+  let ap = 0, vp = 0, pp = 0;
+  if (kernels) {
+    kernels.reset(n * n * 8 + 2 * n * 8);
+    ap = kernels.alloc(n * n * 8);
+    vp = kernels.alloc(n * 8);
+    pp = kernels.alloc(n * 8);
+  }
+  const a = kernels ? kernels.f64(ap, n * n) : new Float64Array(n * n);
+  a.set(matrix.subarray(0, n * n));
+  const vs = kernels ? kernels.f64(vp, n) : null;
   const d = new Float64Array(n);
   const e = new Float64Array(Math.max(0, n - 1));
   const reflectors = new Float64Array(n * n);
   const betas = new Float64Array(n);
-  const p = new Float64Array(n);
+  const p = kernels ? kernels.f64(pp, n) : new Float64Array(n);
   for (let k = 0; k + 2 < n; k++) {
     let norm2 = 0;
     for (let i = k + 1; i < n; i++) norm2 += a[i * n + k] * a[i * n + k];
@@ -401,18 +413,30 @@ function tridiagonalise(matrix: Float64Array, n: number) {
     for (let i = k + 2; i < n; i++) v[i] = a[i * n + k];
     // p = beta A22 v ; w = p - (beta/2)(pᵀv) v ; A22 -= v wᵀ + w vᵀ
     let pv = 0;
-    for (let i = k + 1; i < n; i++) {
-      let s = 0;
-      const row = i * n;
-      for (let j = k + 1; j < n; j++) s += a[row + j] * v[j];
-      p[i] = beta * s;
-      pv += p[i] * v[i];
+    if (kernels) {
+      vs!.set(v.subarray(k + 1), k + 1);
+      kernels.exports.matvecRows(ap, n, k + 1, vp, pp);
+      for (let i = k + 1; i < n; i++) {
+        p[i] = beta * p[i];
+        pv += p[i] * v[i];
+      }
+    } else {
+      for (let i = k + 1; i < n; i++) {
+        let s = 0;
+        const row = i * n;
+        for (let j = k + 1; j < n; j++) s += a[row + j] * v[j];
+        p[i] = beta * s;
+        pv += p[i] * v[i];
+      }
     }
     const half = (beta / 2) * pv;
     for (let i = k + 1; i < n; i++) p[i] -= half * v[i];
-    for (let i = k + 1; i < n; i++) {
-      const row = i * n, vi = v[i], wi = p[i];
-      for (let j = k + 1; j < n; j++) a[row + j] -= vi * p[j] + wi * v[j];
+    if (kernels) kernels.exports.rank2Update(ap, n, k + 1, vp, pp);
+    else {
+      for (let i = k + 1; i < n; i++) {
+        const row = i * n, vi = v[i], wi = p[i];
+        for (let j = k + 1; j < n; j++) a[row + j] -= vi * p[j] + wi * v[j];
+      }
     }
     e[k] = alpha;
   }

@@ -27,6 +27,7 @@
  *     tiesConsensusUpTo8 (task-vectors.ts) with the per-input terms selected by sign masks instead of (x ± |x|)/2
  *     (equal wherever the elected branch reads them); out = fround((self + lambda·fround(merged)) / scale), self
  *     0 when the pointer is 0. `tiesFusedEntries` (strategies/ties.ts) is the same in JS, for the leftovers.
+ *   matvecRows / rank2Update(a, n, from, …): the Householder tridiagonalisation's O(n³) loops (tridiagonalSources).
  */
 
 type Token = string | number | readonly number[];
@@ -51,7 +52,8 @@ const OPS: Record<string, { code: number[]; imm?: 'local' | 'memarg' | 'i32' | '
   'f64x2.add': { code: [0xfd, 0xf0, 0x01] }, 'f64x2.mul': { code: [0xfd, 0xf2, 0x01] },
   'f64x2.promote_low_f32x4': { code: [0xfd, 0x5f] },
   select: { code: [0x1b] }, 'i32.le_s': { code: [0x4c] }, 'i32.store': { code: [0x36], imm: 'memarg' },
-  'i32.load': { code: [0x28], imm: 'memarg' }, 'f64.div': { code: [0xa3] },
+  'i32.load': { code: [0x28], imm: 'memarg' }, 'f64.div': { code: [0xa3] }, 'f64.sub': { code: [0xa1] },
+  'f64x2.sub': { code: [0xfd, 0xf1, 0x01] }, 'i32.gt_s': { code: [0x4a] },
   'v128.load64_splat': { code: [0xfd, 0x0a], imm: 'memarg' }, 'i8x16.shuffle': { code: [0xfd, 0x0d], imm: 'shuffle' },
   'i32x4.splat': { code: [0xfd, 0x11] }, 'f64x2.splat': { code: [0xfd, 0x14] },
   'i32x4.extract_lane': { code: [0xfd, 0x1b], imm: 'lane' },
@@ -384,9 +386,70 @@ function tiesSource(): FunctionSource {
   };
 }
 
+/**
+ * The two O(n³) loops of the Householder tridiagonalisation, on the trailing block [from, n)² of a row-major
+ * float64 n×n matrix: matvecRows (y[i] = Σ_j a[i][j]·x[j], two-lane partial sums added at the end) and
+ * rank2Update (a[i][j] −= v[i]·w[j] + w[i]·v[j], per entry exactly as the JS loop).
+ */
+function tridiagonalSources(): FunctionSource[] {
+  const rowLoop = (inner: Token[]): Token[] => [
+    'local.get', 'from', 'local.set', 'i',
+    'local.get', 'n', 'local.get', 'from', 'i32.sub', 'local.set', 'len',
+    'local.get', 'len', 'i32.const', -2, 'i32.and', 'i32.const', 8, 'i32.mul', 'local.set', 'pairBytes',
+    'block', 'loop', 'local.get', 'i', 'local.get', 'n', 'i32.ge_s', 'br_if', 1,
+    // row = &a[i][from], col = from·8 (offset into the vectors)
+    'local.get', 'a', 'local.get', 'i', 'local.get', 'n', 'i32.mul', 'local.get', 'from', 'i32.add', 'i32.const', 8, 'i32.mul', 'i32.add', 'local.set', 'row',
+    ...inner,
+    'local.get', 'i', 'i32.const', 1, 'i32.add', 'local.set', 'i', 'br', 0, 'end', 'end',
+  ];
+  const matvec: Token[] = rowLoop([
+    'v128.const0', 'local.set', 'acc', 'i32.const', 0, 'local.set', 't',
+    'block', 'loop', 'local.get', 't', 'local.get', 'pairBytes', 'i32.ge_s', 'br_if', 1,
+    'local.get', 'acc', 'local.get', 'row', 'local.get', 't', 'i32.add', 'v128.load', 0,
+    'local.get', 'x', 'local.get', 'from', 'i32.const', 8, 'i32.mul', 'i32.add', 'local.get', 't', 'i32.add', 'v128.load', 0,
+    'f64x2.mul', 'f64x2.add', 'local.set', 'acc',
+    'local.get', 't', 'i32.const', 16, 'i32.add', 'local.set', 't', 'br', 0, 'end', 'end',
+    'local.get', 'acc', 'f64x2.extract_lane', 0, 'local.get', 'acc', 'f64x2.extract_lane', 1, 'f64.add', 'local.set', 's',
+    'local.get', 'len', 'i32.const', 1, 'i32.and', 'if',
+    'local.get', 's', 'local.get', 'row', 'local.get', 't', 'i32.add', 'f64.load', 0,
+    'local.get', 'x', 'local.get', 'from', 'i32.const', 8, 'i32.mul', 'i32.add', 'local.get', 't', 'i32.add', 'f64.load', 0,
+    'f64.mul', 'f64.add', 'local.set', 's', 'end',
+    'local.get', 'y', 'local.get', 'i', 'i32.const', 8, 'i32.mul', 'i32.add', 'local.get', 's', 'f64.store', 0,
+  ]);
+  // a[i][j] −= v[i]·w[j] + w[i]·v[j]
+  const term = (load: 'v128.load' | 'f64.load', mul: string, add: string, sub: string, vi: string, wi: string): Token[] => [
+    'local.get', 'row', 'local.get', 't', 'i32.add',
+    'local.get', 'row', 'local.get', 't', 'i32.add', load, 0,
+    'local.get', vi, 'local.get', 'w', 'local.get', 'from', 'i32.const', 8, 'i32.mul', 'i32.add', 'local.get', 't', 'i32.add', load, 0, mul,
+    'local.get', wi, 'local.get', 'v', 'local.get', 'from', 'i32.const', 8, 'i32.mul', 'i32.add', 'local.get', 't', 'i32.add', load, 0, mul,
+    add, sub, load === 'v128.load' ? 'v128.store' : 'f64.store', 0,
+  ];
+  const update: Token[] = rowLoop([
+    'local.get', 'v', 'local.get', 'i', 'i32.const', 8, 'i32.mul', 'i32.add', 'f64.load', 0, 'local.tee', 'vi', 'f64x2.splat', 'local.set', 'viV',
+    'local.get', 'w', 'local.get', 'i', 'i32.const', 8, 'i32.mul', 'i32.add', 'f64.load', 0, 'local.tee', 'wi', 'f64x2.splat', 'local.set', 'wiV',
+    'i32.const', 0, 'local.set', 't',
+    'block', 'loop', 'local.get', 't', 'local.get', 'pairBytes', 'i32.ge_s', 'br_if', 1,
+    ...term('v128.load', 'f64x2.mul', 'f64x2.add', 'f64x2.sub', 'viV', 'wiV'),
+    'local.get', 't', 'i32.const', 16, 'i32.add', 'local.set', 't', 'br', 0, 'end', 'end',
+    'local.get', 'len', 'i32.const', 1, 'i32.and', 'if',
+    ...term('f64.load', 'f64.mul', 'f64.add', 'f64.sub', 'vi', 'wi'),
+    'end',
+  ]);
+  const common: Array<[string, number]> = [['i', I32], ['len', I32], ['pairBytes', I32], ['row', I32], ['t', I32]];
+  return [
+    { name: 'matvecRows', params: [['a', I32], ['n', I32], ['from', I32], ['x', I32], ['y', I32]], locals: [...common, ['acc', V128], ['s', F64]], body: matvec },
+    {
+      name: 'rank2Update',
+      params: [['a', I32], ['n', I32], ['from', I32], ['v', I32], ['w', I32]],
+      locals: [...common, ['vi', F64], ['wi', F64], ['viV', V128], ['wiV', V128]],
+      body: update,
+    },
+  ];
+}
+
 /** The module's bytes, assembled from the sources above (deterministic: same source, same bytes). */
 export function kernelModuleBytes(): Uint8Array<ArrayBuffer> {
-  return assemble([dotsSource('dotsF64Cols', 'f64'), dotsSource('dotsF32Cols', 'f32'), denseSource(), bandSource(), tiesSource(), dotsSource('dotsF64Rows', 'f64', 'f64')]);
+  return assemble([dotsSource('dotsF64Cols', 'f64'), dotsSource('dotsF32Cols', 'f32'), denseSource(), bandSource(), tiesSource(), dotsSource('dotsF64Rows', 'f64', 'f64'), ...tridiagonalSources()]);
 }
 
 /** The few WebAssembly JS API members used here (core compiles without the DOM and WebAssembly typings). */
@@ -407,6 +470,8 @@ interface Exports {
   dotsF64Rows(rows: number, rowCount4: number, len: number, cols: number, colCount2: number, out: number, rowStride: number, colStride: number): void;
   denseF32(a: number, b: number, r: number, inDim: number, outCount4: number, inCount8: number, out: number, minus: number, scale: number): void;
   magnitudeBand(x: number, count4: number, lo: number, hi: number, band: number, capacity: number, counts: number): void;
+  matvecRows(a: number, n: number, from: number, x: number, y: number): void;
+  rank2Update(a: number, n: number, from: number, v: number, w: number): void;
   tiesFused8(taus: number, thresholds: number, weights: number, count4: number, out: number, self: number, lambda: number, scale: number): void;
 }
 
