@@ -14,6 +14,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { adapterParameterCount, type Adapter, type LoraPair } from '../core/model/adapter.ts';
 import { uniformRandom } from '../core/merge/common.ts';
 import { listStrategies, resolveParams } from '../core/merge/registry.ts';
@@ -130,6 +131,7 @@ function main(): void {
   if (args.probe) return memoryProbe();
   const log = args.json === '-' ? (s: string) => process.stderr.write(s + '\n') : (s: string) => console.log(s);
 
+  const loadBefore = loadavg();
   const inputs = makeInputs();
   const params = adapterParameterCount(inputs[0].adapter);
   const bytes = PEERS * params * 4;
@@ -166,24 +168,42 @@ function main(): void {
     : `ties (space=products) memory probe failed: ${probe.stderr.trim().split('\n').pop()}`);
 
   const find = (label: string) => results.find((r) => r.strategy === label)!.medianMs as number;
+  // The same goals on CPU time: on a shared, loaded machine the wall times also count the waits for a core.
+  const findCpu = (label: string) => results.find((r) => r.strategy === label)!.medianCpuMs as number;
   const extraMemory = memory ? Math.max(memory.rssGrowthBytes, memory.peakRssGrowthBytes, memory.arrayBuffersGrowthBytes + memory.heapUsedGrowthBytes) : NaN;
   const goals = [
-    { goal: 'fedavg within 3x of copy', measured: `${(find('fedavg') / copyMs).toFixed(1)}x`, met: find('fedavg') <= 3 * copyMs },
-    { goal: 'exact-average < 1 s', measured: `${find('exact-average').toFixed(0)} ms`, met: find('exact-average') < 1000 },
-    { goal: 'ties (factors) < 1 s', measured: `${find('ties').toFixed(0)} ms`, met: find('ties') < 1000 },
-    { goal: 'ties (products) < 10 s', measured: `${find('ties (space=products)').toFixed(0)} ms`, met: find('ties (space=products)') < 10000 },
+    {
+      goal: 'fedavg within 3x of copy',
+      measured: `${(find('fedavg') / copyMs).toFixed(1)}x wall, ${(findCpu('fedavg') / copyCpuMs).toFixed(1)}x CPU`,
+      met: find('fedavg') <= 3 * copyMs,
+      metCpu: findCpu('fedavg') <= 3 * copyCpuMs,
+    },
+    ...([['exact-average < 1 s', 'exact-average', 1000], ['ties (factors) < 1 s', 'ties', 1000], ['ties (products) < 10 s', 'ties (space=products)', 10000]] as const).map(
+      ([goal, label, limit]) => ({
+        goal,
+        measured: `${find(label).toFixed(0)} ms wall, ${findCpu(label).toFixed(0)} ms CPU`,
+        met: find(label) < limit,
+        metCpu: findCpu(label) < limit,
+      }),
+    ),
     {
       goal: 'ties (products) < 1 GB extra',
       measured: memory ? `${(extraMemory / 1e6).toFixed(0)} MB (largest of the growths above)` : 'n/a',
       met: memory ? extraMemory < 1e9 : false,
+      metCpu: memory ? extraMemory < 1e9 : false,
     },
   ];
+  const loadAfter = loadavg();
   log('');
-  for (const g of goals) log(`${g.met ? 'MET   ' : 'MISSED'} ${g.goal}: ${g.measured}`);
+  log(`load average (1/5/15 min) on ${cpus().length} cores: ${loadBefore.map((x) => x.toFixed(1)).join(' ')} at the start, ${loadAfter.map((x) => x.toFixed(1)).join(' ')} at the end`);
+  log('goal met by wall time / by CPU time:');
+  for (const g of goals) log(`${g.met ? 'MET   ' : 'MISSED'} / ${g.metCpu ? 'MET   ' : 'MISSED'} ${g.goal}: ${g.measured}`);
 
   if (args.json) {
     const report = {
       node: process.version,
+      cores: cpus().length,
+      loadAverage: { start: loadBefore, end: loadAfter },
       peers: PEERS,
       parametersPerAdapter: params,
       inputBytes: bytes,
