@@ -31,8 +31,11 @@ export interface ObserverConnection {
 
 export interface DashboardState {
   phase: 'idle' | 'starting' | 'watching' | 'error';
-  /** 'own-node': this tab only watches; 'peer-node': this tab trains and the dashboard shares its node. */
-  via: 'own-node' | 'peer-node' | null;
+  /**
+   * 'own-node': this tab only watches; 'peer-node': this tab trains and the dashboard shares its node;
+   * 'synthetic': a load harness feeds it generated reports (watchFeed), no network at all.
+   */
+  via: 'own-node' | 'peer-node' | 'synthetic' | null;
   error: string | null;
   wireRunId: string | null;
   manifest: RunManifest | null;
@@ -70,6 +73,19 @@ async function resolveWatchedRun(controller: PeerController): Promise<RunManifes
   return { ...defaults, baseModel: { ...defaults.baseModel, url } };
 }
 
+/** What the observer needs of a node: its own id and its live connections (a synthetic feed has no libp2p node). */
+export interface ObservedNode {
+  peerId: string;
+  connections(): ObserverConnection[];
+}
+
+function observedNode(node: SwarmNode): ObservedNode {
+  return {
+    peerId: node.peerId.toString(),
+    connections: () => node.libp2p.getConnections().map((c) => ({ peerId: c.remotePeer.toString(), relay: node.dialPolicy.isRelay(c.remotePeer.toString()) })),
+  };
+}
+
 export class TelemetryObserver {
   private listeners = new Set<() => void>();
   private log: RunLog | null = null;
@@ -80,6 +96,8 @@ export class TelemetryObserver {
   private notifyTimer: ReturnType<typeof setTimeout> | null = null;
   private lastNotifyMs = 0;
   private lagSamples: Array<{ atMs: number; lagMs: number }> = [];
+  /** Clock for 'left' detection; a load harness that speeds time up passes its own (watchFeed). */
+  private now: () => number = Date.now;
   private state: DashboardState = {
     phase: 'idle', via: null, error: null, wireRunId: null, manifest: null, observerPeerId: null, relays: [], connections: [],
     recentRejections: [], feed: { accepted: 0, rejected: 0, byReason: {} }, lagMs: 0, recordCount: 0, revision: 0,
@@ -121,14 +139,26 @@ export class TelemetryObserver {
     if (peer.joined) {
       // The tab trains: wait for its node, then share it (one node per tab).
       const { feed, node, info } = await this.waitForPeerNetwork();
-      this.attach(feed, node, info.manifest, 'peer-node', peer.network.relays);
+      this.attach(feed, observedNode(node), info.manifest, 'peer-node', peer.network.relays);
       return;
     }
     const manifest = await resolveWatchedRun(this.controller);
     const relays = await resolveRelays({ search: location.search, storage: localStorage, fetchJson: async (url) => (await fetch(url)).json() });
     const node = await createSwarmNode({ relays, runId: wireRunId(manifest), discoveryIntervalMs: 1000 });
     this.node = node;
-    this.attach(listenToTelemetry(node, wireRunId(manifest)), node, manifest, 'own-node', relays);
+    this.attach(listenToTelemetry(node, wireRunId(manifest)), observedNode(node), manifest, 'own-node', relays);
+  }
+
+  /**
+   * Load-test entry (app/harness/dashboard-load): watches a feed that no network node delivers, on a clock that may
+   * run faster than the wall clock. Everything after the feed (run log, notifications, rendering) is the live path.
+   */
+  watchFeed(feed: TelemetryFeed, node: ObservedNode, manifest: RunManifest, relays: string[], now: () => number): void {
+    if (this.state.phase !== 'idle') throw new Error('the observer is already watching');
+    this.now = now;
+    this.set({ phase: 'starting' }, true);
+    this.watchLag();
+    this.attach(feed, node, manifest, 'synthetic', relays);
   }
 
   private waitForPeerNetwork(): Promise<{ feed: TelemetryFeed; node: SwarmNode; info: NonNullable<ReturnType<PeerController['snapshot']>['info']> }> {
@@ -148,9 +178,9 @@ export class TelemetryObserver {
     });
   }
 
-  private attach(feed: TelemetryFeed, node: SwarmNode, manifest: RunManifest, via: DashboardState['via'], relays: string[]): void {
+  private attach(feed: TelemetryFeed, node: ObservedNode, manifest: RunManifest, via: DashboardState['via'], relays: string[]): void {
     this.feed = feed;
-    const log = new RunLog({ source: 'live', wireRunId: feed.wireRunId, manifest, meta: { observer: node.peerId.toString(), via: via ?? 'own-node' } });
+    const log = new RunLog({ source: 'live', wireRunId: feed.wireRunId, manifest, createdAtMs: this.now(), meta: { observer: node.peerId, via: via ?? 'own-node' } });
     this.log = log;
     this.unsubscribe.push(
       feed.onReport((report, atMs) => {
@@ -162,13 +192,15 @@ export class TelemetryObserver {
         this.set({ recentRejections: [...this.state.recentRejections, { peerId, reason, detail, atMs }].slice(-RECENT_REJECTIONS) });
       }),
     );
-    this.set({ phase: 'watching', via, wireRunId: feed.wireRunId, manifest, observerPeerId: node.peerId.toString(), relays }, true);
+    this.set({ phase: 'watching', via, wireRunId: feed.wireRunId, manifest, observerPeerId: node.peerId, relays }, true);
     this.timers.push(
       setInterval(() => {
-        log.expireSilent(Date.now(), SILENCE_MS);
-        const connections = node.libp2p.getConnections().map((c) => ({ peerId: c.remotePeer.toString(), relay: node.dialPolicy.isRelay(c.remotePeer.toString()) }));
+        log.expireSilent(this.now(), SILENCE_MS);
+        const connections = node.connections();
         const unique = [...new Map(connections.map((c) => [c.peerId, c])).values()].sort((a, b) => a.peerId.localeCompare(b.peerId));
-        this.set({ connections: unique, feed: feed.stats() });
+        // The same array while nothing changed, so the topology (memoised on it) is not redrawn every second.
+        const key = (list: ObserverConnection[]) => list.map((c) => `${c.peerId}${c.relay ? 'r' : ''}`).join(' ');
+        this.set({ connections: key(unique) === key(this.state.connections) ? this.state.connections : unique, feed: feed.stats() });
       }, 1000),
     );
   }

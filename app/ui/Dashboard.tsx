@@ -1,6 +1,6 @@
 // The researcher's dashboard: the whole swarm this tab can hear, from the gossiped telemetry (no server).
 // Everything shown is derived from the run log, so what is on screen is what the exported JSON/CSV holds.
-import { useEffect, useMemo, useSyncExternalStore } from 'react';
+import { memo, useEffect, useMemo, useSyncExternalStore } from 'react';
 import type { PeerController } from '../lib/peer-controller.ts';
 import { TelemetryObserver, type DashboardState } from '../lib/telemetry.ts';
 import {
@@ -154,6 +154,25 @@ function derive(records: readonly RunLogRecord[], createdAtMs: number): Derived 
   };
 }
 
+/** One row of the peers table; re-rendered only when that peer sent a new report or came and went. */
+const PeerTableRow = memo(function PeerTableRow({ peerId, color, present, latest }: { peerId: string; color: string; present: boolean; latest: TelemetryReport }) {
+  return (
+    <tr data-testid="dashboard-peer-row" data-peer-id={peerId} data-present={present} className={present ? '' : 'left'}>
+      <td><span className="swatch" style={{ background: color }} /> {shortId(peerId)}</td>
+      <td>{latest.step}</td>
+      <td>{latest.trainLoss?.toFixed(3) ?? '–'}</td>
+      <td>{latest.heldOutLoss?.toFixed(3) ?? '–'}</td>
+      <td>{latest.merges}</td>
+      <td>{latest.neighbours.length}</td>
+      <td data-testid="peer-bytes-sent">{formatBytes(latest.bytesSent)}</td>
+      <td>{formatBytes(latest.bytesReceived)}</td>
+      <td>{latest.versionsAnnounced}/{latest.versionsFetched}</td>
+      <td>{latest.tokensPerSecond?.toFixed(0) ?? '–'}</td>
+      <td>{latest.backend}</td>
+    </tr>
+  );
+});
+
 function RunPanel({ state }: { state: DashboardState }) {
   const m = state.manifest;
   return (
@@ -181,12 +200,17 @@ export function Dashboard({ controller }: { controller: PeerController }) {
   const observer = dashboardObserver(controller);
   useEffect(() => observer.start(), [observer]);
   const state = useSyncExternalStore(observer.subscribe, observer.snapshot);
-  // Recomputed only when the observer announces a change (≤ 2/s), not on every report.
+  // Recomputed only when the log grew (the observer also notifies for lag, connections and counters, up to 2/s):
+  // the log only ever appends, so its length says whether anything derived from it changed. Everything below
+  // that is memoised on `d` keeps its identity otherwise, and the charts and the graph are not touched.
   const records = observer.records();
   const createdAtMs = useMemo(() => Date.now(), []);
-  const d = useMemo(() => derive(records, createdAtMs), [state.revision, state.recordCount]);
+  const d = useMemo(() => derive(records, createdAtMs), [state.recordCount]);
   const present = d.peers.filter((p) => p.present);
-  const graphPeers: GraphPeer[] = d.peers.map((p) => ({ peerId: p.peerId, label: shortId(p.peerId), color: p.color, steps: p.latest.step, present: p.present }));
+  const graphPeers: GraphPeer[] = useMemo(
+    () => d.peers.map((p) => ({ peerId: p.peerId, label: shortId(p.peerId), color: p.color, steps: p.latest.step, present: p.present })),
+    [d],
+  );
   const observerView = useMemo(
     () => (state.observerPeerId ? { peerId: state.observerPeerId, connections: state.connections.filter((c) => !c.relay).map((c) => c.peerId) } : null),
     [state.observerPeerId, state.connections],
@@ -204,7 +228,7 @@ export function Dashboard({ controller }: { controller: PeerController }) {
           {state.phase === 'starting' && 'Connecting to the run…'}
           {state.phase === 'watching' && (
             <>
-              Listening to <code>{state.wireRunId}</code> {state.via === 'own-node' ? 'as a watcher (this tab does not train)' : 'through this tab’s peer'}:{' '}
+              Listening to <code>{state.wireRunId}</code> {state.via === 'own-node' ? 'as a watcher (this tab does not train)' : state.via === 'synthetic' ? 'from synthetic peers (load harness, no network)' : 'through this tab’s peer'}:{' '}
               <strong data-testid="dashboard-peer-count">{present.length}</strong> peers present ({d.peers.length} seen),{' '}
               <span data-testid="dashboard-report-count">{state.feed.accepted}</span> reports accepted,{' '}
               <span data-testid="dashboard-rejected-count">{state.feed.rejected}</span> rejected, page lag{' '}
@@ -233,19 +257,7 @@ export function Dashboard({ controller }: { controller: PeerController }) {
             </thead>
             <tbody>
               {d.peers.map((p) => (
-                <tr key={p.peerId} data-testid="dashboard-peer-row" data-peer-id={p.peerId} data-present={p.present} className={p.present ? '' : 'left'}>
-                  <td><span className="swatch" style={{ background: p.color }} /> {shortId(p.peerId)}</td>
-                  <td>{p.latest.step}</td>
-                  <td>{p.latest.trainLoss?.toFixed(3) ?? '–'}</td>
-                  <td>{p.latest.heldOutLoss?.toFixed(3) ?? '–'}</td>
-                  <td>{p.latest.merges}</td>
-                  <td>{p.latest.neighbours.length}</td>
-                  <td data-testid="peer-bytes-sent">{formatBytes(p.latest.bytesSent)}</td>
-                  <td>{formatBytes(p.latest.bytesReceived)}</td>
-                  <td>{p.latest.versionsAnnounced}/{p.latest.versionsFetched}</td>
-                  <td>{p.latest.tokensPerSecond?.toFixed(0) ?? '–'}</td>
-                  <td>{p.latest.backend}</td>
-                </tr>
+                <PeerTableRow key={p.peerId} peerId={p.peerId} color={p.color} present={p.present} latest={p.latest} />
               ))}
             </tbody>
             <tfoot>

@@ -1,6 +1,6 @@
 // A live uPlot chart of several series over run time, updated in place (never re-created per update) and
 // exportable as PNG. Series may be lines (per peer, swarm mean) or points only (events such as merges).
-import { useEffect, useRef } from 'react';
+import { memo, useEffect, useRef } from 'react';
 import uPlot from 'uplot';
 
 export interface ChartSeries {
@@ -47,7 +47,8 @@ export function downloadCanvasPng(canvas: HTMLCanvasElement, name: string): void
   }, 'image/png');
 }
 
-export function SeriesChart({ title, yLabel, series, testId, height = 240, emptyNote }: Props) {
+/** Memoised: the dashboard re-renders for every status change, a chart only needs to when its series changed. */
+export const SeriesChart = memo(function SeriesChart({ title, yLabel, series, testId, height = 240, emptyNote }: Props) {
   const host = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   // uPlot's series list is fixed at creation: a new set of labels rebuilds the chart, new points only update it.
@@ -93,4 +94,4 @@ export function SeriesChart({ title, yLabel, series, testId, height = 240, empty
       <div ref={host} className="chart" data-testid={testId} data-points={points} data-series={series.length} />
     </section>
   );
-}
+});

@@ -1,7 +1,9 @@
 // The swarm's topology drawn by cytoscape: peers on a circle (size = steps trained, colour = the peer's chart
 // colour, grey once left), this dashboard as a square, relays apart on the left as diamonds (they introduce peers
 // and carry discovery gossip only). Positions are computed once per node so live updates never make it jump.
-import { useEffect, useRef } from 'react';
+// Updates touch only what changed (a new node or link, a node's size or colour): rebuilding every element and
+// refitting the view on each update is what made the graph the dashboard's most expensive part at 16–32 peers.
+import { memo, useEffect, useRef } from 'react';
 import cytoscape from 'cytoscape';
 import { downloadCanvasPng } from './SeriesChart.tsx';
 
@@ -40,7 +42,7 @@ function size(steps: number, maxSteps: number): number {
   return 18 + 30 * Math.sqrt(maxSteps > 0 ? steps / maxSteps : 0);
 }
 
-export function TopologyGraph({ peers, edges, observer, relays }: Props) {
+export const TopologyGraph = memo(function TopologyGraph({ peers, edges, observer, relays }: Props) {
   const host = useRef<HTMLDivElement>(null);
   const cy = useRef<cytoscape.Core | null>(null);
 
@@ -90,11 +92,31 @@ export function TopologyGraph({ peers, edges, observer, relays }: Props) {
         }
       }
     }
+    const wanted = new Set(elements.map((e) => e.data.id as string));
+    let membershipChanged = false;
     graph.batch(() => {
-      graph.elements().remove();
-      graph.add(elements);
+      const gone = graph.elements().filter((e) => !wanted.has(e.id()));
+      if (gone.nonempty()) {
+        gone.remove();
+        membershipChanged = true;
+      }
+      for (const def of elements) {
+        const existing = graph.getElementById(def.data.id as string);
+        if (existing.empty()) {
+          graph.add(def);
+          membershipChanged = true;
+          continue;
+        }
+        if (def.group !== 'nodes') continue;
+        for (const [k, v] of Object.entries(def.data)) if (existing.data(k) !== v) existing.data(k, v);
+        const classes = (def.classes as string | undefined) ?? '';
+        if (existing.classes().join(' ') !== classes) existing.classes(classes);
+        const at = existing.position();
+        if (def.position && (at.x !== def.position.x || at.y !== def.position.y)) existing.position(def.position);
+      }
     });
-    graph.fit(undefined, 30);
+    // Refitting measures every element; only a new or departed node or link can change what needs to fit.
+    if (membershipChanged) graph.fit(undefined, 30);
   }, [peers, edges, observer, relays]);
 
   const peerEdges = edges.filter(([a, b]) => peers.some((p) => p.peerId === a) && peers.some((p) => p.peerId === b));
@@ -128,4 +150,4 @@ export function TopologyGraph({ peers, edges, observer, relays }: Props) {
       </p>
     </section>
   );
-}
+});
