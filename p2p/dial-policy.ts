@@ -17,8 +17,18 @@ export interface DialPolicyInit {
   maxNeighbours?: number;
   /** Which discovered addresses are worth dialling; default: browser-to-browser WebRTC addresses. */
   isDirectAddress?: (ma: Multiaddr) => boolean;
-  /** Abandon one dial attempt after this long. */
+  /**
+   * Abandon a first dial attempt after this long; each failure doubles it, up to maxDialTimeoutMs. A hung dial is
+   * cut early, while a tab whose CPU is saturated by training (handshakes then take many seconds) still gets
+   * attempts long enough to finish.
+   */
   dialTimeoutMs?: number;
+  maxDialTimeoutMs?: number;
+  /**
+   * WebRTC dials in flight at once. Eight tabs that each open seven handshakes together on two busy cores time all
+   * of them out; a few at a time finish.
+   */
+  maxConcurrentDials?: number;
   /** First retry delay; doubles per failure up to maxBackoffMs. */
   initialBackoffMs?: number;
   maxBackoffMs?: number;
@@ -82,6 +92,8 @@ interface RelayState {
 const DEFAULTS = {
   // A healthy local WebRTC handshake takes well under a second; a hung one is better abandoned early.
   dialTimeoutMs: 5_000,
+  maxDialTimeoutMs: 30_000,
+  maxConcurrentDials: 2,
   initialBackoffMs: 500,
   maxBackoffMs: 15_000,
   maxAttempts: 8,
@@ -112,6 +124,11 @@ export function withPeerId(ma: Multiaddr, peerId: string): Multiaddr {
   return ma.encapsulate(`/p2p/${peerId}`);
 }
 
+/** Timeout of the next dial to a candidate that has failed `failures` times: doubling from the base, capped. */
+export function dialTimeoutFor(failures: number, baseMs: number, maxMs: number): number {
+  return Math.min(maxMs, baseMs * 2 ** Math.min(Math.max(0, failures), 16));
+}
+
 export function backoffDelay(attempt: number, initialMs: number, maxMs: number, random = Math.random): number {
   const exponential = Math.min(maxMs, initialMs * 2 ** Math.max(0, attempt - 1));
   // Jitter keeps two tabs that failed together from retrying in lockstep.
@@ -136,6 +153,8 @@ class SwarmDialPolicy extends TypedEventEmitter<DialPolicyEvents> implements Dia
     this.log = components.logger.forComponent('swarm:dial-policy');
     this.options = {
       dialTimeoutMs: init.dialTimeoutMs ?? DEFAULTS.dialTimeoutMs,
+      maxDialTimeoutMs: init.maxDialTimeoutMs ?? Math.max(init.dialTimeoutMs ?? 0, DEFAULTS.maxDialTimeoutMs),
+      maxConcurrentDials: init.maxConcurrentDials ?? DEFAULTS.maxConcurrentDials,
       initialBackoffMs: init.initialBackoffMs ?? DEFAULTS.initialBackoffMs,
       maxBackoffMs: init.maxBackoffMs ?? DEFAULTS.maxBackoffMs,
       maxAttempts: init.maxAttempts ?? DEFAULTS.maxAttempts,
@@ -283,12 +302,18 @@ class SwarmDialPolicy extends TypedEventEmitter<DialPolicyEvents> implements Dia
 
     const me = this.components.peerId.toString();
     let budget = this.options.maxNeighbours - this.neighbourSet.size;
-    for (const [id, candidate] of this.candidates) {
-      if (budget <= 0) break;
-      if (this.neighbourSet.has(id) || candidate.dialing || now < candidate.nextAttemptAt) continue;
+    let inFlight = 0;
+    for (const candidate of this.candidates.values()) if (candidate.dialing) inFlight++;
+    const due = [...this.candidates]
+      .filter(([id, c]) => !this.neighbourSet.has(id) && !c.dialing && now >= c.nextAttemptAt)
+      // With few dial slots, peers never tried go first, so one unreachable peer cannot hold a slot for everyone.
+      .sort(([, a], [, b]) => a.attempts - b.attempts || a.nextAttemptAt - b.nextAttemptAt);
+    for (const [id, candidate] of due) {
+      if (budget <= 0 || inFlight >= this.options.maxConcurrentDials) break;
       const myTurn = me < id || (now - candidate.firstSeen >= this.options.tieBreakGraceMs && !this.hasAnyConnection(candidate.peerId));
       if (!myTurn) continue;
       budget--;
+      inFlight++;
       void this.dialCandidate(candidate);
     }
   }
@@ -319,7 +344,7 @@ class SwarmDialPolicy extends TypedEventEmitter<DialPolicyEvents> implements Dia
     candidate.dialing = true;
     try {
       const connection = await this.components.connectionManager.openConnection(candidate.addrs, {
-        signal: AbortSignal.timeout(this.options.dialTimeoutMs),
+        signal: AbortSignal.timeout(dialTimeoutFor(candidate.attempts, this.options.dialTimeoutMs, this.options.maxDialTimeoutMs)),
         // Without force, libp2p hands back an existing relayed (limited) connection instead of dialling WebRTC.
         force: true,
       });
