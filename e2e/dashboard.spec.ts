@@ -76,7 +76,13 @@ test.describe.serial(`dashboard: a watching tab sees ${PEERS} training tabs`, ()
             lastLog = Date.now();
             // Progress only: a tab the dev server is reloading has no probe for a moment.
             const states = await Promise.all(tabs.map((t) => t.evaluate(() => window.swarmPeer?.status() ?? null).catch(() => null)));
-            console.log(`[dashboard] ${count} peers shown; tabs: ${states.map((s) => (s ? `${s.phase} step ${s.step} nb ${s.neighbours.length}` : 'reloading')).join(' | ')}`);
+            console.log(`[dashboard] ${count} peers shown; tabs: ${states.map((s) => (s ? `${s.phase} step ${s.step} nb ${s.neighbours.length} conn ${s.connections}` : 'reloading')).join(' | ')}`);
+            // Why a tab lacks neighbours: its pending dials and their last errors.
+            for (const s of states) {
+              if (!s || s.neighbours.length >= PEERS - 1) continue;
+              const errors = s.dialPending.map((p) => `…${p.peerId.slice(-4)}×${p.attempts}${p.lastError ? ` ${p.lastError.slice(0, 90)}` : ''}`);
+              if (errors.length) console.log(`[dashboard]   slot ${s.slot} pending: ${errors.join('; ')}`);
+            }
           }
           return count;
         },

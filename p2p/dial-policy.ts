@@ -26,7 +26,7 @@ export interface DialPolicyInit {
   maxDialTimeoutMs?: number;
   /**
    * WebRTC dials in flight at once. Eight tabs that each open seven handshakes together on two busy cores time all
-   * of them out; a few at a time finish.
+   * of them out; four lets a small swarm dial everyone at once while bounding that storm.
    */
   maxConcurrentDials?: number;
   /** First retry delay; doubles per failure up to maxBackoffMs. */
@@ -93,7 +93,7 @@ const DEFAULTS = {
   // A healthy local WebRTC handshake takes well under a second; a hung one is better abandoned early.
   dialTimeoutMs: 5_000,
   maxDialTimeoutMs: 30_000,
-  maxConcurrentDials: 2,
+  maxConcurrentDials: 4,
   initialBackoffMs: 500,
   maxBackoffMs: 15_000,
   maxAttempts: 8,

@@ -43,6 +43,10 @@ export interface NetworkState {
   relays: string[];
   relayConnected: boolean;
   neighbours: string[];
+  /** Peers the dial policy is still trying to reach directly, with their last dial error. */
+  dialPending: Array<{ peerId: string; attempts: number; lastError?: string }>;
+  /** Open connections of any kind (relayed signalling ones included). */
+  connections: number;
   bytesSent: number;
   bytesReceived: number;
   versionsAnnounced: number;
@@ -87,6 +91,16 @@ export interface PeerState {
 
 const KNOWN_RUNS_KEY = 'swarm.knownRuns';
 const MAX_NOTICES = 30;
+
+/**
+ * While a tab has fewer direct neighbours than this and dials are pending, its worker trains at CONNECTING_DUTY at
+ * most, for up to CONNECTING_MAX_MS after the network starts. Eight tabs training flat out on two cores starve the
+ * main threads that run the WebRTC and Noise handshakes: every dial timed out and the tabs stayed alone for
+ * minutes (dashboard.spec with 8 peers). Connected, they train at the user's setting again.
+ */
+const CONNECTING_NEIGHBOURS = 2;
+const CONNECTING_DUTY = 0.1;
+const CONNECTING_MAX_MS = 120_000;
 /** How long a tab may be without relay and neighbours (a busy machine takes a while to connect) before it says so. */
 const RELAY_GRACE_MS = 30_000;
 
@@ -117,6 +131,9 @@ export class PeerController {
   private readonly seenRejections = new Set<string>();
   private readonly refusedByWorker: Partial<Record<RejectReason, number>> = {};
   private timer?: ReturnType<typeof setInterval>;
+  private userDuty: number;
+  private yieldingToNetwork = false;
+  private networkStartedAtMs: number | null = null;
   private aloneSinceMs: number | null = null;
   private startedAtMs = Date.now();
   private state: PeerState;
@@ -124,13 +141,14 @@ export class PeerController {
   readonly faults: PageFaults;
 
   constructor(readonly params: PageParams) {
+    this.userDuty = params.duty;
     this.faults = new PageFaults(params.faults);
     this.telemetryGate = new TelemetryGate(params.telemetryMs);
     const peerKey = params.peerKey ?? sessionValue('swarm.peerKey', () => `tab-${crypto.randomUUID()}`);
     const slot = params.slot ?? Number(sessionValue('swarm.slot', () => String(Math.floor(Math.random() * 6))));
     this.state = {
       joined: false, runLookup: null, info: null, status: null, lossHistory: [], heldOutHistory: [], mergeHistory: [],
-      network: { peerId: null, relays: [], relayConnected: false, neighbours: [], bytesSent: 0, bytesReceived: 0, versionsAnnounced: 0, versionsFetched: 0, rejections: {} },
+      network: { peerId: null, relays: [], relayConnected: false, neighbours: [], dialPending: [], connections: 0, bytesSent: 0, bytesReceived: 0, versionsAnnounced: 0, versionsFetched: 0, rejections: {} },
       errors: [], notices: [], generated: null, generating: false, slot, peerKey, revision: 0,
     };
   }
@@ -433,6 +451,7 @@ export class PeerController {
     const node = this.node;
     if (node) {
       this.watchRelay(node);
+      if (this.state.status) this.yieldToNetwork(node);
       const stats = node.exchange.stats();
       const rejections: Partial<Record<RejectReason, number>> = { ...node.ledger.snapshot().byReason };
       for (const [reason, n] of Object.entries(this.refusedByWorker) as [RejectReason, number][]) rejections[reason] = (rejections[reason] ?? 0) + n;
@@ -441,6 +460,8 @@ export class PeerController {
           ...this.state.network,
           relayConnected: this.relayConnected(),
           neighbours: node.dialPolicy.neighbours(),
+          dialPending: node.dialPolicy.pending().map(({ peerId, attempts, lastError }) => ({ peerId, attempts, lastError })),
+          connections: node.libp2p.getConnections().length,
           bytesSent: stats.bytesServed,
           bytesReceived: stats.bytesFetched,
           versionsAnnounced: stats.announced,
@@ -497,7 +518,20 @@ export class PeerController {
   }
 
   throttle(duty: number, slowWhenHidden: boolean): void {
-    this.send({ type: 'throttle', duty, slowWhenHidden });
+    this.userDuty = duty;
+    this.send({ type: 'throttle', duty: this.yieldingToNetwork ? Math.min(duty, CONNECTING_DUTY) : duty, slowWhenHidden });
+  }
+
+  /** See CONNECTING_DUTY: trains slowly while the first direct connections are being made. */
+  private yieldToNetwork(node: SwarmNode): void {
+    this.networkStartedAtMs ??= Date.now();
+    const neighbours = node.dialPolicy.neighbours().length;
+    const reachable = neighbours + node.dialPolicy.pending().length;
+    const yielding =
+      Date.now() - this.networkStartedAtMs < CONNECTING_MAX_MS && neighbours < Math.min(CONNECTING_NEIGHBOURS, reachable);
+    if (yielding === this.yieldingToNetwork) return;
+    this.yieldingToNetwork = yielding;
+    this.send({ type: 'throttle', duty: yielding ? Math.min(this.userDuty, CONNECTING_DUTY) : this.userDuty });
   }
 
   addLocalFiles(files: FileList | File[]): void {

@@ -24,6 +24,8 @@ export interface PeerProbe {
   mergeHistory: MergeRecord[];
   publishedVersion: number;
   neighbours: string[];
+  dialPending: Array<{ peerId: string; attempts: number; lastError?: string }>;
+  connections: number;
   mergeTable: Array<{ peerId: string; version: number; ageMs: number; weight: number }>;
   adaptersAccepted: number;
   bytesSent: number;
@@ -76,6 +78,8 @@ export function installProbe(controller: PeerController): void {
         mergeHistory: s.mergeHistory,
         publishedVersion: st?.publishedVersion ?? 0,
         neighbours: s.network.neighbours,
+        dialPending: s.network.dialPending,
+        connections: s.network.connections,
         mergeTable: st?.neighbours.map((n) => ({ peerId: n.peerId, version: n.version, ageMs: n.ageMs, weight: n.weight })) ?? [],
         adaptersAccepted: st?.adaptersAccepted ?? 0,
         bytesSent: s.network.bytesSent,
