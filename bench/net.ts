@@ -109,6 +109,8 @@ async function payloadRuns(browser: Browser, relay: string, size: number): Promi
   const [ida, idb] = await Promise.all(pages.map((p) => p.evaluate(() => window.swarmHarness.peerId)));
   await waitUntil(async () => (await pages[0].evaluate(() => window.swarmHarness.neighbours())).includes(idb) &&
     (await pages[1].evaluate(() => window.swarmHarness.neighbours())).includes(ida), 60_000, 'two tabs connected');
+  // Gossip reaches only peers whose subscription has arrived; announcing before that measures nothing but a loss.
+  await waitUntil(async () => (await pages[0].evaluate(() => window.swarmHarness.topicPeers())).includes(idb), 30_000, 'the receiver subscribed to the run topic');
   const latencyMs: number[] = [];
   const throughputMBps: number[] = [];
   let bytes = 0;

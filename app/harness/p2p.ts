@@ -28,6 +28,8 @@ export interface HarnessApi {
   timeline(): { pageStartedAtMs: number; nodeStartedAtMs?: number; webrtcAddressAtMs?: number };
   neighbourLog(): Array<{ peerId: string; event: 'added' | 'removed'; atMs: number }>;
   connections(): Array<{ peerId: string; addr: string; limited: boolean; direct: boolean }>;
+  /** Peers this tab knows to be subscribed to its run's adapter topic (an announcement only reaches those). */
+  topicPeers(): string[];
   /** Sets the payload size the run uses (peers must agree: it fixes the adapter schema). */
   useAdapterSize(bytes: number): string;
   announce(seed?: number): Promise<{ sha256: string; bytes: number; version: number; createdAtMs: number; encodeMs: number }>;
@@ -77,6 +79,7 @@ const api: HarnessApi = {
       limited: c.limits != null,
       direct: c.direct,
     })) ?? [],
+  topicPeers: () => (node ? node.libp2p.services.pubsub.getSubscribers(node.exchange.topic).map((p) => p.toString()) : []),
   useAdapterSize(bytes: number): string {
     adapterBytes = bytes;
     const context = syntheticRunContext(bytes);
