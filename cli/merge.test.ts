@@ -1,30 +1,19 @@
 /** `swarm merge` end to end on real PEFT files in a temp directory (main() called directly). */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { exportPeft, importPeft } from '../core/io/peft.ts';
-import { mergeWith } from '../core/merge/registry.ts';
-import { listStrategies } from '../core/merge/registry.ts';
+import { listStrategies, mergeWith } from '../core/merge/registry.ts';
 import { asInput, maxAbsDiff, randomAdapter } from '../core/merge/testing.ts';
 import type { Adapter } from '../core/model/adapter.ts';
+import { useCommandSandbox } from './command-sandbox.ts';
 import { main } from './merge.ts';
 
 let dir: string;
 let stdout: string[];
 let stderr: string[];
-
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'swarm-merge-'));
-  stdout = [];
-  stderr = [];
-  vi.spyOn(console, 'log').mockImplementation((...args) => void stdout.push(args.join(' ')));
-  vi.spyOn(console, 'error').mockImplementation((...args) => void stderr.push(args.join(' ')));
-});
-afterEach(() => {
-  vi.restoreAllMocks();
-  rmSync(dir, { recursive: true, force: true });
-});
+const sandbox = useCommandSandbox('swarm-merge-');
+beforeEach(() => ({ dir, stdout, stderr } = sandbox));
 
 function writeAdapter(name: string, adapter: Adapter): string {
   const path = join(dir, name);

@@ -1,30 +1,20 @@
 /** `swarm report` end to end: real run logs written to a temp folder, main() called directly, outputs read back. */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { defaultRunManifest, wireRunId } from '../core/swarm/run.ts';
 import { RunLog, runLogFromJson } from '../core/swarm/run-log.ts';
 import { telemetryReport } from '../core/swarm/telemetry.ts';
 import { SIM_EVENTS, type HeldOutDetail, type TabPeerDetail } from './simulate/metrics.ts';
+import { useCommandSandbox } from './command-sandbox.ts';
 import { main } from './report.ts';
 
 let dir: string;
 let stdout: string[];
 let stderr: string[];
-
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'swarm-report-'));
-  stdout = [];
-  stderr = [];
-  vi.spyOn(console, 'log').mockImplementation((...args) => void stdout.push(args.join(' ')));
-  vi.spyOn(console, 'error').mockImplementation((...args) => void stderr.push(args.join(' ')));
-});
-afterEach(() => {
-  vi.restoreAllMocks();
-  rmSync(dir, { recursive: true, force: true });
-});
+const sandbox = useCommandSandbox('swarm-report-');
+beforeEach(() => ({ dir, stdout, stderr } = sandbox));
 
 const T0 = 1_700_000_000_000;
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
