@@ -73,16 +73,8 @@ describe('tiled products', () => {
 
   it('randomizedSvd recovers an exactly low-rank matrix of odd shape (tile leftovers in every product)', () => {
     const m = 13, n = 9, rank = 3;
-    const left = randomArray(m * rank, 1), right = randomArray(rank * n, 2);
-    const x = new Float32Array(m * n);
-    for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
-      let s = 0;
-      for (let k = 0; k < rank; k++) s += left[i * rank + k] * right[k * n + j];
-      x[i * n + j] = s;
-    }
-    const { u, s, v } = randomizedSvd(x, m, n, rank, { oversample: 2, powerIterations: 2, seed: 5 });
-    const rebuilt = new Float64Array(m * n);
-    for (let c = 0; c < rank; c++) for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) rebuilt[i * n + j] += u[c * m + i] * s[c] * v[c * n + j];
+    const x = lowRankMatrix(m, n, rank, 1, 2);
+    const rebuilt = rebuildFromSvd(randomizedSvd(x, m, n, rank, { oversample: 2, powerIterations: 2, seed: 5 }), m, n, rank);
     expect(maxDiff(rebuilt, x)).toBeLessThan(1e-5);
   });
 });
@@ -395,16 +387,8 @@ describe('SIMD kernels (and the JS paths they replace)', () => {
 
     it(`${label}: randomizedSvd recovers exactly low-rank matrices, tall and wide, with every leftover`, () => withSimd(() => {
       for (const [m, n, rank] of [[13, 9, 3], [6, 11, 2], [40, 33, 5]]) {
-        const left = randomArray(m * rank, m), right = randomArray(rank * n, n);
-        const x = new Float32Array(m * n);
-        for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
-          let s = 0;
-          for (let k = 0; k < rank; k++) s += left[i * rank + k] * right[k * n + j];
-          x[i * n + j] = s;
-        }
-        const { u, s, v } = randomizedSvd(x, m, n, rank, { oversample: 3, powerIterations: 1, seed: 5 });
-        const rebuilt = new Float64Array(m * n);
-        for (let c = 0; c < rank; c++) for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) rebuilt[i * n + j] += u[c * m + i] * s[c] * v[c * n + j];
+        const x = lowRankMatrix(m, n, rank, m, n);
+        const rebuilt = rebuildFromSvd(randomizedSvd(x, m, n, rank, { oversample: 3, powerIterations: 1, seed: 5 }), m, n, rank);
         expect(maxDiff(rebuilt, x), `${m}x${n}`).toBeLessThan(1e-5);
       }
     }));
@@ -521,3 +505,23 @@ describe('SIMD kernels (and the JS paths they replace)', () => {
     }
   });
 });
+
+/** An m×n matrix of exactly rank `rank`: the product of two seeded random factors. */
+function lowRankMatrix(m: number, n: number, rank: number, leftSeed: number, rightSeed: number): Float32Array {
+  const left = randomArray(m * rank, leftSeed), right = randomArray(rank * n, rightSeed);
+  const x = new Float32Array(m * n);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+    let sum = 0;
+    for (let k = 0; k < rank; k++) sum += left[i * rank + k] * right[k * n + j];
+    x[i * n + j] = sum;
+  }
+  return x;
+}
+
+/** Σ_c s_c · u_c v_cᵀ, the matrix a truncated SVD stands for. */
+function rebuildFromSvd(svd: { u: ArrayLike<number>; s: ArrayLike<number>; v: ArrayLike<number> }, m: number, n: number, rank: number): Float64Array {
+  const { u, s, v } = svd;
+  const rebuilt = new Float64Array(m * n);
+  for (let c = 0; c < rank; c++) for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) rebuilt[i * n + j] += u[c * m + i] * s[c] * v[c * n + j];
+  return rebuilt;
+}
