@@ -16,7 +16,7 @@ let runLink = '';
 let manifestId = '';
 
 function pageUrl(slot: number, extra = '', peer = `e2e-${slot}`, run = runLink): string {
-  return `/?autojoin=1&run=${run}&relays=${encodeURIComponent(relay!.multiaddr)}&slot=${slot}&peer=${peer}&eval=10&evalBatches=1&checkpoint=5&telemetry=2000${extra}`;
+  return `/?autojoin=1&run=${run}&relays=${encodeURIComponent(relay!.multiaddr)}&slot=${slot}&peer=${peer}&eval=10&evalBatches=4&checkpoint=5&telemetry=2000${extra}`;
 }
 
 const probe = (page: Page): Promise<PeerProbe> => page.evaluate(() => window.swarmPeer.status());
@@ -85,10 +85,12 @@ test.describe.serial('peer: train, gossip, merge in real tabs', () => {
       // Merges used neighbours' adapters: some merge had more than the tab itself as input.
       expect(s.mergeHistory.some((m) => m.inputs.length >= 2 && m.inputs[0].peerId === 'self')).toBe(true);
     }
-    // Held-out losses are measured every 10 steps: wait for one after training and merging.
-    const evaluated = await waitFor(tabs, 'a held-out evaluation at step ≥ 10', (s) => (s.heldOut?.step ?? 0) >= 10, 240_000);
+    // Held-out losses are measured every 10 steps on 4 fixed batches per genre (1 KiB each). Ten steps of 4×64 bytes,
+    // half of them pulled towards three other genres by merging, move the own-genre loss by about as much as one
+    // batch's sampling noise (CI once saw 2.173 → 2.174 at step 20 on a single batch), so wait for step 30.
+    const evaluated = await waitFor(tabs, 'a held-out evaluation at step ≥ 30', (s) => (s.heldOut?.step ?? 0) >= 30, 300_000);
     for (const s of evaluated) {
-      console.log(`[peer] ${line(s)}`);
+      console.log(`[peer] ${line(s)}; own held-out by step: ${s.heldOutHistory.map((h) => `${h.step}:${h.own.toFixed(3)}`).join(' ')}`);
       expect(s.heldOut!.own).toBeLessThan(s.baseHeldOut!.own);
     }
     await tabs[0].screenshot({ path: `${SCREENSHOTS}/volunteer-mid-run.png`, fullPage: true });
