@@ -43,3 +43,12 @@ export const DEFAULT_RELAY_MAX_RESERVATIONS = 512;
 
 export const DEFAULT_RELAY_HOST = '127.0.0.1';
 export const DEFAULT_RELAY_PORT = 9090;
+
+/**
+ * libp2p pings every connection every 10 s and aborts the connection when a ping outlives an adaptive timeout of
+ * at least 5 s. A tab whose CPU is busy training (eight tabs on two cores, or one slow laptop) answers late, and
+ * lost every WebRTC neighbour it had within a minute of resuming (dashboard.spec with 8 peers: full mesh while
+ * paused, 0–5 neighbours after). Dead peers are still found: WebRTC closes a connection whose ICE consent lapses,
+ * and a ping that takes longer than this still aborts the connection.
+ */
+export const CONNECTION_PING_MIN_TIMEOUT_MS = 30_000;

@@ -14,7 +14,7 @@ import { pubsubPeerDiscovery } from '@libp2p/pubsub-peer-discovery';
 import type { PeerId, PrivateKey } from '@libp2p/interface';
 import type { Multiaddr } from '@multiformats/multiaddr';
 import { RejectionLedger, type RejectionLedgerOptions } from '../core/wire/verdict.ts';
-import { DEFAULT_DISCOVERY_INTERVAL_MS, DISCOVERY_TOPIC } from './constants.ts';
+import { CONNECTION_PING_MIN_TIMEOUT_MS, DEFAULT_DISCOVERY_INTERVAL_MS, DISCOVERY_TOPIC } from './constants.ts';
 import { dialPolicy, type DialPolicy, type DialPolicyInit } from './dial-policy.ts';
 import { adapterExchange, PeerBans, type AdapterExchange, type AdapterExchangeInit } from './exchange.ts';
 import { runManifestService, type RunManifestService, type RunManifestServiceInit } from './run-manifest.ts';
@@ -87,6 +87,7 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
     ...transport,
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
+    connectionMonitor: { pingTimeout: { minTimeout: CONNECTION_PING_MIN_TIMEOUT_MS } },
     // The browser's default gater refuses private and loopback addresses, which is where relays and tabs of a
     // local swarm live; the dial policy decides what gets dialled.
     connectionGater: {

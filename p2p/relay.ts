@@ -11,6 +11,7 @@ import { circuitRelayServer } from '@libp2p/circuit-relay-v2';
 import type { PrivateKey } from '@libp2p/interface';
 import { multiaddr } from '@multiformats/multiaddr';
 import {
+  CONNECTION_PING_MIN_TIMEOUT_MS,
   DEFAULT_RELAY_HOST,
   DEFAULT_RELAY_MAX_RESERVATIONS,
   DEFAULT_RELAY_PORT,
@@ -60,6 +61,8 @@ export async function startRelay(init: RelayInit = {}): Promise<SwarmRelay> {
       transports: [webSockets()],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
+      // A tab busy training answers pings late; dropping it would also drop its reservation (its WebRTC address).
+      connectionMonitor: { pingTimeout: { minTimeout: CONNECTION_PING_MIN_TIMEOUT_MS } },
       connectionManager: {
         maxConnections: init.maxConnections ?? Math.max(1024, maxReservations * 2),
         // A classroom opening the page at once is a burst of handshakes, not an attack.
