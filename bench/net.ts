@@ -1,6 +1,6 @@
 // Network benchmark: real relay process, real headless Chromium tabs, WebRTC between them.
 // Mesh formation time for 4 and 8 tabs; throughput and announce-to-fetched latency for 1 MB and 20 MB payloads.
-// Usage: npm run bench:net [-- --json [path]] [--runs N]
+// Usage: npm run bench:net [-- --json [--out path (default bench/results/net.json)]] [--runs N] [--port P]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';

@@ -117,6 +117,15 @@ test.describe.serial(`dashboard: a watching tab sees ${PEERS} training tabs`, ()
       )
       .toBe(PEERS);
     console.log(`[dashboard] ${PEERS} peers visible after ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    // Training tabs reach a full direct mesh among themselves (the default cap of 12 neighbours is above PEERS − 1;
+    // the watching dashboard may be one more neighbour, not counted here).
+    const fewestTabNeighbours = async () => {
+      const states = await Promise.all(tabs.map(probe));
+      const ids = new Set(states.map((s) => s.peerId));
+      return Math.min(...states.map((s) => s.neighbours.filter((n) => ids.has(n)).length));
+    };
+    await expect.poll(fewestTabNeighbours, { timeout: 240_000, intervals: [2000], message: 'a full mesh of training tabs' }).toBe(PEERS - 1);
+    console.log(`[dashboard] every training tab has ${PEERS - 1} direct neighbours after ${((Date.now() - started) / 1000).toFixed(0)} s`);
     // Direct connections between the peers: at least a spanning tree (with the default cap of 12 neighbours, usually all pairs).
     await expect.poll(() => attr(dashboard, 'topology', 'data-edges'), { timeout: 120_000, intervals: [2000] }).toBeGreaterThanOrEqual(PEERS - 1);
     await expect.poll(() => attr(dashboard, 'chart-train-loss', 'data-points'), { timeout: 120_000, intervals: [2000] }).toBeGreaterThanOrEqual(PEERS);

@@ -1,5 +1,5 @@
 // The simulate command under faults, in real tabs against the real relay: tabs killed and reopened, the relay
-// killed, one Byzantine tab of six. Runs are kept small (4×64-byte batches, 20–40 steps, H = 5) for CI on two cores;
+// killed, one Byzantine tab of six. Runs are kept small (4×64-byte batches, 20–60 steps, H = 5) for CI on two cores;
 // the app is served by the command itself (no hot reload, which would restart the tabs); the long comparison is `npm run simulate -- --sweep ...` (see the README).
 import { test, expect } from '@playwright/test';
 import { parseSimulateArgs, type SimulateCommand } from '../cli/simulate/options.ts';
@@ -23,7 +23,9 @@ function only(results: SimulationResult[]): SimulationResult {
 test.describe.serial('simulate: faults in real tabs', () => {
   test('half the tabs are killed and reopened; they resume from checkpoints and the swarm still converges', async () => {
     test.setTimeout(480_000);
-    const { results } = await simulate(command('--tabs 4 --steps 40 --kill 0.5@step10:restart=2', 'sim-kill'), { log });
+    // 60 steps, not 40: on a quiet machine the others finished 40 steps 12 s after the reopen, before a reopened tab
+    // (a new peer id, dialled afresh) had a neighbour's new adapter to merge with.
+    const { results } = await simulate(command('--tabs 4 --kill 0.5@step10:restart=2 --steps 60', 'sim-kill'), { log });
     const r = only(results);
     const s = r.summary;
     console.log(`[sim] kill/restart: held-out (all genres) base ${s.baseLoss?.toFixed(4)} → final ${s.finalLoss?.toFixed(4)}; merges ${s.merges}; faults ${s.faults.map((f) => `${f.name}@${f.atS.toFixed(0)}s`).join(', ')}`);
@@ -36,7 +38,7 @@ test.describe.serial('simulate: faults in real tabs', () => {
     expect(killed).toEqual([2, 3]);
     for (const t of r.tabs) {
       expect(t.probe?.phase).toBe('done');
-      expect(t.probe?.step).toBe(40);
+      expect(t.probe?.step).toBe(60);
     }
     for (const slot of killed) {
       const probe = r.tabs[slot].probe!;

@@ -29,6 +29,14 @@ export function runTopic(runId: string): string {
 /** How often a node re-announces its addresses on the discovery topic. */
 export const DEFAULT_DISCOVERY_INTERVAL_MS = 2_000;
 
+/**
+ * The longest a WebRTC dial may take (signalling over a relay, ICE, Noise, Yamux) before the dial policy gives up
+ * on it; its first try gets 5 s and each failure doubles that. libp2p's own limits sit under this one: it caps
+ * every address dial at 6 s and every inbound upgrade at 10 s, which made the policy's longer tries dead letters
+ * (a tab whose CPU is busy training needs 10–30 s for a handshake).
+ */
+export const DEFAULT_MAX_DIAL_TIMEOUT_MS = 30_000;
+
 /** Direct (WebRTC) neighbours a node keeps; small swarms get a full mesh, larger ones a bounded degree. */
 export const DEFAULT_MAX_NEIGHBOURS = 12;
 

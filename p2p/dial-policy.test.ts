@@ -17,8 +17,8 @@ describe('dial policy helpers', () => {
     expect(backoffDelay(2, 500, 5000, () => 1)).toBe(1250);
   });
 
-  it('gives each retry of a failed dial twice as long, up to the cap', () => {
-    expect([0, 1, 2, 3, 4, 50].map((n) => dialTimeoutFor(n, 5_000, 30_000))).toEqual([5_000, 10_000, 20_000, 30_000, 30_000, 30_000]);
+  it('keeps the first retries of a failed dial short, then gives each one twice as long, up to the cap', () => {
+    expect([0, 1, 2, 3, 4, 5, 50].map((n) => dialTimeoutFor(n, 5_000, 30_000))).toEqual([5_000, 5_000, 5_000, 10_000, 20_000, 30_000, 30_000]);
   });
 
   it('dials only browser-to-browser WebRTC addresses, never the relay or a plain circuit', () => {

@@ -14,7 +14,7 @@ import { pubsubPeerDiscovery } from '@libp2p/pubsub-peer-discovery';
 import type { PeerId, PrivateKey } from '@libp2p/interface';
 import type { Multiaddr } from '@multiformats/multiaddr';
 import { RejectionLedger, type RejectionLedgerOptions } from '../core/wire/verdict.ts';
-import { CONNECTION_PING_MIN_TIMEOUT_MS, DEFAULT_DISCOVERY_INTERVAL_MS, DISCOVERY_TOPIC } from './constants.ts';
+import { CONNECTION_PING_MIN_TIMEOUT_MS, DEFAULT_DISCOVERY_INTERVAL_MS, DEFAULT_MAX_DIAL_TIMEOUT_MS, DISCOVERY_TOPIC } from './constants.ts';
 import { dialPolicy, type DialPolicy, type DialPolicyInit } from './dial-policy.ts';
 import { adapterExchange, PeerBans, type AdapterExchange, type AdapterExchangeInit } from './exchange.ts';
 import { runManifestService, type RunManifestService, type RunManifestServiceInit } from './run-manifest.ts';
@@ -73,6 +73,7 @@ export const SCORE_PER_REJECTION = -10;
 
 export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
   const ledger = new RejectionLedger(init.ledger);
+  const dialLimitMs = Math.max(init.dial?.maxDialTimeoutMs ?? 0, init.dial?.dialTimeoutMs ?? 0, DEFAULT_MAX_DIAL_TIMEOUT_MS);
   const bans = new PeerBans();
   const transport = init.transport ?? {
     addresses: { listen: ['/p2p-circuit', '/webrtc'] },
@@ -88,6 +89,8 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionMonitor: { pingTimeout: { minTimeout: CONNECTION_PING_MIN_TIMEOUT_MS } },
+    // The dial policy's own timeout decides when a dial is abandoned; libp2p's shorter ones must not cut it first.
+    connectionManager: { dialTimeout: dialLimitMs, addressDialTimeout: dialLimitMs, inboundUpgradeTimeout: dialLimitMs },
     // The browser's default gater refuses private and loopback addresses, which is where relays and tabs of a
     // local swarm live; the dial policy decides what gets dialled.
     connectionGater: {
