@@ -40,7 +40,7 @@ function slowWebSockets(): TransportFactory {
   };
 }
 
-const started: Array<{ stop(): Promise<void> }> = [];
+const started: Array<{ stop(): void | Promise<void> }> = [];
 
 async function listener(): Promise<SwarmNode> {
   const node = await createSwarmNode({
@@ -53,7 +53,7 @@ async function listener(): Promise<SwarmNode> {
 }
 
 afterEach(async () => {
-  await Promise.all(started.splice(0).map((n) => n.stop().catch(() => undefined)));
+  await Promise.all(started.splice(0).map((n) => Promise.resolve(n.stop()).catch(() => undefined)));
 });
 
 describe('swarm node connection limits', () => {
