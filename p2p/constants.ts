@@ -31,7 +31,7 @@ export const DEFAULT_DISCOVERY_INTERVAL_MS = 2_000;
 
 /**
  * The longest a WebRTC dial may take (signalling over a relay, ICE, Noise, Yamux) before the dial policy gives up
- * on it; its first try gets 5 s and each failure doubles that. libp2p's own limits sit under this one: it caps
+ * on it (the first tries get 5 s, see dialTimeoutFor). libp2p's own limits sit under this one: it caps
  * every address dial at 6 s and every inbound upgrade at 10 s, which made the policy's longer tries dead letters
  * (a tab whose CPU is busy training needs 10–30 s for a handshake).
  */

@@ -19,8 +19,8 @@ export interface DialPolicyInit {
   isDirectAddress?: (ma: Multiaddr) => boolean;
   /**
    * Abandon a dial attempt after this long; after SHORT_DIAL_ATTEMPTS failures each one doubles it, up to
-   * maxDialTimeoutMs. A hung dial is cut early, while a tab whose CPU is saturated by training (handshakes then take many seconds) still gets
-   * attempts long enough to finish.
+   * maxDialTimeoutMs. A hung dial is cut early, while a tab whose CPU is saturated by training (handshakes then
+   * take many seconds) still gets attempts long enough to finish.
    */
   dialTimeoutMs?: number;
   maxDialTimeoutMs?: number;
