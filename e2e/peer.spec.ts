@@ -100,8 +100,8 @@ test.describe.serial('peer: train, gossip, merge in real tabs', () => {
     expect(telemetry.length).toBeGreaterThan(0);
     const counts = telemetry.map((r) => r.neighbours.length);
     const full = counts.indexOf(3);
-    console.log(`[peer] tab 0 telemetry: ${counts.length} reports; neighbours ${counts.join('')}; reports with fewer than 3 after the first with 3: ${counts.slice(full).filter((n) => n < 3).length}`);
     expect(full).toBeGreaterThanOrEqual(0);
+    console.log(`[peer] tab 0 telemetry: ${counts.length} reports; neighbours ${counts.join('')}; reports with fewer than 3 after the first with 3: ${counts.slice(full).filter((n) => n < 3).length}`);
     const others = new Set(states.filter((s) => s.slot !== 0).map((s) => s.peerId));
     for (const r of telemetry) for (const n of r.neighbours) expect(others.has(n), `telemetry neighbour ${n} is one of the other tabs`).toBe(true);
   });
