@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { evaluationBatches, MixtureSampler } from '../core/data/batches.ts';
 import { PreparedCorpus } from '../core/data/corpus.ts';
-import { loadHfCheckpoint } from '../core/io/checkpoint.ts';
+import { loadHfCheckpoint } from '../core/io/hf-checkpoint.ts';
 import { exportPeft } from '../core/io/peft.ts';
 import { LORA_TARGETS } from '../core/model/adapter.ts';
 import { DEFAULT_MODEL_ID } from '../core/model/defaults.ts';

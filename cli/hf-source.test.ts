@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadHfCheckpoint, saveHfCheckpoint } from '../core/io/checkpoint.ts';
+import { loadHfCheckpoint, saveHfCheckpoint } from '../core/io/hf-checkpoint.ts';
 import { CheckpointFetchError } from '../core/io/source.ts';
 import type { BaseWeights, Gpt2Config } from '../core/model/config.ts';
 import { directorySource, writeFilesTo } from './hf-source.ts';

@@ -8,7 +8,7 @@ import { bytesToHex } from '@noble/hashes/utils.js';
 import { evaluationBatches, MixtureSampler } from '../core/data/batches.ts';
 import { FICTION_GENRES, INFORMATIVE_GENRES } from '../core/data/brown.ts';
 import { PreparedCorpus } from '../core/data/corpus.ts';
-import { saveHfCheckpoint } from '../core/io/checkpoint.ts';
+import { saveHfCheckpoint } from '../core/io/hf-checkpoint.ts';
 import { DEFAULT_MODEL_CONFIG, DEFAULT_MODEL_ID } from '../core/model/defaults.ts';
 import { Gpt2Model, initGpt2Weights } from '../core/model/gpt2.ts';
 import { evaluate } from '../core/train/evaluate.ts';

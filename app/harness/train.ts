@@ -3,7 +3,7 @@
 // WASM's threading is decided when the backend initialises.
 import * as tf from '@tensorflow/tfjs';
 import { initBrowserBackend, parseBackendPreference, type BackendChoice } from '../lib/backend.ts';
-import { loadHfCheckpoint } from '../../core/io/checkpoint.ts';
+import { loadHfCheckpoint } from '../../core/io/hf-checkpoint.ts';
 import { urlSource } from '../../core/io/source.ts';
 import { DEFAULT_MODEL_CONFIG, DEFAULT_MODEL_PATH } from '../../core/model/defaults.ts';
 import { Gpt2Model, initGpt2Weights } from '../../core/model/gpt2.ts';

@@ -1,7 +1,7 @@
 // URL parameters of the volunteer page (also what simulations and the e2e tests set).
 import { DEFAULT_BASE_MODEL_URL, parseRunLink, type RunLink } from '../../core/swarm/run.ts';
 import type { Verdict } from '../../core/wire/verdict.ts';
-import type { BackendPreference } from '../worker/protocol.ts';
+import type { BackendPreference } from '../../core/swarm/engine-protocol.ts';
 import { parseBackendPreference } from './backend.ts';
 import { readFaultParams, type FaultParams } from './faults.ts';
 

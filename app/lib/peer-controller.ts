@@ -14,17 +14,18 @@ import type { RunManifest } from '../../core/wire/run-manifest.ts';
 import type { RejectReason } from '../../core/wire/verdict.ts';
 import type { PageParams } from './params.ts';
 import { PageFaults } from './faults.ts';
-import type {
-  EngineOptions,
-  EngineStatus,
-  ErrorKind,
-  HeldOutPoint,
-  LossPoint,
-  MainToWorker,
-  MergeRecord,
-  ReadyInfo,
-  WorkerToMain,
-} from '../worker/protocol.ts';
+import {
+  adapterBuffers,
+  type EngineOptions,
+  type EngineStatus,
+  type ErrorKind,
+  type HeldOutPoint,
+  type LossPoint,
+  type MainToWorker,
+  type MergeRecord,
+  type ReadyInfo,
+  type WorkerToMain,
+} from '../../core/swarm/engine-protocol.ts';
 
 export interface PageError {
   kind: ErrorKind | 'relay-unreachable' | 'run-link' | 'run-lookup' | 'worker';
@@ -371,14 +372,14 @@ export class PeerController {
       const r = evt.detail;
       if (this.faults.dropIncoming()) return;
       await this.faults.delay();
-      const bytes = r.bytes.slice().buffer;
+      // Decoded and validated once, by the exchange: the worker gets the tensors themselves.
       this.send(
         {
-          type: 'adapter', bytes, peerId: r.peerId, version: r.manifest.version, step: r.manifest.step, samplesSeen: r.manifest.samplesSeen,
+          type: 'adapter', adapter: r.adapter, peerId: r.peerId, version: r.manifest.version, step: r.manifest.step, samplesSeen: r.manifest.samplesSeen,
           localLoss: r.manifest.localLoss, runId: r.manifest.runId, baseModelSha256: r.manifest.baseModelSha256, schemaHash: r.manifest.schemaHash,
           receivedAtMs: r.receivedAtMs,
         },
-        [bytes],
+        adapterBuffers(r.adapter),
       );
     });
     node.exchange.addEventListener('adapter:rejected', (evt) => this.explain(evt.detail.peerId, evt.detail.reason, evt.detail.detail));

@@ -1,6 +1,6 @@
 // window.swarmPeer: a read-only view of this peer for Playwright and for people poking at the console.
 import type { TelemetryReport } from '../../core/wire/telemetry.ts';
-import type { HeldOutPoint, LossPoint, MergeRecord } from '../worker/protocol.ts';
+import type { HeldOutPoint, LossPoint, MergeRecord } from '../../core/swarm/engine-protocol.ts';
 import type { PageError, PeerController, RunLookup } from './peer-controller.ts';
 import type { FaultCounters } from './faults.ts';
 

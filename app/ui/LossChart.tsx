@@ -1,7 +1,7 @@
 // Training and held-out loss over local steps, drawn by uPlot (updated in place, never re-created per point).
 import { useEffect, useRef } from 'react';
 import uPlot from 'uplot';
-import type { HeldOutPoint, LossPoint, MergeRecord } from '../worker/protocol.ts';
+import type { HeldOutPoint, LossPoint, MergeRecord } from '../../core/swarm/engine-protocol.ts';
 
 interface Props {
   loss: LossPoint[];

@@ -3,11 +3,11 @@
 // base model fetched from the app's origin. The page talks to it only through protocol.ts messages.
 import * as tf from '@tensorflow/tfjs';
 import { initBrowserBackend } from '../lib/backend.ts';
-import { loadHfCheckpoint } from '../../core/io/checkpoint.ts';
+import { loadHfCheckpoint } from '../../core/io/hf-checkpoint.ts';
 import { urlSource } from '../../core/io/source.ts';
-import { indexedDbStore } from './checkpoint.ts';
-import { PeerEngine, type EngineHost } from './engine.ts';
-import type { MainToWorker, WorkerToMain } from './protocol.ts';
+import { indexedDbStore } from './indexeddb-store.ts';
+import { PeerEngine, type EngineHost } from '../../core/swarm/peer-engine.ts';
+import type { MainToWorker, WorkerToMain } from '../../core/swarm/engine-protocol.ts';
 
 declare const self: DedicatedWorkerGlobalScope;
 

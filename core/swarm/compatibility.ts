@@ -35,6 +35,7 @@ const EXPLANATIONS: Record<RejectReason, string> = {
   'rate-limited': 'sends faster than allowed',
   timeout: 'did not deliver its adapter in time',
   'fetch-failed': 'could not be reached to fetch its adapter',
+  'out-of-bounds': 'sent an adapter with values far beyond what training produces',
 };
 
 /** One sentence for the volunteer page: "Peer 12D3…abcd is in a different run (…)". */

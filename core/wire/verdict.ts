@@ -36,6 +36,8 @@ export const REJECT_REASONS = [
   'timeout',
   /** A fetch failed at the transport (stream reset, peer unreachable, protocol error). */
   'fetch-failed',
+  /** Valid on the wire, but values the update guard refuses (beyond its absolute bound). */
+  'out-of-bounds',
 ] as const;
 
 export type RejectReason = (typeof REJECT_REASONS)[number];
@@ -76,6 +78,7 @@ export const REJECTION_WEIGHTS: Record<RejectReason, number> = {
   'rate-limited': 0.5,
   timeout: 0.25,
   'fetch-failed': 0.25,
+  'out-of-bounds': 1,
 };
 
 /**

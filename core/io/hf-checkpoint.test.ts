@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BaseWeights, Gpt2Config } from '../model/config.ts';
-import { loadHfCheckpoint, MissingTensorError, saveHfCheckpoint, TensorShapeError, UntiedLmHeadError } from './checkpoint.ts';
+import { loadHfCheckpoint, MissingTensorError, saveHfCheckpoint, TensorShapeError, UntiedLmHeadError } from './hf-checkpoint.ts';
 import { parseSafetensors, SafetensorsTruncatedError, serializeSafetensors, UnsupportedDtypeError, type TensorToWrite } from './safetensors.ts';
 import { CheckpointFetchError, filesSource, urlSource, type FetchLike } from './source.ts';
 

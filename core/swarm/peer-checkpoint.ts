@@ -4,10 +4,15 @@
  * are drawn from a generator seeded by (run seed, slot, step), so resuming at step s draws batch s next.
  *
  * Layout: "SWCK" | u32 LE header length | header JSON (UTF-8) | float32 LE blobs in the header's `tensors` order.
+ *
+ * A peer writes its checkpoint to two slots in turn (checkpointSlotKeys), and on load takes the newest copy that
+ * decodes and passes validateCheckpoint: a torn write, a damaged store or a copy of another run falls back to the
+ * other slot, and when neither is usable the peer starts fresh and says so. Storage is as untrusted as the network.
  */
-import type { Adapter, LoraPair } from '../../core/model/adapter.ts';
-import type { AdamWState } from '../../core/train/adamw.ts';
-import type { HeldOutPoint, LossPoint, MergeRecord } from './protocol.ts';
+import type { Adapter, LoraPair } from '../model/adapter.ts';
+import type { AdamWState } from '../train/adamw.ts';
+import type { HeldOutPoint, LossPoint, MergeRecord } from './engine-protocol.ts';
+import { adapterProblem, momentsProblem } from './adapter-bounds.ts';
 
 const MAGIC = [0x53, 0x57, 0x43, 0x4b];
 export const CHECKPOINT_FORMAT_VERSION = 1;
@@ -111,6 +116,8 @@ export function decodeCheckpoint(bytes: Uint8Array): PeerCheckpoint {
   } catch (error) {
     throw new CheckpointFormatError(`checkpoint header is not valid JSON: ${(error as Error).message}`);
   }
+  const shapeProblem = headerProblem(header);
+  if (shapeProblem) throw new CheckpointFormatError(`checkpoint header is damaged: ${shapeProblem}`);
   if (header.formatVersion !== CHECKPOINT_FORMAT_VERSION) {
     throw new CheckpointFormatError(`checkpoint format version ${header.formatVersion}; this build reads ${CHECKPOINT_FORMAT_VERSION}`);
   }
@@ -149,6 +156,54 @@ export function decodeCheckpoint(bytes: Uint8Array): PeerCheckpoint {
   };
 }
 
+const isCount = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 0;
+
+/** What is missing or mistyped in a decoded header, or null (so damage is a named error, never a TypeError). */
+function headerProblem(h: unknown): string | null {
+  if (typeof h !== 'object' || h === null || Array.isArray(h)) return 'not an object';
+  const header = h as Record<string, unknown>;
+  if (typeof header.wireRunId !== 'string' || typeof header.peerKey !== 'string') return 'run or peer key missing';
+  if (typeof header.savedAtMs !== 'number' || !isCount(header.optimizerStep)) return 'time or optimiser step missing';
+  const counters = header.counters as Record<string, unknown> | undefined;
+  const counterNames = ['step', 'samplesSeen', 'tokensSeen', 'merges', 'publishedVersion', 'donatedMs', 'adaptersAccepted'];
+  if (typeof counters !== 'object' || counters === null || !counterNames.every((k) => isCount(counters[k]))) return 'counters missing or negative';
+  if (!Array.isArray(header.tensors) || !header.tensors.every((t) => typeof t?.name === 'string' && isCount(t?.length))) return 'tensor list malformed';
+  const adapter = header.adapter as Record<string, unknown> | undefined;
+  const config = adapter?.config as Record<string, unknown> | undefined;
+  if (typeof adapter?.baseModelId !== 'string' || typeof config !== 'object' || config === null) return 'adapter description missing';
+  if (!isCount(config.r) || (config.r as number) < 1 || typeof config.alpha !== 'number' || !Number.isFinite(config.alpha)) return 'LoRA rank or alpha invalid';
+  if (!Array.isArray(adapter.modules) || !adapter.modules.every((m) => typeof m?.name === 'string' && isCount(m?.inDim) && isCount(m?.outDim))) return 'adapter modules malformed';
+  for (const list of ['lossHistory', 'heldOutHistory', 'mergeHistory']) if (!Array.isArray(header[list])) return `${list} missing`;
+  return null;
+}
+
+/** The two keys a peer's checkpoint alternates between. */
+export function checkpointSlotKeys(key: string): [string, string] {
+  return [`${key}#0`, `${key}#1`];
+}
+
+export type CheckpointVerdict = { ok: true; checkpoint: PeerCheckpoint } | { ok: false; reason: string };
+
+/**
+ * Whether a decoded checkpoint may be restored into this peer: the same run, the same adapter schema (rank, alpha,
+ * modules and their shapes) as the model it is loaded into, and every value finite and within the adapter bounds.
+ */
+export function validateCheckpoint(c: PeerCheckpoint, expected: { wireRunId: string; adapter: Adapter }): CheckpointVerdict {
+  if (c.wireRunId !== expected.wireRunId) return { ok: false, reason: `it belongs to run ${c.wireRunId}, this tab is in ${expected.wireRunId}` };
+  const want = expected.adapter;
+  if (c.adapter.config.r !== want.config.r || c.adapter.config.alpha !== want.config.alpha) {
+    return { ok: false, reason: `its LoRA rank/alpha ${c.adapter.config.r}/${c.adapter.config.alpha} differ from the run's ${want.config.r}/${want.config.alpha}` };
+  }
+  if (c.adapter.modules.size !== want.modules.size) return { ok: false, reason: `it has ${c.adapter.modules.size} adapter modules, the run ${want.modules.size}` };
+  for (const [name, pair] of want.modules) {
+    const got = c.adapter.modules.get(name);
+    if (!got || got.inDim !== pair.inDim || got.outDim !== pair.outDim) return { ok: false, reason: `adapter module ${name} is missing or has another shape` };
+  }
+  const problem = adapterProblem(c.adapter) ?? momentsProblem(c.optimizer);
+  if (problem) return { ok: false, reason: problem };
+  return { ok: true, checkpoint: c };
+}
+
 /** Where checkpoints and local text are kept: IndexedDB in the browser, a Map in tests. */
 export interface KeyValueStore {
   get(key: string): Promise<Uint8Array | undefined>;
@@ -174,47 +229,5 @@ export function memoryStore(): KeyValueStore & { keys(): string[] } {
       map.delete(key);
     },
     keys: () => [...map.keys()],
-  };
-}
-
-/** IndexedDB store (one object store of byte strings). A quota error becomes StorageFullError. */
-export function indexedDbStore(dbName = 'swarm-peer'): KeyValueStore {
-  const open = (): Promise<IDBDatabase> =>
-    new Promise((resolve, reject) => {
-      const req = indexedDB.open(dbName, 1);
-      req.onupgradeneeded = () => req.result.createObjectStore('kv');
-      req.onsuccess = () => resolve(req.result);
-      req.onerror = () => reject(req.error);
-    });
-  let db: Promise<IDBDatabase> | undefined;
-  const tx = async <T>(mode: IDBTransactionMode, body: (store: IDBObjectStore) => IDBRequest<T>): Promise<T> => {
-    db ??= open();
-    const database = await db;
-    return new Promise<T>((resolve, reject) => {
-      const transaction = database.transaction('kv', mode);
-      const req = body(transaction.objectStore('kv'));
-      let result: T;
-      req.onsuccess = () => (result = req.result);
-      transaction.oncomplete = () => resolve(result);
-      const fail = () => {
-        const error = transaction.error ?? req.error;
-        if (error?.name === 'QuotaExceededError') reject(new StorageFullError(`browser storage is full: ${error.message}`));
-        else reject(error ?? new Error('IndexedDB transaction failed'));
-      };
-      transaction.onerror = fail;
-      transaction.onabort = fail;
-    });
-  };
-  return {
-    async get(key) {
-      const value = await tx<unknown>('readonly', (s) => s.get(key));
-      return value instanceof Uint8Array ? value : value instanceof ArrayBuffer ? new Uint8Array(value) : undefined;
-    },
-    async put(key, value) {
-      await tx('readwrite', (s) => s.put(value, key));
-    },
-    async delete(key) {
-      await tx('readwrite', (s) => s.delete(key));
-    },
   };
 }

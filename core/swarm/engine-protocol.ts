@@ -1,12 +1,15 @@
 /**
- * Messages between the page (main thread, which owns the p2p node) and the swarm worker (which owns the model).
- * Adapter bytes travel as transferable ArrayBuffers. Local training text goes in, and by design nothing derived
- * from it goes out except adapters, losses and counters.
+ * Messages between a peer engine and its host: in a tab, the page (main thread, which owns the p2p node) and the
+ * swarm worker (which owns the model); in the node simulator, the simulated network. A received adapter arrives
+ * decoded and validated once by the transport (its Float32Arrays travel as transferables); a published one leaves
+ * as payload bytes. Local training text goes in, and by design nothing derived from it goes out except adapters,
+ * losses and counters.
  */
-import type { RunManifest } from '../../core/wire/run-manifest.ts';
-import type { RejectReason } from '../../core/wire/verdict.ts';
-import type { NeighbourSummary } from '../../core/swarm/neighbours.ts';
-import type { PayloadCodec } from '../../core/wire/codec.ts';
+import type { RunManifest } from '../wire/run-manifest.ts';
+import type { RejectReason } from '../wire/verdict.ts';
+import type { NeighbourSummary } from './neighbours.ts';
+import type { PayloadCodec } from '../wire/codec.ts';
+import type { Adapter } from '../model/adapter.ts';
 
 export type BackendPreference = 'auto' | 'webgpu' | 'wasm' | 'cpu';
 
@@ -38,7 +41,7 @@ export interface EngineOptions {
 
 export type MainToWorker =
   | { type: 'init'; manifest: RunManifest | null; baseModelUrl: string; backend: BackendPreference; options: EngineOptions }
-  | { type: 'adapter'; bytes: ArrayBuffer; peerId: string; version: number; step: number; samplesSeen: number; localLoss: number | null;
+  | { type: 'adapter'; adapter: Adapter; peerId: string; version: number; step: number; samplesSeen: number; localLoss: number | null;
       runId: string; baseModelSha256: string; schemaHash: string; receivedAtMs: number }
   | { type: 'pause' }
   | { type: 'resume' }
@@ -71,6 +74,22 @@ export interface MergeRecord {
   strategy: string;
   inputs: Array<{ peerId: string; weight: number; ageMs: number }>;
   ms: number;
+  /** merged; kept-own: the result failed the guard's bounds; no-usable-input: the guard refused every neighbour. */
+  outcome?: 'merged' | 'kept-own' | 'no-usable-input';
+}
+
+/** What the update guard did, in total and per neighbour. */
+export interface GuardCounts {
+  clipped: number;
+  refused: number;
+  /** Merges whose result failed the bounds, so the peer kept its own adapter. */
+  mergesRefused: number;
+  byPeer: Record<string, { clipped: number; refused: number }>;
+}
+
+export interface PeerHealth {
+  state: 'ok' | 'unhealthy';
+  reason: string | null;
 }
 
 export interface DataSourceInfo {
@@ -104,6 +123,8 @@ export interface EngineStatus {
   adaptersRefused: Partial<Record<RejectReason, number>>;
   /** Mean ‖ΔWself − ΔWneighbour‖ over the neighbours' adapters at the last merge (before merging); absent before one. */
   consensusDistance?: number | null;
+  guard: GuardCounts;
+  health: PeerHealth;
 }
 
 export interface ReadyInfo {
@@ -133,3 +154,12 @@ export type WorkerToMain =
   | { type: 'peft'; requestId: number; files: Record<string, ArrayBuffer> }
   | { type: 'notice'; level: 'info' | 'warning'; message: string }
   | { type: 'error'; kind: ErrorKind; message: string; fatal: boolean };
+
+/** The distinct buffers behind an adapter's tensors: what postMessage can transfer instead of copying. */
+export function adapterBuffers(adapter: Adapter): ArrayBuffer[] {
+  const buffers = new Set<ArrayBuffer>();
+  for (const pair of adapter.modules.values()) {
+    for (const values of [pair.a, pair.b]) if (values.buffer instanceof ArrayBuffer) buffers.add(values.buffer);
+  }
+  return [...buffers];
+}

@@ -1,15 +1,15 @@
 import { readFile } from 'node:fs/promises';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { useTestBackend } from '../../core/test-backend.ts';
-import type { Gpt2Config } from '../../core/model/config.ts';
-import { initGpt2Weights } from '../../core/model/gpt2.ts';
-import type { Adapter } from '../../core/model/adapter.ts';
-import { decodeAdapter, encodeAdapter } from '../../core/wire/codec.ts';
-import { defaultRunManifest, wireRunId } from '../../core/swarm/run.ts';
-import type { RunManifest } from '../../core/wire/run-manifest.ts';
-import { decodeCheckpoint, encodeCheckpoint, memoryStore, CheckpointFormatError, type PeerCheckpoint } from './checkpoint.ts';
-import { PeerEngine, type EngineHost } from './engine.ts';
-import type { EngineOptions, MainToWorker, WorkerToMain } from './protocol.ts';
+import { useTestBackend } from '../test-backend.ts';
+import type { Gpt2Config } from '../model/config.ts';
+import { initGpt2Weights } from '../model/gpt2.ts';
+import type { Adapter } from '../model/adapter.ts';
+import { decodeAdapter } from '../wire/codec.ts';
+import { defaultRunManifest, wireRunId } from './run.ts';
+import type { RunManifest } from '../wire/run-manifest.ts';
+import { checkpointSlotKeys, decodeCheckpoint, encodeCheckpoint, memoryStore, CheckpointFormatError, type PeerCheckpoint } from './peer-checkpoint.ts';
+import { PeerEngine, type EngineHost } from './peer-engine.ts';
+import type { EngineOptions, MainToWorker, WorkerToMain } from './engine-protocol.ts';
 
 const TINY: Gpt2Config = { nEmbd: 16, nLayer: 1, nHead: 2, nPositions: 32, vocabSize: 256, nInner: 32, layerNormEpsilon: 1e-5 };
 const SHA = 'e'.repeat(64);
@@ -172,7 +172,7 @@ describe('peer engine (tfjs WASM in Node, real Brown data)', () => {
     if (published?.type !== 'publish') throw new Error('nothing published');
     expect(published.step).toBe(H);
     const self = adapterOf(published.bytes);
-    const saved = decodeCheckpoint((await h.store.get(`checkpoint/${wireRunId(manifest)}/tab-1`))!);
+    const saved = await newestCheckpoint(h.store, manifest);
     expect(saved.counters.merges).toBe(1);
     expect(saved.mergeHistory[0].inputs).toEqual([{ peerId: 'self', weight: 1, ageMs: 0 }, { peerId: 'peerNEIGHBOUR1', weight: 1, ageMs: 0 }]);
     for (const [name, pair] of saved.adapter.modules) {
@@ -227,28 +227,56 @@ describe('peer engine (tfjs WASM in Node, real Brown data)', () => {
     expect(other.messages.find((m) => m.type === 'ready')).toMatchObject({ status: { step: 0, resumedFromStep: null } });
   });
 
-  it('a late joiner without a checkpoint starts from the first neighbour adapter it receives', async () => {
-    const h = harness();
+  it('a late joiner adopts the offer that fits its own data best, never blindly the first: poison loses', async () => {
     const manifest = tinyManifest();
+    // A veteran that trained on this genre: the offer a joiner should want.
+    const veteran = harness();
+    await veteran.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, peerKey: 'veteran', maxSteps: 4 * H } });
+    await veteran.until((m) => lastStatus(m)?.phase === 'done', 'veteran done');
+    veteran.engine.stop();
+    const trained = adapterOf([...veteran.messages].reverse().find((m) => m.type === 'publish')!.bytes as ArrayBuffer);
+
+    const h = harness();
     await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, bootstrapWaitMs: 60_000, maxSteps: 1 } });
     expect(lastStatus(h.messages)!.phase).toBe('bootstrapping');
-    const neighbour = await neighbourAdapter(manifest, 0.25);
-    await h.send(adapterMessage(manifest, neighbour, 'peerVETERAN01', 9, Date.now()));
-    const adopted = decodeCheckpoint((await h.store.get(`checkpoint/${wireRunId(manifest)}/tab-1`))!);
-    expect(adopted.counters.step).toBe(0);
-    expect(adopted.adoptedFrom).toEqual({ peerId: 'peerVETERAN01', step: 180 });
-    for (const [name, pair] of adopted.adapter.modules) {
-      expect(Array.from(pair.a)).toEqual(Array.from(neighbour.modules.get(name)!.a));
-      expect(Array.from(pair.b)).toEqual(Array.from(neighbour.modules.get(name)!.b));
-    }
+    // Offered first: an adapter beyond the bounds, and one of legal but large values; the trained one comes last.
+    await h.send(adapterMessage(manifest, await neighbourAdapter(manifest, 1e30), 'peerPOISON001', 1, Date.now()));
+    await h.send(adapterMessage(manifest, await neighbourAdapter(manifest, 3), 'peerLARGE0001', 1, Date.now()));
+    await h.send(adapterMessage(manifest, trained, 'peerVETERAN01', 9, Date.now()));
     await h.until((m) => lastStatus(m)?.phase === 'done', 'one step after adopting');
     h.engine.stop();
+    const adopted = lastStatus(h.messages)!.adoptedFrom;
+    expect(adopted).toEqual({ peerId: 'peerVETERAN01', step: 180 });
+  });
+
+  it('a late joiner offered only poison starts fresh', async () => {
+    const manifest = tinyManifest();
+    const h = harness();
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, bootstrapWaitMs: 60_000, maxSteps: 1 } });
+    for (const [i, value] of [1e30, 65504, 3].entries()) {
+      await h.send(adapterMessage(manifest, await neighbourAdapter(manifest, value), `peerPOISON00${i}`, 1, Date.now()));
+    }
+    await h.until((m) => lastStatus(m)?.phase === 'done', 'one step');
+    h.engine.stop();
+    expect(lastStatus(h.messages)!.adoptedFrom).toBeNull();
+    expect(h.messages.some((m) => m.type === 'notice' && /fits this peer's data better than starting fresh/.test(m.message))).toBe(true);
   });
 });
 
+async function newestCheckpoint(store: ReturnType<typeof memoryStore>, manifest: RunManifest): Promise<PeerCheckpoint> {
+  const copies = [];
+  for (const key of checkpointSlotKeys(`checkpoint/${wireRunId(manifest)}/tab-1`)) {
+    const bytes = await store.get(key);
+    if (bytes) copies.push(decodeCheckpoint(bytes));
+  }
+  copies.sort((a, b) => b.counters.step - a.counters.step || b.savedAtMs - a.savedAtMs);
+  if (!copies[0]) throw new Error('no checkpoint stored');
+  return copies[0];
+}
+
 /** An adapter of the manifest's schema built outside the engine, every factor value set to `value`. */
 async function neighbourAdapter(manifest: RunManifest, value: number): Promise<Adapter> {
-  const { Gpt2Model } = await import('../../core/model/gpt2.ts');
+  const { Gpt2Model } = await import('../model/gpt2.ts');
   const model = new Gpt2Model(TINY, initGpt2Weights(TINY, 7), { baseModelId: manifest.baseModel.id });
   model.attachLora(manifest.lora, 99);
   const adapter = await model.getAdapter();
@@ -261,9 +289,8 @@ async function neighbourAdapter(manifest: RunManifest, value: number): Promise<A
 }
 
 function adapterMessage(manifest: RunManifest, adapter: Adapter, peerId: string, version: number, receivedAtMs: number): MainToWorker {
-  const bytes = encodeAdapter(adapter, 'fp32');
   return {
-    type: 'adapter', bytes: bytes.slice().buffer, peerId, version, step: version * 20, samplesSeen: version * 160, localLoss: 2,
+    type: 'adapter', adapter, peerId, version, step: version * 20, samplesSeen: version * 160, localLoss: 2,
     runId: wireRunId(manifest), baseModelSha256: manifest.baseModel.sha256, schemaHash: 'unused-by-engine', receivedAtMs,
   };
 }

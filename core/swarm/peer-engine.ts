@@ -1,29 +1,41 @@
 /**
- * The swarm loop of one peer, independent of how it is hosted: the Web Worker wires it to postMessage and
- * IndexedDB, the unit tests to arrays and a Map. Train H local steps, publish the adapter, merge the freshest
- * accepted neighbour adapters with the run's strategy, checkpoint, continue; never wait for a neighbour.
+ * The peer engine: the swarm loop of one peer, independent of how it is hosted. A browser tab's Web Worker wires it
+ * to postMessage and IndexedDB (app/worker), the node simulator to a virtual clock and simulated links
+ * (cli/simulate/node), the unit tests to arrays and a Map. Train H local steps, publish the adapter, merge the
+ * freshest accepted neighbour adapters with the run's strategy, checkpoint, continue; never wait for a neighbour.
+ *
+ * Everything that reaches it from a neighbour has been decoded and validated once by the transport (core/wire);
+ * the engine still treats the values as hostile: a neighbour's adapter goes through the update guard before any
+ * merge, a merge result replaces the peer's own adapter only when it is finite and bounded, a late joiner picks the
+ * candidate that fits its own data best, and checkpoints are validated on load and written to two slots in turn.
+ *
+ * The loop only ever moves on when host.sleep() returns (never on a callback), so a host with a virtual clock can
+ * run many engines deterministically, one event at a time.
  */
 import * as tf from '@tensorflow/tfjs';
-import { Gpt2Model, generate } from '../../core/model/gpt2.ts';
-import type { BaseWeights, Gpt2Config } from '../../core/model/config.ts';
-import { schemaHash as adapterSchemaHash, type Adapter } from '../../core/model/adapter.ts';
-import { Trainer } from '../../core/train/trainer.ts';
-import { evaluate } from '../../core/train/evaluate.ts';
-import { PreparedCorpus } from '../../core/data/corpus.ts';
-import { assignMixture } from '../../core/data/partition.ts';
-import { evaluationBatches, MixtureSampler, type Batch, type MixtureSource } from '../../core/data/batches.ts';
-import { createRng, deriveSeed } from '../../core/util/random.ts';
-import { ByteTokenizer } from '../../core/io/tokenizer.ts';
-import { exportPeft } from '../../core/io/peft.ts';
-import { mergeWith, getStrategy, resolveParams } from '../../core/merge/registry.ts';
-import { decodeAdapter, encodeAdapter } from '../../core/wire/codec.ts';
-import { meanAdapterDistance } from '../../core/swarm/consensus.ts';
-import { runManifestId, type RunManifest } from '../../core/wire/run-manifest.ts';
-import type { RejectReason } from '../../core/wire/verdict.ts';
-import { NeighbourTable } from '../../core/swarm/neighbours.ts';
-import { actionsAfterStep, checkCadence, restAfterStep, type CadenceConfig } from '../../core/swarm/cadence.ts';
-import { defaultRunManifest, runTrainingSettings, wireRunId, type RunTrainingSettings } from '../../core/swarm/run.ts';
-import { decodeCheckpoint, encodeCheckpoint, StorageFullError, type KeyValueStore, type PeerCheckpoint } from './checkpoint.ts';
+import { Gpt2Model, generate } from '../model/gpt2.ts';
+import type { BaseWeights, Gpt2Config } from '../model/config.ts';
+import { schemaHash as adapterSchemaHash, type Adapter } from '../model/adapter.ts';
+import { Trainer } from '../train/trainer.ts';
+import { evaluate } from '../train/evaluate.ts';
+import { PreparedCorpus } from '../data/corpus.ts';
+import { assignMixture } from '../data/partition.ts';
+import { evaluationBatches, MixtureSampler, type Batch, type MixtureSource } from '../data/batches.ts';
+import { createRng, deriveSeed } from '../util/random.ts';
+import { ByteTokenizer } from '../io/tokenizer.ts';
+import { exportPeft } from '../io/peft.ts';
+import { mergeWith, getStrategy, resolveParams } from '../merge/registry.ts';
+import { encodeAdapter } from '../wire/codec.ts';
+import { meanAdapterDistance } from './consensus.ts';
+import { runManifestId, type RunManifest } from '../wire/run-manifest.ts';
+import type { RejectReason } from '../wire/verdict.ts';
+import { NeighbourTable } from './neighbours.ts';
+import { actionsAfterStep, checkCadence, restAfterStep, type CadenceConfig } from './cadence.ts';
+import { defaultRunManifest, runTrainingSettings, wireRunId, type RunTrainingSettings } from './run.ts';
+import { checkpointSlotKeys, decodeCheckpoint, encodeCheckpoint, StorageFullError, validateCheckpoint, type KeyValueStore, type PeerCheckpoint } from './peer-checkpoint.ts';
+import { adapterProblem, momentsProblem } from './adapter-bounds.ts';
+import { defaultMergeGuard, type GuardEvent, type MergeGuard } from './merge-guard.ts';
+import { ADAMW_DEFAULTS } from '../train/adamw.ts';
 import type {
   DataSourceInfo,
   EngineOptions,
@@ -35,7 +47,7 @@ import type {
   MergeRecord,
   ReadyInfo,
   WorkerToMain,
-} from './protocol.ts';
+} from './engine-protocol.ts';
 
 export interface LoadedBase {
   config: Gpt2Config;
@@ -52,6 +64,8 @@ export interface EngineHost {
   /** Switches the tfjs backend (after a WebGPU device loss); returns the backend now in use. */
   switchBackend?(name: 'wasm' | 'cpu'): Promise<string>;
   backendName(): string;
+  /** Screens neighbours' adapters before a merge and judges the result (default: defaultMergeGuard()). */
+  guard?: MergeGuard;
   now?(): number;
   sleep?(ms: number): Promise<void>;
 }
@@ -62,9 +76,14 @@ export class RunMismatchError extends Error {
   override readonly name = RunMismatchError.name;
 }
 
+/** Share of the batches drawn from a volunteer's own files, once they added any. */
 const LOCAL_SHARE = 0.5;
 const MAX_HISTORY = 2000;
 const EVAL_BATCH = 4;
+/** A late joiner decides once this many distinct neighbours offered an adapter (or its wait is over). */
+export const BOOTSTRAP_QUORUM = 3;
+/** How often a waiting late joiner looks at the offers it has (ms). */
+const BOOTSTRAP_POLL_MS = 1000;
 
 /** Copy of a slice of a typed array that owns its own ArrayBuffer (what postMessage can transfer). */
 function ownBuffer(bytes: Uint8Array): ArrayBuffer {
@@ -80,6 +99,7 @@ function zeroB(adapter: Adapter): Adapter {
 
 export class PeerEngine {
   private readonly now: () => number;
+  private readonly guard: MergeGuard;
   private readonly sleep: (ms: number) => Promise<void>;
   private options!: EngineOptions;
   private manifest!: RunManifest;
@@ -105,7 +125,10 @@ export class PeerEngine {
   private stopped = false;
   private resumeWaiters: Array<() => void> = [];
   private bootstrapDone = false;
-  private bootstrapWake?: () => void;
+  private bootstrapOffers: Array<{ adapter: Adapter; peerId: string; step: number }> = [];
+  private running?: Promise<void>;
+  /** Which of the two checkpoint slots the next write goes to. */
+  private nextSlot = 0;
   private deviceLost = false;
   private backendReason = '';
   private adapterInfo?: string;
@@ -113,15 +136,22 @@ export class PeerEngine {
     phase: 'loading', backend: '', step: 0, samplesSeen: 0, tokensSeen: 0, tokensPerSecond: null, trainLoss: null, heldOut: null,
     baseHeldOut: null, merges: 0, publishedVersion: 0, neighbours: [], lastMerge: null, checkpoint: null, resumedFromStep: null,
     adoptedFrom: null, donatedMs: 0, duty: 1, data: [], adaptersAccepted: 0, adaptersRefused: {},
+    guard: { clipped: 0, refused: 0, mergesRefused: 0, byPeer: {} }, health: { state: 'ok', reason: null },
   };
 
   constructor(private readonly host: EngineHost) {
     this.now = host.now ?? Date.now;
     this.sleep = host.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+    this.guard = host.guard ?? defaultMergeGuard();
   }
 
   get checkpointKey(): string {
     return `checkpoint/${this.runWireId}/${this.options.peerKey}`;
+  }
+
+  /** Resolves when the loop has ended (its steps done, stopped, or a fatal error). */
+  get finished(): Promise<void> {
+    return this.running ?? Promise.resolve();
   }
 
   private get localTextKey(): string {
@@ -146,7 +176,7 @@ export class PeerEngine {
             this.fail(error, true);
             return;
           }
-          void this.loop();
+          this.running = this.loop();
           return;
         case 'adapter':
           await this.exclusive(() => this.receiveAdapter(message));
@@ -202,7 +232,6 @@ export class PeerEngine {
   stop(): void {
     this.stopped = true;
     this.resumeWaiters.splice(0).forEach((wake) => wake());
-    this.bootstrapWake?.();
   }
 
   private fail(error: unknown, fatal = false): void {
@@ -241,9 +270,7 @@ export class PeerEngine {
       { halfLifeMs: options.halfLifeMs, dropAfterMs: options.dropAfterMs },
     );
     await this.prepareData();
-    const saved = await this.host.store.get(this.checkpointKey);
-    if (saved) {
-      this.restore(decodeCheckpoint(saved));
+    if (await this.restoreLatestCheckpoint()) {
       this.bootstrapDone = true;
     } else {
       this.bootstrapDone = !options.mergeEnabled || options.bootstrapWaitMs <= 0;
@@ -279,7 +306,7 @@ export class PeerEngine {
     this.model.attachLora(this.manifest.lora, this.settings.seed);
     this.trainer = new Trainer(this.model, {
       schedule: this.settings.schedule,
-      optimizer: { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: this.settings.weightDecay },
+      optimizer: { ...ADAMW_DEFAULTS, weightDecay: this.settings.weightDecay },
       clipNorm: this.settings.clipNorm,
       accumulation: 1,
     });
@@ -368,6 +395,41 @@ export class PeerEngine {
     this.mergeHistory = c.mergeHistory;
   }
 
+  /**
+   * Restores the newest checkpoint slot that decodes and passes validation (this run, this adapter's schema,
+   * finite values); a slot that fails is reported in words and left for the next write to replace.
+   */
+  private async restoreLatestCheckpoint(): Promise<boolean> {
+    const slots = checkpointSlotKeys(this.checkpointKey);
+    // The single key of earlier builds is read too, so an upgrade keeps what a volunteer trained.
+    const keys = [...slots, this.checkpointKey];
+    const usable: Array<{ checkpoint: PeerCheckpoint; key: string }> = [];
+    let stored = 0;
+    for (const key of keys) {
+      const bytes = await this.host.store.get(key);
+      if (!bytes) continue;
+      stored++;
+      let verdict: ReturnType<typeof validateCheckpoint>;
+      try {
+        verdict = validateCheckpoint(decodeCheckpoint(bytes), { wireRunId: this.runWireId, adapter: await this.model!.getAdapter() });
+      } catch (error) {
+        verdict = { ok: false, reason: (error as Error).message };
+      }
+      if (verdict.ok) usable.push({ checkpoint: verdict.checkpoint, key });
+      else this.host.post({ type: 'notice', level: 'warning', message: `a stored checkpoint copy could not be used (${verdict.reason})` });
+    }
+    usable.sort((a, b) => b.checkpoint.counters.step - a.checkpoint.counters.step || b.checkpoint.savedAtMs - a.checkpoint.savedAtMs);
+    const newest = usable[0];
+    if (!newest) {
+      if (stored > 0) this.host.post({ type: 'notice', level: 'warning', message: 'no stored checkpoint of this run could be used, so training starts fresh from the base model' });
+      return false;
+    }
+    this.restore(newest.checkpoint);
+    // The next write goes to the other slot, so a torn write can never destroy the copy just restored.
+    this.nextSlot = newest.key === slots[0] ? 1 : 0;
+    return true;
+  }
+
   private async checkpoint(): Promise<void> {
     const c: PeerCheckpoint = {
       wireRunId: this.runWireId,
@@ -391,9 +453,26 @@ export class PeerEngine {
       mergeHistory: this.mergeHistory,
       adoptedFrom: this.status.adoptedFrom,
     };
+    const poisoned = adapterProblem(c.adapter) ?? momentsProblem(c.optimizer);
+    if (poisoned) {
+      // Never overwrite a good checkpoint with values that cannot be trusted.
+      this.markUnhealthy(`checkpoint skipped: ${poisoned}`);
+      return;
+    }
     const bytes = encodeCheckpoint(c);
-    await this.host.store.put(this.checkpointKey, bytes);
+    const [first, second] = checkpointSlotKeys(this.checkpointKey);
+    await this.host.store.put(this.nextSlot === 0 ? first : second, bytes);
+    this.nextSlot = 1 - this.nextSlot;
     this.status.checkpoint = { step: c.counters.step, atMs: c.savedAtMs, bytes: bytes.length };
+  }
+
+  private markUnhealthy(reason: string): void {
+    this.status.health = { state: 'unhealthy', reason };
+    this.host.post({ type: 'notice', level: 'warning', message: reason });
+  }
+
+  private markHealthy(): void {
+    if (this.status.health.state !== 'ok') this.status.health = { state: 'ok', reason: null };
   }
 
   private batchFor(step: number): Batch {
@@ -432,6 +511,10 @@ export class PeerEngine {
           const step = this.status.step;
           const result = await this.trainer!.trainStep(() => this.batchFor(step));
           busyMs = Math.max(1, this.now() - started);
+          if (!Number.isFinite(result.loss)) {
+            await this.rollBack(`the training loss at step ${step + 1} was not finite`);
+            return;
+          }
           const tps = (result.tokens * 1000) / busyMs;
           tokensPerSecond = tokensPerSecond === null ? tps : 0.8 * tokensPerSecond + 0.2 * tps;
           this.status.step = step + 1;
@@ -458,6 +541,17 @@ export class PeerEngine {
       // Yield to the message queue even at full duty, so pause, adapters and "try it" are handled promptly.
       await this.sleep(Number.isFinite(rest) ? rest : 1000);
     }
+  }
+
+  /** Goes back to the last good checkpoint (or the adapter as it was) after a step produced non-finite values. */
+  private async rollBack(reason: string): Promise<void> {
+    this.markUnhealthy(`${reason}; going back to the last checkpoint`);
+    const saved = await this.restoreLatestCheckpoint();
+    if (!saved) {
+      this.buildModel();
+      this.status.step = 0;
+    }
+    this.postStatus();
   }
 
   private pushBounded<T>(list: T[], item: T): void {
@@ -495,7 +589,15 @@ export class PeerEngine {
   private async publish(): Promise<void> {
     if (!this.options.mergeEnabled) return;
     const adapter = await this.model!.getAdapter();
-    const bytes = encodeAdapter(adapter, this.manifest.codec);
+    let bytes: Uint8Array;
+    try {
+      bytes = encodeAdapter(adapter, this.manifest.codec);
+    } catch (error) {
+      // The peer keeps training and reporting; it just has nothing it can share this round.
+      this.markUnhealthy(`could not publish the adapter: ${(error as Error).message}`);
+      return;
+    }
+    this.markHealthy();
     this.status.publishedVersion++;
     const buffer = ownBuffer(bytes);
     this.host.post(
@@ -526,19 +628,51 @@ export class PeerEngine {
       // A neighbour of another shape cannot be in the table (schema hashes agree), so this is only a safeguard.
       this.status.consensusDistance = null;
     }
-    const merged = mergeWith(this.manifest.strategy.name, inputs, this.manifest.strategy.params, { seed: deriveSeed(this.settings.seed, `merge/${this.status.step}`) });
-    this.model!.setAdapter(merged);
-    this.status.merges++;
+    const screened = this.guard.screen(self, inputs);
+    for (const event of screened.events) this.countGuardEvent(event);
+    let outcome: MergeRecord['outcome'] = 'merged';
+    if (screened.inputs.length > 1) {
+      let merged: Adapter | undefined;
+      let problem: string | null;
+      try {
+        merged = mergeWith(this.manifest.strategy.name, screened.inputs, this.manifest.strategy.params, { seed: deriveSeed(this.settings.seed, `merge/${this.status.step}`) });
+        problem = this.guard.checkResult(self, merged);
+      } catch (error) {
+        problem = `the ${this.manifest.strategy.name} merge failed: ${(error as Error).message}`;
+      }
+      if (problem === null && merged) {
+        this.model!.setAdapter(merged);
+        this.status.merges++;
+      } else {
+        // The peer keeps its own adapter: nothing a neighbour sent may replace it with unbounded values.
+        outcome = 'kept-own';
+        this.status.guard.mergesRefused++;
+        this.host.post({ type: 'notice', level: 'warning', message: `merge result refused, kept this peer's own adapter: ${problem}` });
+      }
+    } else outcome = 'no-usable-input';
     const record: MergeRecord = {
       step: this.status.step,
       atMs: this.now(),
       strategy: this.manifest.strategy.name,
-      inputs: inputs.map((i) => ({ peerId: i.meta.peerId, weight: i.weight, ageMs: i.meta.ageMs })),
+      inputs: screened.inputs.map((i) => ({ peerId: i.meta.peerId, weight: i.weight, ageMs: i.meta.ageMs })),
       ms: this.now() - started,
+      outcome,
     };
     this.status.lastMerge = record;
     this.pushBounded(this.mergeHistory, record);
     return record;
+  }
+
+  private countGuardEvent(event: GuardEvent): void {
+    const byPeer = (this.status.guard.byPeer[event.peerId] ??= { clipped: 0, refused: 0 });
+    if (event.kind === 'clipped') {
+      this.status.guard.clipped++;
+      byPeer.clipped++;
+    } else {
+      this.status.guard.refused++;
+      byPeer.refused++;
+      this.host.post({ type: 'adapter-verdict', peerId: event.peerId, version: -1, ok: false, reason: 'out-of-bounds', detail: event.detail });
+    }
   }
 
   private refuse(peerId: string, version: number, reason: RejectReason, detail: string): void {
@@ -549,44 +683,66 @@ export class PeerEngine {
 
   private async receiveAdapter(m: Extract<MainToWorker, { type: 'adapter' }>): Promise<void> {
     if (!this.model || !this.options.mergeEnabled) return;
-    const decoded = decodeAdapter(new Uint8Array(m.bytes), { expectSchemaHash: this.schema });
-    if (!decoded.ok) return this.refuse(m.peerId, m.version, decoded.reason, decoded.detail);
-    const identity = { runId: m.runId, baseModelSha256: m.baseModelSha256, schemaHash: adapterSchemaHash(decoded.adapter) };
+    const identity = { runId: m.runId, baseModelSha256: m.baseModelSha256, schemaHash: adapterSchemaHash(m.adapter) };
     const verdict = this.table.offer(
-      decoded.adapter,
+      m.adapter,
       { peerId: m.peerId, version: m.version, step: m.step, samplesSeen: m.samplesSeen, localLoss: m.localLoss, receivedAtMs: m.receivedAtMs },
       identity,
     );
     if (!verdict.ok) return this.refuse(m.peerId, m.version, verdict.reason, verdict.detail);
     this.status.adaptersAccepted++;
     this.host.post({ type: 'adapter-verdict', peerId: m.peerId, version: m.version, ok: true });
-    if (!this.bootstrapDone) {
-      // A late joiner starts from the swarm's current adapter rather than from scratch.
-      this.model.setAdapter(decoded.adapter);
-      this.status.adoptedFrom = { peerId: m.peerId, step: m.step };
-      this.bootstrapDone = true;
-      this.bootstrapWake?.();
-      this.host.post({ type: 'notice', level: 'info', message: `starting from the adapter of peer ${m.peerId.slice(-6)} (its step ${m.step})` });
-      const adopted = await this.evaluateHeldOut();
-      this.status.heldOut = adopted;
-      this.pushBounded(this.heldOutHistory, adopted);
-      await this.saveCheckpointReporting();
-      this.postStatus({ newHeldOut: adopted });
-    } else {
-      this.status.neighbours = this.table.summary(this.now());
-      this.postStatus();
+    if (!this.bootstrapDone && !this.bootstrapOffers.some((o) => o.peerId === m.peerId)) {
+      this.bootstrapOffers.push({ adapter: m.adapter, peerId: m.peerId, step: m.step });
     }
+    this.status.neighbours = this.table.summary(this.now());
+    this.postStatus();
   }
 
+  /**
+   * A late joiner waits (in short sleeps, so the loop only moves on a sleep) until BOOTSTRAP_QUORUM neighbours
+   * offered an adapter or its wait is over, then starts from the offer that fits its own data best.
+   */
   private async waitForBootstrap(): Promise<void> {
-    if (this.bootstrapDone) return;
-    await Promise.race([
-      new Promise<void>((resolve) => (this.bootstrapWake = resolve)),
-      this.sleep(this.options.bootstrapWaitMs),
-    ]);
+    const deadline = this.now() + this.options.bootstrapWaitMs;
+    while (!this.bootstrapDone && !this.stopped && this.bootstrapOffers.length < BOOTSTRAP_QUORUM && this.now() < deadline) {
+      await this.sleep(Math.min(BOOTSTRAP_POLL_MS, Math.max(1, deadline - this.now())));
+    }
+    if (!this.bootstrapDone && this.bootstrapOffers.length > 0) await this.exclusive(() => this.adoptBestOffer());
     this.bootstrapDone = true;
+    this.bootstrapOffers = [];
     if (this.status.phase === 'bootstrapping') this.status.phase = this.paused ? 'paused' : 'training';
     this.postStatus();
+  }
+
+  /**
+   * Never the first adapter offered, whole: each offer (and the fresh adapter) is scored by its loss on a batch of
+   * this peer's own data, and only a finite, bounded offer that beats starting fresh is adopted. A poisoned offer
+   * has a huge or non-finite loss and loses to the others.
+   */
+  private async adoptBestOffer(): Promise<void> {
+    const fresh = await this.model!.getAdapter();
+    const batch = [this.batchFor(-1)];
+    let best = { loss: (await evaluate(this.model!, batch)).loss, offer: null as (typeof this.bootstrapOffers)[number] | null };
+    for (const offer of this.bootstrapOffers) {
+      if (adapterProblem(offer.adapter)) continue;
+      this.model!.setAdapter(offer.adapter);
+      const loss = (await evaluate(this.model!, batch)).loss;
+      if (Number.isFinite(loss) && loss < best.loss) best = { loss, offer };
+    }
+    if (!best.offer) {
+      this.model!.setAdapter(fresh);
+      this.host.post({ type: 'notice', level: 'info', message: `none of the ${this.bootstrapOffers.length} adapter(s) offered fits this peer's data better than starting fresh` });
+      return;
+    }
+    this.model!.setAdapter(best.offer.adapter);
+    this.status.adoptedFrom = { peerId: best.offer.peerId, step: best.offer.step };
+    this.host.post({ type: 'notice', level: 'info', message: `starting from the adapter of peer ${best.offer.peerId.slice(-6)} (its step ${best.offer.step}), the best fit of ${this.bootstrapOffers.length} offered` });
+    const adopted = await this.evaluateHeldOut();
+    this.status.heldOut = adopted;
+    this.pushBounded(this.heldOutHistory, adopted);
+    await this.saveCheckpointReporting();
+    this.postStatus({ newHeldOut: adopted });
   }
 
   private async finish(): Promise<void> {
@@ -610,8 +766,7 @@ export class PeerEngine {
     const previous = this.host.backendName();
     const now = await this.host.switchBackend('wasm');
     this.buildModel();
-    const saved = await this.host.store.get(this.checkpointKey);
-    if (saved) this.restore(decodeCheckpoint(saved));
+    await this.restoreLatestCheckpoint();
     this.host.post({
       type: 'notice',
       level: 'warning',
