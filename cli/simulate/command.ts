@@ -12,6 +12,10 @@ import { ManagedRelay } from './relay.ts';
 import { comparisonCurves, comparisonHtml, comparisonMarkdown, runReportHtml, type ComparisonRow } from './report.ts';
 import { runSimulation, type SimulationResult } from './run.ts';
 import { BrowserFleet } from './tabs.ts';
+import { runNodeSimulation } from './node/run.ts';
+import { initNodeBackend } from '../tf-node.ts';
+import { armStatistics, seedsMarkdown } from './seeds.ts';
+import type { SimulationSettings } from './options.ts';
 
 /** Vite without hot reload: a reload would restart every simulated peer. */
 const SIMULATION_VITE_CONFIG = 'cli/simulate/vite.config.ts';
@@ -84,10 +88,52 @@ function writeOutputs(cmd: SimulateCommand, results: SimulationResult[], command
   return { summaries, target };
 }
 
+/** Every planned run once per seed; with several seeds each label names its seed, and arms are paired by seed. */
+export function seededRuns(cmd: SimulateCommand): SimulationSettings[] {
+  const runs = plannedRuns(cmd);
+  if (cmd.seeds.length <= 1) return runs;
+  return cmd.seeds.flatMap((seed) => runs.map((r) => ({ ...r, seed, label: `${r.label}@seed${seed}` })));
+}
+
+function armOf(label: string): { arm: string; seed: number | null } {
+  const m = /^(.*)@seed(\d+)$/.exec(label);
+  return m ? { arm: m[1], seed: Number(m[2]) } : { arm: label, seed: null };
+}
+
+function writeSeedStatistics(cmd: SimulateCommand, results: SimulationResult[], summaries: RunSummary[]): string | null {
+  if (cmd.seeds.length <= 1) return null;
+  const rows = results.map((r, i) => ({ ...armOf(r.settings.label), summary: summaries[i] })).map((r) => ({ arm: r.arm, seed: r.seed ?? 0, summary: r.summary }));
+  const table = seedsMarkdown(armStatistics(rows));
+  if (cmd.outDir) writeFileSync(join(cmd.outDir, 'seeds.md'), table);
+  return table;
+}
+
+async function simulateOnNode(cmd: SimulateCommand, log: (line: string) => void, commandLine: string): Promise<SimulateOutcome> {
+  const runs = seededRuns(cmd);
+  const sha = modelSha256(cmd.base.modelUrl);
+  const results: SimulationResult[] = [];
+  // One thread runs its shard here, on this process's tfjs backend; more threads each load their own.
+  if (runs.some((r) => r.node.threads === 1)) await initNodeBackend('wasm');
+  log(`simulate (node engine): ${runs.length} run(s): ${runs.map((r) => r.label).join(', ')}`);
+  for (const settings of runs) {
+    const result = await runNodeSimulation(settings, { log, modelSha256: sha, root: process.cwd(), progressEveryS: cmd.progressEveryS });
+    results.push(result);
+    const { summaries } = writeOutputs(cmd, results, commandLine);
+    writeSeedStatistics(cmd, results, summaries);
+    const s = result.summary;
+    log(`[${settings.label}] held-out (all genres): base ${s.baseLoss?.toFixed(4) ?? '–'} → final ${s.finalLoss?.toFixed(4) ?? '–'}; bytes/peer ${Math.round(s.bytesPerPeer)}; merges ${s.merges}`);
+  }
+  const { summaries, target } = writeOutputs(cmd, results, commandLine);
+  const table = writeSeedStatistics(cmd, results, summaries);
+  if (table) log(`\n${table}`);
+  return { results, summaries, target, outDir: cmd.outDir };
+}
+
 export async function simulate(cmd: SimulateCommand, hooks: SimulateHooks = {}): Promise<SimulateOutcome> {
   const log = hooks.log ?? ((line: string) => console.log(line));
   const commandLine = hooks.commandLine ?? 'swarm simulate';
-  const runs = plannedRuns(cmd);
+  if (cmd.base.engine === 'node') return simulateOnNode(cmd, log, commandLine);
+  const runs = seededRuns(cmd);
   const sha = modelSha256(cmd.base.modelUrl);
   let app: AppServer | null = null;
   const relay = new ManagedRelay();
@@ -101,7 +147,8 @@ export async function simulate(cmd: SimulateCommand, hooks: SimulateHooks = {}):
       if (settings.merge && !relay.running) await relay.start();
       const result = await runSimulation(settings, { appUrl, fleet, relay, modelSha256: sha, log, progressEveryS: cmd.progressEveryS });
       results.push(result);
-      writeOutputs(cmd, results, commandLine);
+      const { summaries } = writeOutputs(cmd, results, commandLine);
+      writeSeedStatistics(cmd, results, summaries);
       const s = result.summary;
       log(`[${settings.label}] held-out (all genres): base ${s.baseLoss?.toFixed(4) ?? '–'} → final ${s.finalLoss?.toFixed(4) ?? '–'}; bytes/peer ${Math.round(s.bytesPerPeer)}; merges ${s.merges}`);
       // A relay killed and not restarted by this run is started again for the next one.
@@ -113,5 +160,7 @@ export async function simulate(cmd: SimulateCommand, hooks: SimulateHooks = {}):
     await app?.stop();
   }
   const { summaries, target } = writeOutputs(cmd, results, commandLine);
+  const table = writeSeedStatistics(cmd, results, summaries);
+  if (table) log(`\n${table}`);
   return { results, summaries, target, outDir: cmd.outDir };
 }

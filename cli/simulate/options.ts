@@ -4,6 +4,9 @@ import { parseArgs } from 'node:util';
 import { getStrategy, resolveParams } from '../../core/merge/registry.ts';
 import { isPayloadCodec, type PayloadCodec } from '../../core/wire/codec.ts';
 import type { MergeParams } from '../../core/merge/types.ts';
+import { availableParallelism } from 'node:os';
+import { NODE_BYZANTINE_MODES } from './node/attacks.ts';
+import { parseTopology, TopologyError, type Topology } from './node/links.ts';
 
 export class SimulateArgumentError extends Error {
   static override readonly name = 'SimulateArgumentError';
@@ -29,8 +32,9 @@ export interface RelayKillFault {
   restartAfterS: number | null;
 }
 
+/** The modes real tabs can play; the node engine plays every mode of NODE_BYZANTINE_MODES. */
 export const BYZANTINE_MODES = ['sign-flip', 'scaled', 'random', 'stale'] as const;
-export type ByzantineMode = (typeof BYZANTINE_MODES)[number];
+export type ByzantineMode = (typeof NODE_BYZANTINE_MODES)[number];
 
 export interface ByzantineSetting {
   mode: ByzantineMode;
@@ -51,8 +55,25 @@ export interface NetworkFault {
 export const BASELINES = ['local', 'central'] as const;
 export type Baseline = (typeof BASELINES)[number];
 
+/** The node engine's simulated network and machines (ignored by the browser engine). */
+export interface NodeEngineSettings {
+  topology: Topology;
+  /** One-way latency of every link, ms (≥ 1). */
+  latencyMs: number;
+  /** Link bandwidth, Mbit/s (0 = unlimited). */
+  bandwidthMbps: number;
+  /** Virtual ms a training step takes on an average peer. */
+  stepMs: number;
+  /** Per-peer step times spread uniformly over ±spread/2 around stepMs. */
+  speedSpread: number;
+  /** Worker threads (shards) the peers are spread over. */
+  threads: number;
+}
+
 export interface SimulationSettings {
   label: string;
+  engine: 'browser' | 'node';
+  node: NodeEngineSettings;
   tabs: number;
   browsers: number;
   strategy: string;
@@ -100,6 +121,8 @@ export interface SimulateCommand {
   outDir: string | null;
   appUrl: string | null;
   progressEveryS: number;
+  /** Every run is repeated with each of these seeds (paired across arms); [base.seed] without --seeds. */
+  seeds: number[];
 }
 
 export const SWEEP_KEYS = ['strategy', 'h', 'partition', 'codec', 'tabs', 'seed'] as const;
@@ -112,8 +135,21 @@ export const HELP = `usage: swarm simulate [options]      (npm run simulate -- [
 Runs a swarm of real browser tabs (headless Chromium) against a real relay and the app, with faults on a schedule,
 and writes a report folder: run-log.json (the dashboard's run-log format), summary.json and report.html.
 
+The engine
+  --engine <e>              browser (real tabs, default) | node (the same peer engine in Node on a simulated
+                            network with a virtual clock, spread over worker threads; deterministic given the seed)
+  --seeds <a,b,...>         repeat every run with each seed; the report adds mean ± sd per arm and paired per-seed
+                            differences against the first arm
+  node engine only:
+  --topology <t>            full | ring | regular:<k> | small-world:<k>:<p> (default full)
+  --link-latency <ms>       one-way latency of every link (default 20)
+  --bandwidth <Mbit/s>      bandwidth of every link (default 0 = unlimited)
+  --step-ms <ms>            virtual time of one training step on an average peer (default 1000)
+  --speed-spread <x>        per-peer step times spread over ±x/2 (default 0.5)
+  --threads <n>             worker threads (default: the machine's cores, ${availableParallelism()} here)
+
 The swarm
-  --tabs <n>                training tabs (default 4)
+  --tabs <n>                training tabs, or peers of the node engine (default 4)
   --browsers <n>            Chromium processes the tabs are spread over (default 1)
   --strategy <name>         merge strategy (default fedavg; see \`swarm merge --list\`)
   --param <k=v>             strategy parameter, repeatable; \`strategy.k=v\` applies to that strategy only
@@ -146,7 +182,10 @@ Faults (times: 90 = 90 s, 2m, or step20 = when the live tabs' mean step reaches 
   --byzantine <mode>[:tabs=<n>][:scale=<x>]
                                          n tabs (default 1) publish corrupted adapters: sign-flip (-x·B, x=1),
                                          scaled (x·B, x=10), random (noise x × the honest RMS, x=1), stale
-                                         (always their first adapter); summaries count honest tabs only
+                                         (always their first adapter); node engine also: huge (the codec's
+                                         limit), drift (a growing aligned push), sybil (all attackers send the
+                                         same poison), joiner (poison a newcomer's bootstrap), flood (junk
+                                         payloads with every adapter); summaries count honest tabs only
 
 Baselines and sweeps
   --baselines <list>        also run local,central (comma list; default none): local-only = same tabs with merging
@@ -218,10 +257,11 @@ export function parseRelayKill(raw: string): RelayKillFault {
   };
 }
 
-export function parseByzantine(raw: string, totalTabs: number): ByzantineSetting {
+export function parseByzantine(raw: string, totalTabs: number, engine: 'browser' | 'node' = 'browser'): ByzantineSetting {
   const { head, named } = fields(raw, '--byzantine', ['tabs', 'scale']);
-  if (!(BYZANTINE_MODES as readonly string[]).includes(head)) {
-    throw new SimulateArgumentError(`--byzantine: unknown mode '${head}' (known: ${BYZANTINE_MODES.join(', ')})`);
+  const known: readonly string[] = engine === 'node' ? NODE_BYZANTINE_MODES : BYZANTINE_MODES;
+  if (!known.includes(head)) {
+    throw new SimulateArgumentError(`--byzantine: unknown mode '${head}' for the ${engine} engine (known: ${known.join(', ')})`);
   }
   const mode = head as ByzantineMode;
   const tabs = named.tabs === undefined ? 1 : positiveInt('--byzantine tabs', named.tabs);
@@ -313,6 +353,14 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
         out: { type: 'string' },
         url: { type: 'string' },
         progress: { type: 'string', default: '5' },
+        engine: { type: 'string', default: 'browser' },
+        seeds: { type: 'string' },
+        topology: { type: 'string', default: 'full' },
+        'link-latency': { type: 'string', default: '20' },
+        bandwidth: { type: 'string', default: '0' },
+        'step-ms': { type: 'string', default: '1000' },
+        'speed-spread': { type: 'string', default: '0.5' },
+        threads: { type: 'string', default: String(availableParallelism()) },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -364,11 +412,36 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     sweep = { key: m[1] as SweepKey, values };
   }
 
+  if (v.engine !== 'browser' && v.engine !== 'node') throw new SimulateArgumentError(`--engine must be browser or node, got '${v.engine}'`);
+  const engine = v.engine;
+  let topology: Topology;
+  try {
+    topology = parseTopology(v.topology);
+  } catch (error) {
+    if (error instanceof TopologyError) throw new SimulateArgumentError(error.message);
+    throw error;
+  }
+  const node: NodeEngineSettings = {
+    topology,
+    latencyMs: parseNumber('--link-latency', v['link-latency'], (x) => x >= 1 && x <= 600_000, 'milliseconds in [1, 600000]'),
+    bandwidthMbps: parseNumber('--bandwidth', v.bandwidth, (x) => x >= 0, 'Mbit/s >= 0'),
+    stepMs: parseNumber('--step-ms', v['step-ms'], (x) => x >= 1, 'milliseconds >= 1'),
+    speedSpread: parseNumber('--speed-spread', v['speed-spread'], (x) => x >= 0 && x < 2, 'in [0, 2)'),
+    threads: positiveInt('--threads', v.threads),
+  };
+  const seeds = v.seeds === undefined ? null : v.seeds.split(',').map((x) => nonNegativeInt('--seeds', x.trim()));
+  if (seeds && new Set(seeds).size !== seeds.length) throw new SimulateArgumentError('--seeds lists a seed twice');
+  if (engine === 'node' && (v['relay-kill'].length > 0 || browsers > 1)) {
+    throw new SimulateArgumentError('--relay-kill and --browsers need real tabs (--engine browser); the node engine has no relay or browsers');
+  }
   const steps = nonNegativeInt('--steps', v.steps);
+  if (engine === 'node' && steps === 0) throw new SimulateArgumentError('--engine node needs --steps > 0 (its clock is virtual)');
   const minutes = parseNumber('--minutes', v.minutes, (x) => x > 0, 'a positive number of minutes');
   const targetLoss = v['target-loss'] === undefined ? null : parseNumber('--target-loss', v['target-loss'], (x) => x > 0, 'a positive loss');
   const base: SimulationSettings = {
     label: v.strategy,
+    engine,
+    node,
     tabs,
     browsers,
     strategy: v.strategy,
@@ -380,7 +453,7 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     steps,
     minutes,
     targetLoss,
-    seed: nonNegativeInt('--seed', v.seed),
+    seed: seeds ? seeds[0] : nonNegativeInt('--seed', v.seed),
     batchSize: positiveInt('--batch', v.batch),
     seqLen: positiveInt('--seq', v.seq),
     lr: parseNumber('--lr', v.lr, (x) => x > 0 && x < 1, 'in (0, 1)'),
@@ -393,7 +466,7 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     kills: v.kill.map(parseKill),
     relayKills: v['relay-kill'].map(parseRelayKill),
     network,
-    byzantine: v.byzantine === undefined ? null : parseByzantine(v.byzantine, tabs),
+    byzantine: v.byzantine === undefined ? null : parseByzantine(v.byzantine, tabs, engine),
     merge: true,
     centralised: false,
   };
@@ -411,6 +484,7 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     outDir: v.out ?? `reports/sim-${stamp}`,
     appUrl: v.url ?? null,
     progressEveryS: parseNumber('--progress', v.progress, (x) => x > 0, 'a positive number of seconds'),
+    seeds: seeds ?? [base.seed],
   };
 }
 
