@@ -263,6 +263,95 @@ describe('peer engine (tfjs WASM in Node, real Brown data)', () => {
   });
 });
 
+describe('a hostile neighbour or a damaged store never halts the peer', () => {
+  it('a neighbour adapter beyond the bounds is refused at the merge: the checkpoint holds the peer\'s own adapter', async () => {
+    const now = 1_000_000;
+    const h = harness(memoryStore(), () => now);
+    const manifest = tinyManifest();
+    await h.send({ type: 'pause' });
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H } });
+    await h.send(adapterMessage(manifest, await neighbourAdapter(manifest, 1e30), 'peerPOISON001', 1, now));
+    await h.send({ type: 'resume' });
+    await h.until((m) => lastStatus(m)?.phase === 'done', 'done');
+    h.engine.stop();
+    const published = h.messages.find((m) => m.type === 'publish');
+    if (published?.type !== 'publish') throw new Error('nothing published');
+    const self = adapterOf(published.bytes);
+    const saved = await newestCheckpoint(h.store, manifest);
+    const status = lastStatus(h.messages)!;
+    expect(status.merges).toBe(0);
+    expect(status.guard.refused).toBe(1);
+    expect(status.guard.byPeer.peerPOISON001).toEqual({ clipped: 0, refused: 1 });
+    expect(saved.mergeHistory.at(-1)?.outcome).toBe('no-usable-input');
+    for (const [name, pair] of saved.adapter.modules) {
+      expect(Array.from(pair.a)).toEqual(Array.from(self.modules.get(name)!.a));
+      expect(Array.from(pair.b)).toEqual(Array.from(self.modules.get(name)!.b));
+    }
+  });
+
+  it('a torn newest copy falls back to the other slot; unusable copies start fresh with a message', async () => {
+    const manifest = tinyManifest();
+    const store = memoryStore();
+    const first = harness(store);
+    await first.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, checkpointEvery: 2, maxSteps: 4 } });
+    await first.until((m) => lastStatus(m)?.phase === 'done', 'first run done');
+    first.engine.stop();
+    const [slotA, slotB] = checkpointSlotKeys(`checkpoint/${wireRunId(manifest)}/tab-1`);
+    const copies = await Promise.all([slotA, slotB].map(async (k) => decodeCheckpoint((await store.get(k))!)));
+    const newestKey = copies[0].counters.step > copies[1].counters.step ? slotA : slotB;
+    const olderStep = Math.min(copies[0].counters.step, copies[1].counters.step);
+    const torn = (await store.get(newestKey))!;
+    await store.put(newestKey, torn.subarray(0, torn.length - 100));
+    const resumed = harness(store);
+    await resumed.send({ type: 'pause' });
+    await resumed.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: OPTIONS });
+    resumed.engine.stop();
+    expect(resumed.messages.find((m) => m.type === 'ready')).toMatchObject({ status: { resumedFromStep: olderStep } });
+    expect(resumed.messages.some((m) => m.type === 'notice' && /could not be used/.test(m.message))).toBe(true);
+
+    // Now damage both: garbage in one, a header without its fields in the other.
+    await store.put(slotA, Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8, 9]));
+    const header = new TextEncoder().encode('{"formatVersion":1}');
+    const noFields = new Uint8Array(8 + header.length);
+    noFields.set([0x53, 0x57, 0x43, 0x4b]);
+    new DataView(noFields.buffer).setUint32(4, header.length, true);
+    noFields.set(header, 8);
+    await store.put(slotB, noFields);
+    const fresh = harness(store);
+    await fresh.send({ type: 'pause' });
+    await fresh.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: OPTIONS });
+    fresh.engine.stop();
+    expect(fresh.messages.find((m) => m.type === 'ready')).toMatchObject({ status: { step: 0, resumedFromStep: null } });
+    expect(fresh.messages.some((m) => m.type === 'notice' && /starts fresh/.test(m.message))).toBe(true);
+    expect(fresh.messages.some((m) => m.type === 'error')).toBe(false);
+  });
+
+  it('refuses a stored checkpoint with NaN values or of another run, by validation and not by accident', async () => {
+    const manifest = tinyManifest();
+    const store = memoryStore();
+    const first = harness(store);
+    await first.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, checkpointEvery: 2, maxSteps: 2 } });
+    await first.until((m) => lastStatus(m)?.phase === 'done', 'first run done');
+    first.engine.stop();
+    const keys = checkpointSlotKeys(`checkpoint/${wireRunId(manifest)}/tab-1`);
+    const good = (await Promise.all(keys.map((k) => store.get(k)))).find(Boolean)!;
+    const c = decodeCheckpoint(good);
+    const nan = structuredClone(c);
+    nan.adapter.modules.values().next().value!.b[0] = Number.NaN;
+    const other = { ...structuredClone(c), wireRunId: 'another-run.0123456789abcdef' };
+    for (const [bad, reason] of [[nan, /NaN/], [other, /belongs to run another-run/]] as const) {
+      await store.put(keys[0], encodeCheckpoint(bad));
+      await store.delete(keys[1]);
+      const h = harness(store);
+      await h.send({ type: 'pause' });
+      await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: OPTIONS });
+      h.engine.stop();
+      expect(h.messages.find((m) => m.type === 'ready')).toMatchObject({ status: { step: 0, resumedFromStep: null } });
+      expect(h.messages.some((m) => m.type === 'notice' && reason.test(m.message))).toBe(true);
+    }
+  });
+});
+
 async function newestCheckpoint(store: ReturnType<typeof memoryStore>, manifest: RunManifest): Promise<PeerCheckpoint> {
   const copies = [];
   for (const key of checkpointSlotKeys(`checkpoint/${wireRunId(manifest)}/tab-1`)) {

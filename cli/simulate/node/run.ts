@@ -192,6 +192,7 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
   let lastProgress = Date.now();
   const wallStart = Date.now();
   let stopReason = '';
+  let peakRssBytes = process.memoryUsage().rss;
   const maxMs = s.minutes * 60_000;
   try {
     await Promise.all(shards.map((sh) => sh.start()));
@@ -207,6 +208,8 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
       for (const inbox of inboxes) inbox.sort((a, b) => a.atMs - b.atMs || a.to - b.to || a.from - b.from || a.version - b.version);
       const results = await Promise.all(shards.map((sh, k) => sh.runUntil(endMs, inboxes[k])));
       nowMs = endMs;
+      // Worker threads live in this process, so its RSS covers every shard.
+      peakRssBytes = Math.max(peakRssBytes, process.memoryUsage().rss);
       const publications = results.flatMap((r) => r.publications).sort((a, b) => a.atMs - b.atMs || a.slot - b.slot);
       for (const p of publications) route(p);
       for (const o of results.flatMap((r) => r.observations).sort((a, b) => a.slot - b.slot)) observe(o);
@@ -258,7 +261,10 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
   } finally {
     await Promise.all(shards.map((sh) => sh.close()));
   }
-  env.log(`[${s.label}] stopped after ${((Date.now() - wallStart) / 1000).toFixed(0)} s wall (${(nowMs / 1000).toFixed(0)} s virtual): ${stopReason}`);
+  env.log(
+    `[${s.label}] stopped after ${((Date.now() - wallStart) / 1000).toFixed(0)} s wall (${(nowMs / 1000).toFixed(0)} s virtual), ` +
+      `peak memory ${(peakRssBytes / 2 ** 20).toFixed(0)} MiB RSS: ${stopReason}`,
+  );
   const runLog = log.toData();
   return {
     settings: s,
