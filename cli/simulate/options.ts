@@ -141,7 +141,8 @@ The engine
   --seeds <a,b,...>         repeat every run with each seed; the report adds mean ± sd per arm and paired per-seed
                             differences against the first arm
   node engine only:
-  --topology <t>            full | ring | regular:<k> | small-world:<k>:<p> (default full)
+  --topology <t>            auto | full | ring | regular:<k> | small-world:<k>:<p> (default auto: a full mesh up
+                            to 13 peers, then a random 12-regular graph, as the dial policy's neighbour cap makes)
   --link-latency <ms>       one-way latency of every link (default 20)
   --bandwidth <Mbit/s>      bandwidth of every link (default 0 = unlimited)
   --step-ms <ms>            virtual time of one training step on an average peer (default 1000)
@@ -355,7 +356,7 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
         progress: { type: 'string', default: '5' },
         engine: { type: 'string', default: 'browser' },
         seeds: { type: 'string' },
-        topology: { type: 'string', default: 'full' },
+        topology: { type: 'string', default: 'auto' },
         'link-latency': { type: 'string', default: '20' },
         bandwidth: { type: 'string', default: '0' },
         'step-ms': { type: 'string', default: '1000' },

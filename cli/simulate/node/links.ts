@@ -1,17 +1,21 @@
 // The node simulator's network: who is linked to whom (the topology), and what each link does to a payload
 // (latency, bandwidth, loss). Everything is drawn from the run seed, so the same seed gives the same network.
 import { createRng, deriveSeed } from '../../../core/util/random.ts';
+import { DEFAULT_MAX_NEIGHBOURS } from '../../../p2p/constants.ts';
 
-export type Topology = { kind: 'full' } | { kind: 'ring' } | { kind: 'regular'; degree: number } | { kind: 'small-world'; degree: number; rewire: number };
+export type Topology = { kind: 'auto' } | { kind: 'full' } | { kind: 'ring' } | { kind: 'regular'; degree: number } | { kind: 'small-world'; degree: number; rewire: number };
 
 export class TopologyError extends Error {
   static override readonly name = 'TopologyError';
   override readonly name = TopologyError.name;
 }
 
-/** `full`, `ring`, `regular:<k>`, `small-world:<k>:<p>` (Watts–Strogatz: ring lattice of degree k, rewired with p). */
+/**
+ * `auto` (what tabs build: a full mesh up to the dial policy's neighbour cap, then a random graph of that degree),
+ * `full`, `ring`, `regular:<k>`, `small-world:<k>:<p>` (Watts–Strogatz: ring lattice of degree k, rewired with p).
+ */
 export function parseTopology(raw: string): Topology {
-  if (raw === 'full' || raw === 'ring') return { kind: raw };
+  if (raw === 'auto' || raw === 'full' || raw === 'ring') return { kind: raw };
   const regular = /^regular:(\d+)$/.exec(raw);
   if (regular) return { kind: 'regular', degree: Number(regular[1]) };
   const small = /^small-world:(\d+):(0(?:\.\d+)?|1(?:\.0+)?)$/.exec(raw);
@@ -24,7 +28,10 @@ export function topologyLabel(t: Topology): string {
 }
 
 /** Undirected adjacency lists, sorted; never a self-link. */
-export function buildTopology(t: Topology, n: number, seed: number): number[][] {
+export function buildTopology(topology: Topology, n: number, seed: number): number[][] {
+  // The dial policy keeps at most DEFAULT_MAX_NEIGHBOURS direct neighbours (an even degree, so k·n is always even).
+  const t: Exclude<Topology, { kind: 'auto' }> =
+    topology.kind === 'auto' ? (n <= DEFAULT_MAX_NEIGHBOURS + 1 ? { kind: 'full' } : { kind: 'regular', degree: DEFAULT_MAX_NEIGHBOURS }) : topology;
   const edges = new Set<string>();
   const add = (a: number, b: number) => {
     if (a !== b) edges.add(a < b ? `${a}-${b}` : `${b}-${a}`);
@@ -34,26 +41,26 @@ export function buildTopology(t: Topology, n: number, seed: number): number[][] 
   else if (t.kind === 'ring') for (let a = 0; a < n; a++) add(a, (a + 1) % n);
   else if (t.kind === 'regular') {
     if (t.degree >= n || (t.degree * n) % 2 !== 0) throw new TopologyError(`a ${t.degree}-regular graph on ${n} peers does not exist (need k < n and k·n even)`);
-    // Random k-regular by the pairing model, retried until it has no self-links or double edges.
-    for (let attempt = 0; attempt < 1000; attempt++) {
-      edges.clear();
-      const stubs = Array.from({ length: n * t.degree }, (_, i) => Math.floor(i / t.degree));
-      for (let i = stubs.length - 1; i > 0; i--) {
-        const j = Math.floor(rng() * (i + 1));
-        [stubs[i], stubs[j]] = [stubs[j], stubs[i]];
-      }
-      let ok = true;
-      for (let i = 0; i < stubs.length; i += 2) {
-        const [a, b] = [stubs[i], stubs[i + 1]];
-        const key = a < b ? `${a}-${b}` : `${b}-${a}`;
-        if (a === b || edges.has(key)) {
-          ok = false;
-          break;
-        }
-        edges.add(key);
-      }
-      if (ok) break;
-      if (attempt === 999) throw new TopologyError(`could not draw a ${t.degree}-regular graph on ${n} peers`);
+    // A circulant graph (each peer linked to its k/2 nearest on each side, plus the opposite peer when k is odd),
+    // randomised by double-edge swaps, which keep every degree: uniform enough, and it never fails to draw.
+    for (let a = 0; a < n; a++) {
+      for (let k = 1; k <= Math.floor(t.degree / 2); k++) add(a, (a + k) % n);
+      if (t.degree % 2 === 1) add(a, (a + n / 2) % n);
+    }
+    const list = [...edges].map((e) => e.split('-').map(Number) as [number, number]);
+    for (let swap = 0; swap < 10 * list.length; swap++) {
+      const i = Math.floor(rng() * list.length);
+      const j = Math.floor(rng() * list.length);
+      const [a, b] = list[i];
+      const [c, d] = rng() < 0.5 ? list[j] : [list[j][1], list[j][0]];
+      const key = (x: number, y: number) => (x < y ? `${x}-${y}` : `${y}-${x}`);
+      if (i === j || a === d || c === b || a === c || b === d || edges.has(key(a, d)) || edges.has(key(c, b))) continue;
+      edges.delete(key(a, b));
+      edges.delete(key(c, d));
+      edges.add(key(a, d));
+      edges.add(key(c, b));
+      list[i] = [a, d];
+      list[j] = [c, b];
     }
   } else {
     const half = Math.max(1, Math.floor(t.degree / 2));
