@@ -117,3 +117,33 @@ describe.each(variants)('merge contract: $label', ({ strategy, params: given }) 
     }
   });
 });
+
+/**
+ * Extreme but legal finite inputs: what a hostile peer can put on the wire without a decoder refusing it. Every
+ * strategy must still return finite values (the update guard normally clips these first; the strategies must not
+ * depend on it). 3.4028234663852886e38 / 127 is the largest int8 scale the codec accepts.
+ */
+const INT8_MAX_SCALE = 3.4028234663852886e38 / 127;
+const extremes: Array<{ label: string; fill: (i: number, j: number) => number }> = [
+  { label: '1e30 everywhere in one input', fill: (i) => (i === 1 ? 1e30 : 0) },
+  { label: 'mixed-sign 1e30', fill: (i, j) => (i === 1 ? (j % 2 ? 1e30 : -1e30) : i === 2 ? (j % 3 ? -1e30 : 1e30) : 0) },
+  { label: 'fp16 maximum 65504', fill: (i, j) => (i >= 1 && i <= 2 ? (j % 2 ? 65504 : -65504) : 0.01 * j) },
+  { label: 'int8 extremes ±127·maxScale', fill: (i, j) => (i === 0 ? 0 : ((i + j) % 2 ? 127 : -127) * INT8_MAX_SCALE) },
+  { label: 'largest float32 of both signs', fill: (i, j) => ((i + j) % 2 ? 1 : -1) * 3.4028234663852886e38 },
+];
+
+describe.each(variants)('merge contract with extreme finite values: $label', ({ strategy, params: given }) => {
+  const params = resolveParams(strategy, given);
+  it.each(extremes)('$label gives a finite adapter', ({ fill }) => {
+    const inputs = Array.from({ length: 5 }, (_, i) => {
+      const adapter = randomAdapter(i + 1);
+      for (const p of adapter.modules.values()) {
+        for (let j = 0; j < p.a.length; j++) p.a[j] = Math.fround(fill(i, j));
+        for (let j = 0; j < p.b.length; j++) p.b[j] = Math.fround(fill(i, j + 1));
+      }
+      return asInput(adapter, `peer-${i}`, 1);
+    });
+    for (const input of inputs) for (const p of input.adapter.modules.values()) expect(p.a.every(Number.isFinite)).toBe(true);
+    expectFinite(strategy.merge(inputs, params, { seed: 7 }));
+  });
+});

@@ -11,11 +11,13 @@ import { similarityWeighting } from './strategies/similarity.ts';
 import { ties } from './strategies/ties.ts';
 import { trimmedMean } from './strategies/trimmed-mean.ts';
 import { varianceCorrected } from './strategies/variance-corrected.ts';
+import { overflowSafe } from './overflow.ts';
 import type { MergeContext, MergeInput, MergeParams, MergeStrategy, OutputKind, ParamValue } from './types.ts';
 import type { Adapter } from '../model/adapter.ts';
 
 export { MergeParamError, UnknownStrategyError } from './errors.ts';
 
+/** Each wrapped by overflowSafe, so legal but extreme finite inputs give a finite result (see overflow.ts). */
 const STRATEGIES: readonly MergeStrategy[] = [
   fedavg,
   exactAverage,
@@ -28,7 +30,7 @@ const STRATEGIES: readonly MergeStrategy[] = [
   similarityWeighting,
   dare,
   breadcrumbs,
-];
+].map(overflowSafe);
 
 const BY_NAME = new Map(STRATEGIES.map((s) => [s.name, s]));
 

@@ -253,9 +253,14 @@ describe('robust rules on textbook cases', () => {
     expect(aOf(mergeWith('median', scalars([1, 2, 3], [1, 1, 3])))).toEqual([3]);
   });
 
-  it('trimmed-mean drops ⌊beta·n⌋ values from each end', () => {
+  it('trimmed-mean drops max(1, ⌊beta·n⌋) values from each end once n ≥ 3', () => {
     expect(aOf(mergeWith('trimmed-mean', scalars([100, 1, 4, 2, 3]), { beta: 0.2 }))).toEqual([3]);
-    expect(aOf(mergeWith('trimmed-mean', scalars([100, 1, 4, 2, 3]), { beta: 0 }))).toEqual([22]);
+    // One attacker of five, at the default beta (⌊0.1·5⌋ = 0): still trimmed, (2 + 3 + 4) / 3.
+    expect(aOf(mergeWith('trimmed-mean', scalars([100, 1, 4, 2, 3]), { beta: 0 }))).toEqual([3]);
+    expect(aOf(mergeWith('trimmed-mean', scalars([1e30, 1, 4, 2, 3])))).toEqual([3]);
+    expect(aOf(mergeWith('trimmed-mean', scalars([1, 100, 2])))).toEqual([2]);
+    expect(aOf(mergeWith('trimmed-mean', scalars([1, 100])))[0]).toBeCloseTo(50.5, 6);
+    expect(aOf(mergeWith('trimmed-mean', scalars([-1e6, 1, 4, 2, 3, 80, 1e6]), { beta: 0.3 }))[0]).toBeCloseTo((2 + 3 + 4) / 3, 6);
     expect(aOf(mergeWith('trimmed-mean', scalars([-50, 1, 4, 2, 3, 80], [1, 1, 1, 3, 1, 1]), { beta: 0.2 }))[0]).toBeCloseTo((1 + 4 + 6 + 3) / 6, 6);
   });
 
@@ -325,5 +330,44 @@ describe('dare and breadcrumbs', () => {
     // gamma 0.1 drops 7; density 0.5 keeps the next five magnitudes: 6, 5, -4, 3, -2
     const out = aOf(mergeWith('breadcrumbs', [asInput(vectorAdapter(x), 'only')], { gamma: 0.1, density: 0.5, base: 'zero' }));
     expect(out).toEqual([5, -4, 3, -2, 0, 0, 0, 0, 0, 6]);
+  });
+});
+
+describe('overflow-safe evaluation (overflow.ts)', () => {
+  const FLOAT32_MAX = 3.4028234663852886e38;
+  // The largest values the int8 codec accepts: ±127 × (FLOAT32_MAX / 127).
+  const largestLegalScale = (() => {
+    const bits = new Uint32Array(Float32Array.of(FLOAT32_MAX / 127).buffer);
+    while (new Float32Array(bits.buffer)[0] * 127 > FLOAT32_MAX) bits[0]--;
+    return new Float32Array(bits.buffer)[0];
+  })();
+  const int8Max = Math.fround(127 * largestLegalScale);
+
+  it('dare on legal int8 input: every entry is 0 or the (saturated) rescaled value, never Infinity', () => {
+    const values = Array.from({ length: 64 }, (_, j) => (j % 2 ? int8Max : -int8Max));
+    const inputs = [asInput(vectorAdapter(new Array(64).fill(0)), 'self'), asInput(vectorAdapter(values), 'attacker')];
+    const merged = aOf(mergeWith('dare', inputs, { density: 0.5 }));
+    // self 0, attacker τ = ±FLOAT32_MAX kept with probability 1/2 and doubled, weight 1/2: ±FLOAT32_MAX or 0.
+    expect(merged.every(Number.isFinite)).toBe(true);
+    const kept = merged.filter((v) => v !== 0);
+    expect(kept.length).toBeGreaterThan(10);
+    expect(kept.length).toBeLessThan(54);
+    for (let j = 0; j < 64; j++) if (merged[j] !== 0) expect(merged[j]).toBe(j % 2 ? int8Max : -int8Max);
+  });
+
+  it('ties with task vectors that overflow float32 (x − self = ±6.8e38) merges the scaled inputs', () => {
+    const inputs = [asInput(vectorAdapter([-int8Max, 1]), 'self'), asInput(vectorAdapter([int8Max, 1]), 'p1'), asInput(vectorAdapter([int8Max, 1]), 'p2')];
+    // τ = (2·max, 0) twice; TIES keeps the elected positive entry: self + (2/3)·2·max/... saturates at FLOAT32_MAX
+    // (weights 1/3 each, disjoint mean over the two agreeing inputs = 2·max, lambda 1 → −max + 2·max = max).
+    const merged = aOf(mergeWith('ties', inputs, { density: 1 }));
+    expect(merged[0]).toBe(int8Max);
+    expect(merged[1]).toBe(1);
+  });
+
+  it('a merge of ordinary inputs is not rescaled (bit-identical to the unwrapped strategy)', () => {
+    const inputs = [1, 2, 3].map((s) => asInput(randomAdapter(s), `p${s}`));
+    const wrapped = mergeWith('fedavg', inputs);
+    const plain = listStrategies().find((s) => s.name === 'fedavg')!;
+    expect(maxAbsDiff(wrapped.modules.get('transformer.h.0.attn.c_attn')!.a, plain.merge(inputs, {}, {}).modules.get('transformer.h.0.attn.c_attn')!.a)).toBe(0);
   });
 });
