@@ -31,6 +31,7 @@ const host: EngineHost = {
     return tf.getBackend();
   },
   backendName: () => tf.getBackend() ?? 'none',
+  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
 };
 
 const engine = new PeerEngine(host);

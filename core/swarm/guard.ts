@@ -29,6 +29,8 @@
  * engine can count per neighbour. Pure typed-array code, float64 accumulation (1e30² does not overflow).
  */
 import { moduleNames, schemaHash, type Adapter, type LoraPair } from '../model/adapter.ts';
+import type { MergeInput } from '../merge/types.ts';
+import type { AdamWState } from '../train/adamw.ts';
 
 export const GUARD_TAU_MULTIPLIER = 2;
 export const GUARD_HISTORY = 32;
@@ -215,4 +217,59 @@ export function checkMergedAdapter(self: Adapter, merged: Adapter, bounds: Merge
     return { ok: false, reason: 'out-of-bounds', detail: `merged norm ${stats.norm.toPrecision(4)} exceeds ${ratio} × max(own norm ${selfStats.norm.toPrecision(4)}, 1)` };
   }
   return { ok: true };
+}
+
+/**
+ * The absolute bound for what a peer stores or starts from without a reference of its own (a checkpoint, a late
+ * joiner's offer): every value finite and within STORED_MAX_ABS. Trained LoRA factors are O(1); 1e4 leaves room
+ * for any honest run and refuses the 1e30 and fp16-maximum 65504 poison values.
+ */
+export const STORED_MAX_ABS = 1e4;
+
+/** Why this adapter may not be stored or adopted, in words, or null. */
+export function storedAdapterProblem(adapter: Adapter): string | null {
+  const stats = adapterStats(adapter);
+  if (!stats.finite) return 'the adapter holds NaN or Infinity';
+  if (stats.maxAbs > STORED_MAX_ABS) return `its largest magnitude ${stats.maxAbs.toPrecision(4)} exceeds ${STORED_MAX_ABS}`;
+  return null;
+}
+
+/** Why these optimiser moments may not be stored, or null when every value is finite. */
+export function momentsProblem(state: AdamWState): string | null {
+  for (const [name, { m, v }] of Object.entries(state.moments)) {
+    for (let i = 0; i < m.length; i++) if (!Number.isFinite(m[i]) || !Number.isFinite(v[i])) return `optimiser moment ${name}[${i}] is not finite`;
+  }
+  return null;
+}
+
+export type GuardEvent = { kind: 'clipped'; peerId: string; scale: number; detail: string } | { kind: 'refused'; peerId: string; detail: string };
+
+/**
+ * The guard as the engine uses it: screen() runs one merge round's inputs (inputs[0] is the peer itself and always
+ * stays) through the update guard, keeping, clipping or dropping each neighbour; checkResult() says why a merge
+ * result may not replace the peer's own adapter, or null when it may.
+ */
+export class MergeGuard {
+  constructor(private readonly update = new UpdateGuard()) {}
+
+  screen(self: Adapter, inputs: MergeInput[]): { inputs: MergeInput[]; events: GuardEvent[] } {
+    const events: GuardEvent[] = [];
+    const outcomes = this.update.guard(self, inputs.slice(1).map((i) => i.adapter));
+    const kept: MergeInput[] = [inputs[0]];
+    outcomes.forEach((outcome, k) => {
+      const input = inputs[k + 1];
+      const peerId = input.meta.peerId;
+      if (outcome.kind === 'refused') events.push({ kind: 'refused', peerId, detail: `${outcome.reason}: ${outcome.detail}` });
+      else {
+        if (outcome.kind === 'clipped') events.push({ kind: 'clipped', peerId, scale: outcome.scale, detail: `distance ${outcome.distance.toPrecision(3)} clipped by ${outcome.scale.toPrecision(3)}` });
+        kept.push({ ...input, adapter: outcome.adapter });
+      }
+    });
+    return { inputs: kept, events };
+  }
+
+  checkResult(self: Adapter, merged: Adapter): string | null {
+    const verdict = checkMergedAdapter(self, merged);
+    return verdict.ok ? null : `${verdict.reason}: ${verdict.detail}`;
+  }
 }

@@ -12,7 +12,8 @@
 import type { Adapter, LoraPair } from '../model/adapter.ts';
 import type { AdamWState } from '../train/adamw.ts';
 import type { HeldOutPoint, LossPoint, MergeRecord } from './engine-protocol.ts';
-import { adapterProblem, momentsProblem } from './adapter-bounds.ts';
+import { momentsProblem, storedAdapterProblem } from './guard.ts';
+import { utf8DecodeStrict, utf8Encode } from '../io/text.ts';
 
 const MAGIC = [0x53, 0x57, 0x43, 0x4b];
 export const CHECKPOINT_FORMAT_VERSION = 1;
@@ -88,7 +89,7 @@ export function encodeCheckpoint(c: PeerCheckpoint): Uint8Array {
     optimizerStep: optimizer.step,
     tensors,
   };
-  const headerBytes = new TextEncoder().encode(JSON.stringify(header));
+  const headerBytes = utf8Encode(JSON.stringify(header));
   const floatCount = blobs.reduce((n, b) => n + b.length, 0);
   // The float section starts on a 4-byte boundary so it can be viewed as a Float32Array without copying.
   const headerEnd = 8 + headerBytes.length;
@@ -112,7 +113,7 @@ export function decodeCheckpoint(bytes: Uint8Array): PeerCheckpoint {
   if (8 + headerLength > bytes.length) throw new CheckpointFormatError(`checkpoint header of ${headerLength} bytes runs past the end (${bytes.length} bytes)`);
   let header: Header;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLength))) as Header;
+    header = JSON.parse(utf8DecodeStrict(bytes.subarray(8, 8 + headerLength))) as Header;
   } catch (error) {
     throw new CheckpointFormatError(`checkpoint header is not valid JSON: ${(error as Error).message}`);
   }
@@ -199,7 +200,7 @@ export function validateCheckpoint(c: PeerCheckpoint, expected: { wireRunId: str
     const got = c.adapter.modules.get(name);
     if (!got || got.inDim !== pair.inDim || got.outDim !== pair.outDim) return { ok: false, reason: `adapter module ${name} is missing or has another shape` };
   }
-  const problem = adapterProblem(c.adapter) ?? momentsProblem(c.optimizer);
+  const problem = storedAdapterProblem(c.adapter) ?? momentsProblem(c.optimizer);
   if (problem) return { ok: false, reason: problem };
   return { ok: true, checkpoint: c };
 }

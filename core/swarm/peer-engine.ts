@@ -23,6 +23,7 @@ import { assignMixture } from '../data/partition.ts';
 import { evaluationBatches, MixtureSampler, type Batch, type MixtureSource } from '../data/batches.ts';
 import { createRng, deriveSeed } from '../util/random.ts';
 import { ByteTokenizer } from '../io/tokenizer.ts';
+import { utf8Decode, utf8Encode } from '../io/text.ts';
 import { exportPeft } from '../io/peft.ts';
 import { mergeWith, getStrategy, resolveParams } from '../merge/registry.ts';
 import { encodeAdapter } from '../wire/codec.ts';
@@ -33,8 +34,7 @@ import { NeighbourTable } from './neighbours.ts';
 import { actionsAfterStep, checkCadence, restAfterStep, type CadenceConfig } from './cadence.ts';
 import { defaultRunManifest, runTrainingSettings, wireRunId, type RunTrainingSettings } from './run.ts';
 import { checkpointSlotKeys, decodeCheckpoint, encodeCheckpoint, StorageFullError, validateCheckpoint, type KeyValueStore, type PeerCheckpoint } from './peer-checkpoint.ts';
-import { adapterProblem, momentsProblem } from './adapter-bounds.ts';
-import { defaultMergeGuard, type GuardEvent, type MergeGuard } from './merge-guard.ts';
+import { MergeGuard, momentsProblem, storedAdapterProblem, type GuardEvent } from './guard.ts';
 import { ADAMW_DEFAULTS } from '../train/adamw.ts';
 import type {
   DataSourceInfo,
@@ -64,10 +64,11 @@ export interface EngineHost {
   /** Switches the tfjs backend (after a WebGPU device loss); returns the backend now in use. */
   switchBackend?(name: 'wasm' | 'cpu'): Promise<string>;
   backendName(): string;
-  /** Screens neighbours' adapters before a merge and judges the result (default: defaultMergeGuard()). */
+  /** Screens neighbours' adapters before a merge and judges the result (default: the update guard, core/swarm/guard.ts). */
   guard?: MergeGuard;
   now?(): number;
-  sleep?(ms: number): Promise<void>;
+  /** The engine's only way to wait: a tab or a Node peer uses a timer, the simulator its virtual clock. */
+  sleep(ms: number): Promise<void>;
 }
 
 /** Named, so the page can say in words what went wrong. */
@@ -141,8 +142,8 @@ export class PeerEngine {
 
   constructor(private readonly host: EngineHost) {
     this.now = host.now ?? Date.now;
-    this.sleep = host.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
-    this.guard = host.guard ?? defaultMergeGuard();
+    this.sleep = (ms) => host.sleep(ms);
+    this.guard = host.guard ?? new MergeGuard();
   }
 
   get checkpointKey(): string {
@@ -331,7 +332,7 @@ export class PeerEngine {
     }
     const stored = await this.host.store.get(this.localTextKey);
     if (stored) {
-      const list = JSON.parse(new TextDecoder().decode(stored)) as Array<{ name: string; text: string }>;
+      const list = JSON.parse(utf8Decode(stored)) as Array<{ name: string; text: string }>;
       for (const item of list) await this.addLocalText(item.name, item.text, false);
     }
     this.rebuildSources();
@@ -362,9 +363,9 @@ export class PeerEngine {
     this.localTexts.push({ name, bytes: Uint8Array.from(bytes) });
     if (persist) {
       const existing = await this.host.store.get(this.localTextKey);
-      const list = existing ? (JSON.parse(new TextDecoder().decode(existing)) as Array<{ name: string; text: string }>) : [];
+      const list = existing ? (JSON.parse(utf8Decode(existing)) as Array<{ name: string; text: string }>) : [];
       list.push({ name, text });
-      await this.host.store.put(this.localTextKey, new TextEncoder().encode(JSON.stringify(list)));
+      await this.host.store.put(this.localTextKey, utf8Encode(JSON.stringify(list)));
       this.rebuildSources();
       this.host.post({ type: 'notice', level: 'info', message: `training on ${name} too (${bytes.length} bytes, stays in this tab)` });
       this.postStatus();
@@ -453,7 +454,7 @@ export class PeerEngine {
       mergeHistory: this.mergeHistory,
       adoptedFrom: this.status.adoptedFrom,
     };
-    const poisoned = adapterProblem(c.adapter) ?? momentsProblem(c.optimizer);
+    const poisoned = storedAdapterProblem(c.adapter) ?? momentsProblem(c.optimizer);
     if (poisoned) {
       // Never overwrite a good checkpoint with values that cannot be trusted.
       this.markUnhealthy(`checkpoint skipped: ${poisoned}`);
@@ -725,7 +726,7 @@ export class PeerEngine {
     const batch = [this.batchFor(-1)];
     let best = { loss: (await evaluate(this.model!, batch)).loss, offer: null as (typeof this.bootstrapOffers)[number] | null };
     for (const offer of this.bootstrapOffers) {
-      if (adapterProblem(offer.adapter)) continue;
+      if (storedAdapterProblem(offer.adapter)) continue;
       this.model!.setAdapter(offer.adapter);
       const loss = (await evaluate(this.model!, batch)).loss;
       if (Number.isFinite(loss) && loss < best.loss) best = { loss, offer };
