@@ -672,6 +672,7 @@ export class PeerEngine {
     } else {
       this.status.guard.refused++;
       byPeer.refused++;
+      this.status.adaptersRefused['out-of-bounds'] = (this.status.adaptersRefused['out-of-bounds'] ?? 0) + 1;
       this.host.post({ type: 'adapter-verdict', peerId: event.peerId, version: -1, ok: false, reason: 'out-of-bounds', detail: event.detail });
     }
   }

@@ -15,7 +15,7 @@ export const BYZANTINE_DESCRIPTIONS: Record<NodeByzantineMode, string> = {
   huge: "publishes values at the codec's limit (65504 in fp16, 1e30 in fp32/int8)",
   drift: 'adds a small push along one fixed direction, growing by scale × 5% of its RMS every round (scale 1)',
   sybil: 'all attackers publish the same poison (noise of 0.05 × scale, identical bytes)',
-  joiner: 'answers a newcomer first, with its adapter ×(−10·scale), hoping to be adopted whole',
+  joiner: 'publishes honestly, but answers a newcomer first with its adapter ×(−10·scale), hoping to be adopted whole',
   flood: 'sends 50 junk payloads with every adapter (rate limits and the decoder must refuse them)',
 };
 
@@ -56,7 +56,16 @@ function sharedNormal(seed: number, label: string): () => number {
 }
 
 /** What an attacker publishes instead of its honest payload, and how many junk payloads go with it. */
-export function poisonPublished(attack: Attack, honest: Uint8Array, state: AttackState, codec: PayloadCodec): { bytes: Uint8Array; flood: number } {
+export interface Poisoned {
+  /** What the attacker publishes to its neighbours. */
+  bytes: Uint8Array;
+  /** Junk payloads sent with it. */
+  flood: number;
+  /** What it sends a newcomer first (joiner mode). */
+  bootstrapPoison?: Uint8Array;
+}
+
+export function poisonPublished(attack: Attack, honest: Uint8Array, state: AttackState, codec: PayloadCodec): Poisoned {
   state.rounds++;
   state.first ??= honest;
   const decoded = decodeAdapter(honest);
@@ -102,9 +111,10 @@ export function poisonPublished(attack: Attack, honest: Uint8Array, state: Attac
       });
       break;
     }
-    case 'joiner':
-      poisoned = mapValues(own, (v, _i, _n, kind) => (kind === 'b' ? -10 * attack.scale * v : v));
-      break;
+    case 'joiner': {
+      const poison = mapValues(own, (v, _i, _n, kind) => (kind === 'b' ? -10 * attack.scale * v : v));
+      return { bytes: honest, flood: 0, bootstrapPoison: encodeAdapter(poison, codec) };
+    }
     case 'flood':
       return { bytes: honest, flood: FLOOD_PER_PUBLICATION };
   }

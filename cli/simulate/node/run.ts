@@ -168,6 +168,7 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
   const windowMs = Math.max(1, link.latencyMs);
   const latest = new Map<number, PeerObservation>();
   const knownPeer = new Map<number, string>();
+  const adoptedBy = new Map<number, string>();
   const bytesSent = new Map<number, number>();
   const inflight: Delivery[] = [];
   let floodIndex = 0;
@@ -285,13 +286,19 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
         // Joiner attack: every attacker next to the newcomer answers first, with its poisoned adapter.
         for (const from of adjacency[o.slot].filter((n) => byzantineSlots.includes(n))) {
           const p = lastPublication.get(from);
-          if (p) inflight.push({ atMs: nowMs + link.latencyMs, from, to: o.slot, version: p.version, step: p.step, samplesSeen: p.samplesSeen, localLoss: p.localLoss, bytes: p.bytes });
+          if (p) inflight.push({ atMs: nowMs + link.latencyMs, from, to: o.slot, version: p.version, step: p.step, samplesSeen: p.samplesSeen, localLoss: p.localLoss, bytes: p.bootstrapPoison ?? p.bytes });
         }
       }
       const genres = (o.status?.data ?? []).filter((d) => d.kind === 'corpus').map((d) => d.name);
       const detail: TabPeerDetail = { slot: o.slot, incarnation: o.incarnation, byzantine: byzantineSlots.includes(o.slot), genres };
       log.addEvent(SIM_EVENTS.tabPeer, JSON.stringify(detail), at(nowMs), o.peerId);
       if (o.incarnation > 1) log.addEvent(SIM_EVENTS.restart, `peer ${o.slot} back${o.status?.resumedFromStep != null ? ` from its checkpoint at step ${o.status.resumedFromStep}` : ''}`, at(nowMs), o.peerId);
+    }
+    const adopted = o.status?.adoptedFrom;
+    if (adopted && adoptedBy.get(o.slot) !== adopted.peerId) {
+      adoptedBy.set(o.slot, adopted.peerId);
+      const fromSlot = [...knownPeer].find(([, id]) => id === adopted.peerId)?.[0];
+      log.addEvent('adopted', JSON.stringify({ slot: o.slot, fromSlot: fromSlot ?? null, fromByzantine: fromSlot !== undefined && byzantineSlots.includes(fromSlot) }), at(nowMs), o.peerId);
     }
     for (const h of o.heldOut) {
       const detail: HeldOutDetail = { slot: o.slot, step: h.step, own: h.own, allGenres: h.allGenres, byGenre: h.byGenre, timeMs: at(h.atMs) };

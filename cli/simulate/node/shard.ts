@@ -37,6 +37,8 @@ export interface Publication {
   bytes: Uint8Array;
   /** Extra junk announcements a flooding attacker sends with it. */
   flood: number;
+  /** What a joiner attacker answers a newcomer with. */
+  bootstrapPoison?: Uint8Array;
 }
 
 export interface PeerObservation {
@@ -282,10 +284,11 @@ export class Shard {
       case 'publish': {
         let bytes: Uint8Array = new Uint8Array(message.bytes);
         let flood = 0;
-        if (peer.spec.byzantine) ({ bytes, flood } = poisonPublished(peer.spec.byzantine, bytes, peer.attack, this.init.manifest.codec));
+        let bootstrapPoison: Uint8Array | undefined;
+        if (peer.spec.byzantine) ({ bytes, flood, bootstrapPoison } = poisonPublished(peer.spec.byzantine, bytes, peer.attack, this.init.manifest.codec));
         peer.pendingPublications.push({
           atMs: this.nowMs, slot: peer.spec.slot, version: message.version, step: message.step, samplesSeen: message.samplesSeen,
-          localLoss: message.localLoss, bytes, flood,
+          localLoss: message.localLoss, bytes, flood, bootstrapPoison,
         });
         return;
       }
