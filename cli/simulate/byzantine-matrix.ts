@@ -2,7 +2,7 @@
 // among 8 peers × several seeds, each against the clean run of the same strategy and seed, on the node engine (the
 // real PeerEngine with its update guard). For each cell it reports the honest peers' final held-out loss against the
 // clean run, and whether any honest peer halted, held a non-finite value or went silent.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { listStrategies } from '../../core/merge/registry.ts';
@@ -24,6 +24,7 @@ const HELP = `usage: npm run simulate:byzantine -- [options]
   --steps <n> --h <n>  local steps per peer and steps between merges (default 12 and 3)
   --batch <n> --seq <n>  batch and sequence length (default 2 and 32)
   --out <dir>          report folder (default docs/reports/byzantine-matrix)
+  --from <a.json,...>  only render the report from cells.json files of earlier (e.g. parallel) runs
   -- <simulate options>  anything after -- goes to every run (e.g. --codec fp32)
 `;
 
@@ -141,11 +142,25 @@ export async function main(argv: string[]): Promise<number> {
       batch: { type: 'string', default: '2' },
       seq: { type: 'string', default: '32' },
       out: { type: 'string', default: 'docs/reports/byzantine-matrix' },
+      from: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (v.help) {
     console.log(HELP);
+    return 0;
+  }
+  if (v.from) {
+    const parts = v.from.split(',').map((f) => JSON.parse(readFileSync(f, 'utf8')) as { command: string; cells: CellOutcome[] });
+    const cells = parts.flatMap((p) => p.cells);
+    const strategies = [...new Set(cells.map((c) => c.strategy))];
+    const modes = [...new Set(cells.map((c) => c.mode).filter((m) => m !== 'clean'))];
+    const attackerCounts = [...new Set(cells.map((c) => c.attackers).filter((a) => a > 0))].sort();
+    mkdirSync(v.out, { recursive: true });
+    writeFileSync(join(v.out, 'cells.json'), `${JSON.stringify({ commands: parts.map((p) => p.command), cells }, null, 2)}\n`);
+    const table = matrixMarkdown(cells, strategies, modes, attackerCounts);
+    writeFileSync(join(v.out, 'matrix.md'), `# Byzantine matrix\n\nCommands:\n${parts.map((p) => `- \`${p.command}\``).join('\n')}\n\n${table}`);
+    console.log(table);
     return 0;
   }
   const strategies = v.strategies ? v.strategies.split(',') : listStrategies().map((s) => s.name);
