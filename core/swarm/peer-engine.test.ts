@@ -190,6 +190,15 @@ describe('peer engine (tfjs WASM in Node, real Brown data)', () => {
     }
   });
 
+  it('reports the backend choice and its reason that the host gave it before init', async () => {
+    const h = harness();
+    h.engine.setBackendInfo('WebGPU adapter is SwiftShader (software): WASM is faster', 'swiftshader');
+    await h.send({ type: 'pause' });
+    await h.send({ type: 'init', manifest: tinyManifest(), baseModelUrl: '/m/', backend: 'wasm', options: OPTIONS });
+    h.engine.stop();
+    expect(h.messages.find((m) => m.type === 'ready')).toMatchObject({ info: { backendReason: 'WebGPU adapter is SwiftShader (software): WASM is faster', adapterInfo: 'swiftshader' } });
+  });
+
   it('refuses adapters of another run or another schema, with the reason', async () => {
     const h = harness();
     const manifest = tinyManifest();

@@ -170,7 +170,6 @@ export class PeerEngine {
     try {
       switch (message.type) {
         case 'init':
-          this.backendReason = (message as { backendReason?: string }).backendReason ?? '';
           try {
             await this.init(message.manifest, message.baseModelUrl, message.options);
           } catch (error) {
