@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { corruptAdapter, PageFaults, readFaultParams, NO_FAULTS } from './faults.ts';
+import { PageFaults, readFaultParams, NO_FAULTS } from './faults.ts';
+import { poisonPublished } from '../../core/swarm/byzantine.ts';
 import { decodeAdapter, encodeAdapter } from '../../core/wire/codec.ts';
 import type { Adapter } from '../../core/model/adapter.ts';
 
@@ -28,43 +29,6 @@ function product(b: Float32Array, a: Float32Array): number[] {
   return out;
 }
 
-describe('corruptAdapter', () => {
-  it('sign-flip multiplies every module product B·A by -scale and leaves A alone', () => {
-    const honest = handAdapter();
-    const bad = corruptAdapter(honest, 'sign-flip', 3, 1);
-    for (const [name, p] of honest.modules) {
-      const q = bad.modules.get(name)!;
-      expect([...q.a]).toEqual([...p.a]);
-      const expected = product(p.b, p.a).map((v) => -3 * v);
-      product(q.b, q.a).forEach((v, i) => expect(v).toBeCloseTo(expected[i], 4));
-    }
-    // The honest adapter is untouched.
-    expect(honest.modules.get('transformer.h.0.attn.c_attn')!.b[0]).toBe(0.5);
-  });
-
-  it('scaled multiplies B by scale', () => {
-    const bad = corruptAdapter(handAdapter(), 'scaled', 10, 1);
-    expect([...bad.modules.get('transformer.h.0.attn.c_attn')!.b]).toEqual([5, -10, 20, 2.5]);
-  });
-
-  it('random replaces A and B with noise of scale × their RMS, different from the honest values', () => {
-    const honest = handAdapter();
-    const bad = corruptAdapter(honest, 'random', 2, 7);
-    for (const [name, p] of honest.modules) {
-      const q = bad.modules.get(name)!;
-      expect([...q.a]).not.toEqual([...p.a]);
-      expect(q.b.length).toBe(p.b.length);
-      expect(q.a.every(Number.isFinite)).toBe(true);
-    }
-    // Over a long tensor the noise RMS approaches scale × the honest RMS.
-    const long = Float32Array.from({ length: 20_000 }, (_, i) => (i % 2 === 0 ? 0.3 : -0.3));
-    const big = corruptAdapter({ ...honest, modules: new Map([['m', { a: long, b: long, inDim: 10_000, outDim: 10_000 }]]) }, 'random', 2, 3);
-    const r = Math.sqrt(big.modules.get('m')!.b.reduce((s, v) => s + v * v, 0) / long.length);
-    expect(r).toBeGreaterThan(0.57);
-    expect(r).toBeLessThan(0.63);
-  });
-});
-
 describe('PageFaults', () => {
   it('publishes the honest bytes when no Byzantine behaviour is set', () => {
     const bytes = encodeAdapter(handAdapter(), 'fp32');
@@ -84,7 +48,7 @@ describe('PageFaults', () => {
   it('a stale tab keeps publishing its first payload', () => {
     const faults = new PageFaults({ ...NO_FAULTS, byzantine: 'stale' });
     const first = encodeAdapter(handAdapter(), 'fp32');
-    const later = encodeAdapter(corruptAdapter(handAdapter(), 'scaled', 5, 0), 'fp32');
+    const later = poisonPublished({ mode: 'scaled', scale: 5, seed: 0 }, encodeAdapter(handAdapter(), 'fp32'), { first: null, rounds: 0 }, 'fp32').bytes;
     expect([...faults.outgoing(first, 'fp32')]).toEqual([...first]);
     expect([...faults.outgoing(later, 'fp32')]).toEqual([...first]);
     expect(faults.counters.corrupted).toBe(1);

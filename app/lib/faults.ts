@@ -1,11 +1,11 @@
 // Faults a simulation injects into one tab through URL parameters (`swarm simulate`): added latency and dropped
 // adapter messages, and Byzantine behaviour (what the tab publishes is corrupted; its own training is honest).
 // No DOM use here, so the corruption is unit-tested in Node.
-import type { Adapter, LoraPair } from '../../core/model/adapter.ts';
-import { createNormal, createRng } from '../../core/util/random.ts';
-import { decodeAdapter, encodeAdapter, type PayloadCodec } from '../../core/wire/codec.ts';
+import type { PayloadCodec } from '../../core/wire/codec.ts';
+import { poisonPublished, PUBLISHED_VALUE_MODES, type AttackState } from '../../core/swarm/byzantine.ts';
 
-export const BYZANTINE_BEHAVIOURS = ['sign-flip', 'scaled', 'random', 'stale'] as const;
+/** What a tab can play (core/swarm/byzantine.ts); joiner and flood need the node engine's simulated transport. */
+export const BYZANTINE_BEHAVIOURS = PUBLISHED_VALUE_MODES;
 export type ByzantineBehaviour = (typeof BYZANTINE_BEHAVIOURS)[number];
 
 export interface FaultParams {
@@ -14,7 +14,7 @@ export interface FaultParams {
   /** Share of announcements and received adapters silently dropped, [0, 1). */
   drop: number;
   byzantine: ByzantineBehaviour | null;
-  /** sign-flip: B → -scale·B; scaled: B → scale·B; random: noise of scale × each tensor's RMS. */
+  /** The mode's scale (core/swarm/byzantine.ts: sign-flip, scaled, random, drift, sybil). */
   byzantineScale: number;
 }
 
@@ -36,38 +36,6 @@ export function readFaultParams(p: URLSearchParams): FaultParams {
   };
 }
 
-function rms(values: Float32Array): number {
-  let sum = 0;
-  for (const v of values) sum += v * v;
-  return values.length === 0 ? 0 : Math.sqrt(sum / values.length);
-}
-
-function mapModules(adapter: Adapter, f: (pair: LoraPair, name: string) => LoraPair): Adapter {
-  return { ...adapter, modules: new Map([...adapter.modules].map(([name, pair]) => [name, f(pair, name)])) };
-}
-
-/**
- * The adapter a Byzantine tab publishes instead of its honest one. sign-flip and scaled change B only, which
- * multiplies every module's ΔW = (alpha/r)·B·A by -scale or scale; random replaces A and B by Gaussian noise of
- * the honest tensors' RMS times scale. 'stale' is handled by the caller (it republishes its first payload).
- */
-export function corruptAdapter(adapter: Adapter, behaviour: Exclude<ByzantineBehaviour, 'stale'>, scale: number, seed: number): Adapter {
-  switch (behaviour) {
-    case 'sign-flip':
-      return mapModules(adapter, (p) => ({ ...p, b: p.b.map((v) => -scale * v) }));
-    case 'scaled':
-      return mapModules(adapter, (p) => ({ ...p, b: p.b.map((v) => scale * v) }));
-    case 'random': {
-      const normal = createNormal(createRng(seed));
-      const noise = (like: Float32Array) => {
-        const sigma = scale * rms(like);
-        return like.map(() => sigma * normal());
-      };
-      return mapModules(adapter, (p) => ({ ...p, a: noise(p.a), b: noise(p.b) }));
-    }
-  }
-}
-
 export interface FaultCounters {
   droppedOut: number;
   droppedIn: number;
@@ -78,8 +46,7 @@ export interface FaultCounters {
 /** The faults of one tab, applied by the peer controller on the way out (announce) and in (received adapters). */
 export class PageFaults {
   readonly counters: FaultCounters = { droppedOut: 0, droppedIn: 0, delayed: 0, corrupted: 0 };
-  private firstPayload: Uint8Array | null = null;
-  private published = 0;
+  private readonly attack: AttackState = { first: null, rounds: 0 };
 
   constructor(
     readonly params: FaultParams,
@@ -111,26 +78,12 @@ export class PageFaults {
     await this.wait(this.params.latencyMs);
   }
 
-  /** The payload to publish: the honest bytes, or for a Byzantine tab its corrupted (or first, when stale) adapter. */
+  /** The payload to publish: the honest bytes, or for a Byzantine tab what its mode publishes instead. */
   outgoing(bytes: Uint8Array, codec: PayloadCodec): Uint8Array {
-    const behaviour = this.params.byzantine;
-    this.published++;
-    if (behaviour === null) return bytes;
-    if (behaviour === 'stale') {
-      this.firstPayload ??= bytes.slice();
-      if (this.published > 1) this.counters.corrupted++;
-      return this.firstPayload;
-    }
-    const decoded = decodeAdapter(bytes);
-    if (!decoded.ok) return bytes;
-    const corrupted = corruptAdapter(decoded.adapter, behaviour, this.params.byzantineScale, 0x5eed + this.published);
-    try {
-      const out = encodeAdapter(corrupted, codec);
-      this.counters.corrupted++;
-      return out;
-    } catch {
-      // Beyond the codec's range (fp16 with a huge scale): send the honest adapter rather than nothing.
-      return bytes;
-    }
+    const mode = this.params.byzantine;
+    if (mode === null) return bytes;
+    const out = poisonPublished({ mode, scale: this.params.byzantineScale, seed: 0x5eed }, bytes, this.attack, codec).bytes;
+    if (out !== bytes && (mode !== 'stale' || this.attack.rounds > 1)) this.counters.corrupted++;
+    return out;
   }
 }

@@ -9,7 +9,7 @@ import { listStrategies } from '../../core/merge/registry.ts';
 import type { RunLogData } from '../../core/swarm/run-log.ts';
 import { initNodeBackend } from '../tf-node.ts';
 import { modelSha256 } from './command.ts';
-import { NODE_BYZANTINE_MODES, BYZANTINE_DESCRIPTIONS, type NodeByzantineMode } from './node/attacks.ts';
+import { BYZANTINE_MODES, BYZANTINE_DESCRIPTIONS, type ByzantineMode } from '../../core/swarm/byzantine.ts';
 import { runNodeSimulation } from './node/run.ts';
 import { parseSimulateArgs, strategyParams, type SimulationSettings } from './options.ts';
 import { sampleSd } from './seeds.ts';
@@ -17,7 +17,7 @@ import { sampleSd } from './seeds.ts';
 const HELP = `usage: npm run simulate:byzantine -- [options]
 
   --strategies <a,b>   strategies (default: every registered one)
-  --modes <a,b>        attack modes (default: ${NODE_BYZANTINE_MODES.join(', ')})
+  --modes <a,b>        attack modes (default: ${BYZANTINE_MODES.join(', ')})
   --attackers <a,b>    attackers among the peers (default 1,2)
   --seeds <a,b>        seeds (default 1,2,3)
   --peers <n>          peers (default 8)
@@ -30,7 +30,7 @@ const HELP = `usage: npm run simulate:byzantine -- [options]
 
 export interface CellOutcome {
   strategy: string;
-  mode: NodeByzantineMode | 'clean';
+  mode: ByzantineMode | 'clean';
   attackers: number;
   seed: number;
   honestFinal: number | null;
@@ -121,7 +121,7 @@ export function matrixMarkdown(cells: CellOutcome[], strategies: string[], modes
     lines.push('');
   }
   lines.push('Attack modes:', '');
-  for (const m of modes) lines.push(`- \`${m}\`: ${BYZANTINE_DESCRIPTIONS[m as NodeByzantineMode] ?? ''}`);
+  for (const m of modes) lines.push(`- \`${m}\`: ${BYZANTINE_DESCRIPTIONS[m as ByzantineMode] ?? ''}`);
   return `${lines.join('\n')}\n`;
 }
 
@@ -133,7 +133,7 @@ export async function main(argv: string[]): Promise<number> {
     args: own,
     options: {
       strategies: { type: 'string' },
-      modes: { type: 'string', default: NODE_BYZANTINE_MODES.join(',') },
+      modes: { type: 'string', default: BYZANTINE_MODES.join(',') },
       attackers: { type: 'string', default: '1,2' },
       seeds: { type: 'string', default: '1,2,3' },
       peers: { type: 'string', default: '8' },
@@ -164,8 +164,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const strategies = v.strategies ? v.strategies.split(',') : listStrategies().map((s) => s.name);
-  const modes = v.modes.split(',') as NodeByzantineMode[];
-  for (const m of modes) if (!(NODE_BYZANTINE_MODES as readonly string[]).includes(m)) throw new Error(`unknown mode ${m}`);
+  const modes = v.modes.split(',') as ByzantineMode[];
+  for (const m of modes) if (!(BYZANTINE_MODES as readonly string[]).includes(m)) throw new Error(`unknown mode ${m}`);
   const attackerCounts = v.attackers.split(',').map(Number);
   const seeds = v.seeds.split(',').map(Number);
   const steps = Number(v.steps);
@@ -181,7 +181,7 @@ export async function main(argv: string[]): Promise<number> {
   mkdirSync(v.out, { recursive: true });
   const cells: CellOutcome[] = [];
   const started = Date.now();
-  const plan: Array<{ strategy: string; mode: NodeByzantineMode | 'clean'; attackers: number; seed: number }> = [];
+  const plan: Array<{ strategy: string; mode: ByzantineMode | 'clean'; attackers: number; seed: number }> = [];
   for (const strategy of strategies) {
     for (const seed of seeds) {
       plan.push({ strategy, mode: 'clean', attackers: 0, seed });

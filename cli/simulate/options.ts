@@ -5,7 +5,7 @@ import { getStrategy, resolveParams } from '../../core/merge/registry.ts';
 import { isPayloadCodec, type PayloadCodec } from '../../core/wire/codec.ts';
 import type { MergeParams } from '../../core/merge/types.ts';
 import { availableParallelism } from 'node:os';
-import { NODE_BYZANTINE_MODES } from './node/attacks.ts';
+import { BYZANTINE_MODES, PUBLISHED_VALUE_MODES, type ByzantineMode } from '../../core/swarm/byzantine.ts';
 import { parseTopology, TopologyError, type Topology } from './node/links.ts';
 
 export class SimulateArgumentError extends Error {
@@ -32,9 +32,7 @@ export interface RelayKillFault {
   restartAfterS: number | null;
 }
 
-/** The modes real tabs can play; the node engine plays every mode of NODE_BYZANTINE_MODES. */
-export const BYZANTINE_MODES = ['sign-flip', 'scaled', 'random', 'stale'] as const;
-export type ByzantineMode = (typeof NODE_BYZANTINE_MODES)[number];
+export { BYZANTINE_MODES, type ByzantineMode };
 
 export interface ByzantineSetting {
   mode: ByzantineMode;
@@ -183,9 +181,9 @@ Faults (times: 90 = 90 s, 2m, or step20 = when the live tabs' mean step reaches 
   --byzantine <mode>[:tabs=<n>][:scale=<x>]
                                          n tabs (default 1) publish corrupted adapters: sign-flip (-x·B, x=1),
                                          scaled (x·B, x=10), random (noise x × the honest RMS, x=1), stale
-                                         (always their first adapter); node engine also: huge (the codec's
-                                         limit), drift (a growing aligned push), sybil (all attackers send the
-                                         same poison), joiner (poison a newcomer's bootstrap), flood (junk
+                                         (always their first adapter), huge (the codec's limit), drift (a
+                                         growing aligned push), sybil (all attackers send the same poison);
+                                         node engine also: joiner (poison a newcomer's bootstrap), flood (junk
                                          payloads with every adapter); summaries count honest tabs only
 
 Baselines and sweeps
@@ -260,7 +258,8 @@ export function parseRelayKill(raw: string): RelayKillFault {
 
 export function parseByzantine(raw: string, totalTabs: number, engine: 'browser' | 'node' = 'browser'): ByzantineSetting {
   const { head, named } = fields(raw, '--byzantine', ['tabs', 'scale']);
-  const known: readonly string[] = engine === 'node' ? NODE_BYZANTINE_MODES : BYZANTINE_MODES;
+  // Real tabs play the modes that only change what they publish; joiner and flood need the node engine's transport.
+  const known: readonly string[] = engine === 'node' ? BYZANTINE_MODES : PUBLISHED_VALUE_MODES;
   if (!known.includes(head)) {
     throw new SimulateArgumentError(`--byzantine: unknown mode '${head}' for the ${engine} engine (known: ${known.join(', ')})`);
   }

@@ -17,7 +17,7 @@ import { SIM_EVENTS, summarizeRun, type HeldOutDetail, type TabPeerDetail } from
 import { partitionLabel, type SimulationSettings } from '../options.ts';
 import { simulationManifest, type SimulationResult } from '../run.ts';
 import { arrival, buildTopology, topologyLabel } from './links.ts';
-import { floodPayload, type Attack } from './attacks.ts';
+import { floodPayload, type Attack } from '../../../core/swarm/byzantine.ts';
 import { NODE_SHARD_IO } from './io.ts';
 import { Shard, type Delivery, type PeerObservation, type Publication, type ShardInit, type ShardPeerSpec, type ShardWindowResult } from './shard.ts';
 

@@ -12,7 +12,7 @@ import { memoryStore, type KeyValueStore } from '../../../core/swarm/peer-checkp
 import { decodeAdapter } from '../../../core/wire/codec.ts';
 import type { RunManifest } from '../../../core/wire/run-manifest.ts';
 import type { RejectReason } from '../../../core/wire/verdict.ts';
-import { poisonPublished, type Attack, type AttackState } from './attacks.ts';
+import { poisonPublished, type Attack, type AttackState } from '../../../core/swarm/byzantine.ts';
 
 /** A payload on its way from one peer to another, with the time it arrives. */
 export interface Delivery {

@@ -1,16 +1,21 @@
-// Byzantine peers of the node simulator. An attacker trains honestly (so it looks alive and current) and corrupts
-// what it publishes; the honest peers' transports and engines must survive it. Each mode is one documented rule.
-import type { Adapter } from '../../../core/model/adapter.ts';
-import { decodeAdapter, encodeAdapter, type PayloadCodec } from '../../../core/wire/codec.ts';
-import { createNormal, createRng, deriveSeed } from '../../../core/util/random.ts';
+/**
+ * Byzantine peers, for simulations in real tabs (app/lib/faults.ts) and in the node engine (cli/simulate/node): an
+ * attacker trains honestly, so it looks alive and current, and corrupts what it publishes. The honest peers'
+ * transports, update guards and engines must survive it. Each mode is one documented rule; pure functions.
+ */
+import type { Adapter } from '../model/adapter.ts';
+import { decodeAdapter, encodeAdapter, type PayloadCodec } from '../wire/codec.ts';
+import { createNormal, createRng, deriveSeed } from '../util/random.ts';
 
-export const NODE_BYZANTINE_MODES = ['sign-flip', 'scaled', 'random', 'stale', 'huge', 'drift', 'sybil', 'joiner', 'flood'] as const;
-export type NodeByzantineMode = (typeof NODE_BYZANTINE_MODES)[number];
+export const BYZANTINE_MODES = ['sign-flip', 'scaled', 'random', 'stale', 'huge', 'drift', 'sybil', 'joiner', 'flood'] as const;
+export type ByzantineMode = (typeof BYZANTINE_MODES)[number];
+/** The modes that only change what a peer publishes; joiner and flood also need the transport's cooperation. */
+export const PUBLISHED_VALUE_MODES = ['sign-flip', 'scaled', 'random', 'stale', 'huge', 'drift', 'sybil'] as const satisfies readonly ByzantineMode[];
 
-export const BYZANTINE_DESCRIPTIONS: Record<NodeByzantineMode, string> = {
+export const BYZANTINE_DESCRIPTIONS: Record<ByzantineMode, string> = {
   'sign-flip': 'publishes −scale·B (scale 1)',
   scaled: 'publishes scale·B (scale 10)',
-  random: 'publishes noise of scale × its honest RMS (scale 1)',
+  random: 'publishes noise of scale × each tensor\'s honest RMS (scale 1)',
   stale: 'always publishes its first adapter',
   huge: "publishes values at the codec's limit (65504 in fp16, 1e30 in fp32/int8)",
   drift: 'adds a small push along one fixed direction, growing by scale × 5% of its RMS every round (scale 1)',
@@ -26,7 +31,7 @@ export interface AttackState {
 }
 
 export interface Attack {
-  mode: NodeByzantineMode;
+  mode: ByzantineMode;
   scale: number;
   /** The run seed: sybils and drift derive their shared direction from it. */
   seed: number;
@@ -41,6 +46,12 @@ function mapValues(adapter: Adapter, f: (v: number, i: number, name: string, kin
   return { ...adapter, modules };
 }
 
+function tensorRms(values: Float32Array): number {
+  let sum = 0;
+  for (const v of values) sum += v * v;
+  return values.length === 0 ? 0 : Math.sqrt(sum / values.length);
+}
+
 function rms(adapter: Adapter): number {
   let sum = 0;
   let n = 0;
@@ -53,6 +64,21 @@ function rms(adapter: Adapter): number {
 /** A standard normal value per (seed, module, factor, index): the same on every attacker. */
 function sharedNormal(seed: number, label: string): () => number {
   return createNormal(createRng(deriveSeed(seed, label)));
+}
+
+/** Gaussian noise in place of every tensor, of scale × that tensor's RMS. */
+export function randomLike(adapter: Adapter, scale: number, seed: number): Adapter {
+  const normal = createNormal(createRng(seed));
+  const modules = new Map(
+    [...adapter.modules].map(([name, p]) => {
+      const noise = (like: Float32Array) => {
+        const sigma = scale * tensorRms(like);
+        return like.map(() => sigma * normal());
+      };
+      return [name, { ...p, a: noise(p.a), b: noise(p.b) }];
+    }),
+  );
+  return { ...adapter, modules };
 }
 
 /** What an attacker publishes instead of its honest payload, and how many junk payloads go with it. */
@@ -79,12 +105,9 @@ export function poisonPublished(attack: Attack, honest: Uint8Array, state: Attac
     case 'scaled':
       poisoned = mapValues(own, (v, _i, _n, kind) => (kind === 'b' ? attack.scale * v : v));
       break;
-    case 'random': {
-      const normal = createNormal(createRng(deriveSeed(attack.seed, `random/${state.rounds}/${honest.length}`)));
-      const sigma = attack.scale * rms(own);
-      poisoned = mapValues(own, () => sigma * normal());
+    case 'random':
+      poisoned = randomLike(own, attack.scale, deriveSeed(attack.seed, `random/${state.rounds}`));
       break;
-    }
     case 'stale':
       return { bytes: state.first, flood: 0 };
     case 'huge': {
