@@ -1,6 +1,6 @@
 // window.swarmPeer: a read-only view of this peer for Playwright and for people poking at the console.
 import type { TelemetryReport } from '../../core/wire/telemetry.ts';
-import type { HeldOutPoint, LossPoint, MergeRecord } from '../../core/swarm/engine-protocol.ts';
+import type { GuardCounts, HeldOutPoint, LossPoint, MergeRecord, PeerHealth } from '../../core/swarm/engine-protocol.ts';
 import type { PageError, PeerController, RunLookup } from './peer-controller.ts';
 import type { FaultCounters } from './faults.ts';
 
@@ -40,6 +40,9 @@ export interface PeerProbe {
   errors: PageError[];
   /** Simulation faults this tab applied (all zero unless its URL asked for faults). */
   faults: FaultCounters;
+  /** What the update guard clipped or refused, and whether this peer is healthy. */
+  guard: GuardCounts | null;
+  health: PeerHealth | null;
 }
 
 export interface SwarmPeerApi {
@@ -92,6 +95,8 @@ export function installProbe(controller: PeerController): void {
         tokensPerSecond: st?.tokensPerSecond ?? null,
         errors: s.errors,
         faults: { ...controller.faults.counters },
+        guard: st?.guard ?? null,
+        health: st?.health ?? null,
       };
     },
     telemetry: () => controller.telemetry(),
