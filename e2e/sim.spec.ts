@@ -95,4 +95,3 @@ test.describe.serial('simulate: faults in real tabs', () => {
     }
   });
 });
-});
