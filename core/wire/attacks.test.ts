@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { schemaHash, type Adapter } from '../model/adapter.ts';
 import { encodeAdapter, expectedPayloadBytes, type PayloadCodec } from './codec.ts';
-import { announcementFor, validateAnnouncement, validatePayload, type AnnouncementContext } from './manifest.ts';
+import { announcementFor, decodeRunManifest, validateAnnouncement, validatePayload, type AnnouncementContext, type RunManifest } from './manifest.ts';
 import { makeAdapter } from './test-support.ts';
 
 const PEER = '12D3KooWGzh9rWkZ3hPpnmYkzLaLM9C4wGxKXn5c1QJ7mkd8bSuq';
@@ -78,5 +78,45 @@ describe('the run codec and exact size are enforced', () => {
     const loud = tiny((i) => (i % 2 ? 65504 : -65504));
     const verdict = await validatePayload(encodeAdapter(loud, 'fp16'), announced(loud, 'fp16'), { schemaHash: schemaHash(loud), codec: 'fp16' });
     expect(verdict.ok).toBe(true);
+  });
+});
+
+describe('run manifest bounds (issue 12: lr 0.99, clipNorm 0 and unknown strategies were accepted)', () => {
+  const base = (): RunManifest => ({
+    formatVersion: 1,
+    runId: 'brown-fiction',
+    baseModel: { id: 'swarm-brown-byte-gpt2', url: '/models/swarm-brown-byte-gpt2/', sha256: BASE_SHA },
+    lora: { r: 8, alpha: 16, targetModules: ['attn.c_attn'] },
+    strategy: { name: 'trimmed-mean', params: { beta: 0.2 } },
+    localSteps: 20,
+    schedule: { lr: 3e-3, clipNorm: 1, warmupSteps: 10 },
+    data: { kind: 'genre', genres: ['mystery'] },
+    codec: 'fp16',
+  });
+  const detailOf = (change: (m: RunManifest) => void) => {
+    const m = base();
+    change(m);
+    const v = decodeRunManifest(m);
+    return v.ok ? 'accepted' : `${v.reason}: ${v.detail}`;
+  };
+
+  it('accepts the base manifest', () => {
+    expect(detailOf(() => undefined)).toBe('accepted');
+  });
+
+  it('refuses each bad value with its reason in words', () => {
+    expect(detailOf((m) => { m.schedule.lr = 0.99; })).toBe('malformed: run.schedule.lr = 0.99 outside 5e-324..0.1');
+    expect(detailOf((m) => { m.schedule.lr = 0; })).toMatch(/^malformed: run\.schedule\.lr = 0 outside/);
+    expect(detailOf((m) => { m.schedule.clipNorm = 0; })).toBe('malformed: run.schedule.clipNorm = 0 outside 0.001..1000');
+    expect(detailOf((m) => { m.schedule.clipNorm = '1'; })).toBe('malformed: run.schedule.clipNorm must be a number');
+    expect(detailOf((m) => { m.localSteps = 0; })).toBe('malformed: run.localSteps = 0 must be an integer in 1..10000');
+    expect(detailOf((m) => { m.localSteps = 10_001; })).toMatch(/localSteps = 10001 must be an integer in 1\.\.10000/);
+    expect(detailOf((m) => { m.lora.r = 0; })).toMatch(/run\.lora\.r = 0 must be an integer in 1\.\.1024/);
+    expect(detailOf((m) => { m.lora.r = 1025; })).toMatch(/run\.lora\.r = 1025/);
+    expect(detailOf((m) => { m.lora.alpha = 1e308; })).toBe('malformed: run.lora.alpha = 1e+308 outside 5e-324..16384');
+    expect(detailOf((m) => { m.strategy = { name: 'avg', params: {} }; })).toMatch(/^malformed: run\.strategy\.name: unknown merge strategy 'avg' \(known: fedavg, /);
+    expect(detailOf((m) => { m.strategy.params = { beta: 0.9 }; })).toBe("malformed: run.strategy.params: trimmed-mean: parameter 'beta' must be <= 0.5, got 0.9");
+    expect(detailOf((m) => { m.strategy.params = { betta: 0.2 }; })).toMatch(/has no parameter 'betta'/);
+    expect(detailOf((m) => { m.strategy = { name: 'dare', params: { density: 'half' } }; })).toMatch(/parameter 'density' must be a number/);
   });
 });
