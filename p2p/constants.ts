@@ -46,6 +46,38 @@ export const DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
 /** A fetch that has not finished after this long is abandoned. */
 export const DEFAULT_FETCH_TIMEOUT_MS = 60_000;
 
+/**
+ * A fetch whose sender sends nothing for this long, or less than DEFAULT_FETCH_MIN_BYTES_PER_SECOND over a
+ * DEFAULT_FETCH_RATE_WINDOW_MS window, loses its slot (a stall or a trickle would otherwise hold it for the whole
+ * fetch timeout). The default run's adapter is ~130 KiB in fp16, so an honest neighbour sending 4 KiB/s, a
+ * hundred times slower than two busy tabs on one machine measured, still delivers within the fetch timeout.
+ */
+export const DEFAULT_FETCH_IDLE_TIMEOUT_MS = 20_000;
+export const DEFAULT_FETCH_MIN_BYTES_PER_SECOND = 4096;
+export const DEFAULT_FETCH_RATE_WINDOW_MS = 15_000;
+
+/** Concurrent fetches, and the most announced payload bytes they may cover together (one fetch always may start). */
+export const DEFAULT_MAX_CONCURRENT_FETCHES = 4;
+export const DEFAULT_MAX_BYTES_IN_FLIGHT = 64 * 1024 * 1024;
+
+/**
+ * Announcements accepted per sender: a burst of 8, then one per 500 ms. An honest peer announces once per H local
+ * steps (seconds at the least); a flood is counted as rate-limited in the rejection ledger and ends in a ban.
+ */
+export const DEFAULT_ANNOUNCE_BURST = 8;
+export const DEFAULT_ANNOUNCE_INTERVAL_MS = 500;
+
+/**
+ * Payload requests served per requester: a burst of 6, then one per 500 ms, and at most 2 at once. An honest
+ * neighbour fetches each of our versions once (plus at most two retries); beyond that it is a serving flood,
+ * answered with a rate-limited status and counted against the requester.
+ */
+export const DEFAULT_SERVE_BURST = 6;
+export const DEFAULT_SERVE_INTERVAL_MS = 500;
+export const DEFAULT_SERVE_CONCURRENT_PER_PEER = 2;
+/** Payloads being sent at once, over all requesters. */
+export const DEFAULT_MAX_CONCURRENT_SERVES = 16;
+
 /** Reservations a relay grants at once (libp2p's own default is 15, too few for a classroom). */
 export const DEFAULT_RELAY_MAX_RESERVATIONS = 512;
 

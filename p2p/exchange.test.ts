@@ -3,23 +3,29 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { webSockets } from '@libp2p/websockets';
 import type { Stream } from '@libp2p/interface';
 import { createHash } from 'node:crypto';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { createSwarmNode, type SwarmNode } from './node.ts';
 import { ADAPTER_PROTOCOL } from './constants.ts';
 import { syntheticPayload, syntheticRunContext } from './synthetic-adapter.ts';
 import { encodeAnnouncement, announcementFor, type AnnouncementManifest } from '../core/wire/manifest.ts';
-import { ExchangeNotReadyError, RunAlreadyJoinedError, type ReceivedAdapter, type RejectedInput } from './exchange.ts';
+import { ExchangeNotReadyError, receivePayload, RunAlreadyJoinedError, type AdapterExchangeInit, type ReceivedAdapter, type RejectedInput } from './exchange.ts';
+import { encodeAdapter, expectedPayloadBytes } from '../core/wire/codec.ts';
+import { syntheticAdapter } from './synthetic-adapter.ts';
 
 const RUN = 'exchange-test';
 const SIZE = 200_000;
 const nodes: SwarmNode[] = [];
 
-async function startNode(exchange: { maxPayloadBytes?: number; fetchTimeoutMs?: number } = {}, runId: string | null = RUN): Promise<SwarmNode> {
+type ExchangeOptions = Omit<AdapterExchangeInit, 'runId' | 'ledger' | 'bans'>;
+
+async function startNode(exchange: ExchangeOptions = {}, runId: string | null = RUN): Promise<SwarmNode> {
   const node = await createSwarmNode({
     relays: [],
     runId: runId ?? undefined,
     transport: { transports: [webSockets()], addresses: { listen: ['/ip4/127.0.0.1/tcp/0/ws'] } },
     dial: { isDirectAddress: (ma) => ma.toString().includes('/ws') },
-    exchange: { ...exchange, context: syntheticRunContext(SIZE) },
+    exchange: { context: syntheticRunContext(SIZE), ...exchange },
   });
   nodes.push(node);
   return node;
@@ -266,5 +272,183 @@ describe('adapter exchange', () => {
       if (conn.status !== 'open') throw new Error('closed by the banning side');
       return conn;
     }))).toMatch(/^refused/);
+  });
+});
+
+describe('adapter exchange limits (issue 12)', () => {
+  it('16 stalled fetches of 8 MiB payloads hold less than 16 MiB: memory follows the bytes that arrived', async () => {
+    const [a, b] = [await startNode(), await startNode()];
+    await connect(a, b);
+    const expected = 8 * 1024 * 1024;
+    const sent = 256 * 1024;
+    const firstBytes = new Uint8Array(sent).fill(7);
+    await serveInstead(b, async (stream) => {
+      stream.send(header(expected));
+      stream.send(firstBytes);
+      await new Promise((r) => setTimeout(r, 8_000));
+    });
+    // A full garbage collection before each reading, so the difference is memory still held, not garbage.
+    setFlagsFromString('--expose-gc');
+    const gcOnce = runInNewContext('gc') as () => void;
+    // ArrayBuffer backing stores are released after the collection that finds them dead; a few rounds settle it.
+    const gc = async () => {
+      for (let i = 0; i < 3; i++) {
+        gcOnce();
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    await gc();
+    const before = process.memoryUsage().arrayBuffers;
+    let buffered = 0;
+    let peakBuffered = 0;
+    const controller = new AbortController();
+    const opened = await Promise.all(Array.from({ length: 16 }, async () => {
+      const stream = await a.libp2p.dialProtocol(b.peerId, ADAPTER_PROTOCOL);
+      const verdict = receivePayload(stream, expected, controller.signal, {
+        onBuffered: (delta) => {
+          buffered += delta;
+          peakBuffered = Math.max(peakBuffered, buffered);
+        },
+      });
+      stream.send(new Uint8Array(33));
+      return { verdict };
+    }));
+    const fetches = opened.map((o) => o.verdict);
+    await waitFor(() => buffered === 16 * sent, 'every stalled fetch to receive its first 256 KiB');
+    await gc();
+    const held = process.memoryUsage().arrayBuffers - before;
+    // The old receiver allocated the 8 MiB announced for each on the header: 128 MiB.
+    console.log(`16 stalled fetches: ${buffered} payload bytes buffered, arrayBuffers grew by ${(held / 2 ** 20).toFixed(1)} MiB`);
+    expect(held).toBeLessThan(16 * 2 ** 20);
+    controller.abort();
+    const verdicts = await Promise.all(fetches);
+    expect(verdicts.every((v) => !v.ok && v.reason === 'timeout')).toBe(true);
+    expect(buffered).toBe(0);
+    expect(peakBuffered).toBe(16 * sent);
+  }, 30_000);
+
+  it('a 1-byte-per-50-ms trickle loses its slot at the minimum rate, long before the fetch timeout, and counts fully', async () => {
+    const a = await startNode({ fetchTimeoutMs: 60_000, fetchMinBytesPerSecond: 1000, fetchRateWindowMs: 1000 });
+    const b = await startNode();
+    await connect(a, b);
+    const rejected = collect<RejectedInput>(a, 'adapter:rejected');
+    const payload = syntheticPayload(SIZE, 3);
+    let trickling = true;
+    await serveInstead(b, async (stream) => {
+      stream.send(header(payload.bytes.length));
+      for (let i = 0; trickling && i < 1200; i++) {
+        stream.send(payload.bytes.subarray(i, i + 1));
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    });
+    const started = Date.now();
+    await b.libp2p.services.pubsub.publish(a.exchange.topic, encodeAnnouncement(manifestFor(b, payload.bytes, 1)));
+    await waitFor(() => rejected.length === 1, 'the trickle to be cut', 15_000);
+    trickling = false;
+    expect(rejected[0]).toMatchObject({ reason: 'timeout', stage: 'payload' });
+    expect(rejected[0].detail).toMatch(/bytes\/s over the last \d+ ms, below the minimum of 1000/);
+    expect(Date.now() - started).toBeLessThan(15_000);
+    expect(a.ledger.recentWeight(b.peerId.toString())).toBe(1);
+    expect(a.exchange.stats().bufferedBytes).toBe(0);
+  });
+
+  it('an idle sender loses its slot after the idle timeout', async () => {
+    const a = await startNode({ fetchTimeoutMs: 60_000, fetchIdleTimeoutMs: 800 });
+    const b = await startNode();
+    await connect(a, b);
+    const rejected = collect<RejectedInput>(a, 'adapter:rejected');
+    const payload = syntheticPayload(SIZE, 4);
+    await serveInstead(b, async (stream) => {
+      stream.send(header(payload.bytes.length));
+      stream.send(payload.bytes.subarray(0, 1000));
+      await new Promise((r) => setTimeout(r, 10_000));
+    });
+    await b.libp2p.services.pubsub.publish(a.exchange.topic, encodeAnnouncement(manifestFor(b, payload.bytes, 1)));
+    await waitFor(() => rejected.length === 1, 'the idle fetch to be cut', 10_000);
+    expect(rejected[0]).toMatchObject({ reason: 'timeout' });
+    expect(rejected[0].detail).toMatch(/no byte for \d+ ms after 1005 bytes/);
+  });
+
+  it('an announcement flood is rate-limited per sender, counted, and ends in a ban', async () => {
+    const [a, b] = [await startNode(), await startNode()];
+    await connect(a, b);
+    const banned: string[] = [];
+    a.exchange.addEventListener('peer:banned', (evt) => banned.push(evt.detail.peerId));
+    const bId = b.peerId.toString();
+    const payload = syntheticPayload(SIZE, 12);
+    // Not fetched: the stream handler answers not-found so that only the announcements count.
+    await serveInstead(b, async (stream) => {
+      const h = new Uint8Array(5);
+      h[0] = 1;
+      stream.send(h);
+      await stream.close();
+    });
+    for (let version = 1; version <= 60 && banned.length === 0; version++) {
+      await b.libp2p.services.pubsub.publish(a.exchange.topic, encodeAnnouncement(manifestFor(b, payload.bytes, version))).catch(() => undefined);
+    }
+    await waitFor(() => banned.length === 1, 'the ban');
+    expect(banned).toEqual([bId]);
+    // A burst of 8 passes; after it, rate-limited (0.5 each) and the not-found fetches (1 each) reach 8.
+    expect(a.ledger.countFor(bId, 'rate-limited')).toBeGreaterThan(0);
+  });
+
+  it('a serving flood is refused beyond the burst and the concurrency cap, counted against the requester, and banned', async () => {
+    const [a, b] = [await startNode(), await startNode()];
+    await connect(a, b);
+    const payload = syntheticPayload(SIZE, 13);
+    const manifest = await b.exchange.announce(payload.bytes, { version: 1, step: 1, samplesSeen: 1, localLoss: 1, codec: 'fp32' });
+    const banned: string[] = [];
+    b.exchange.addEventListener('peer:banned', (evt) => banned.push(evt.detail.peerId));
+    const request = new Uint8Array(33);
+    request[0] = 1;
+    request.set(Buffer.from(manifest.payloadSha256, 'hex'), 1);
+    const statuses: number[] = [];
+    // Waves of 12 simultaneous requests (a connection carries at most 16 streams of the protocol at once).
+    for (let wave = 0; wave < 5 && banned.length === 0; wave++) {
+      await Promise.all(Array.from({ length: 12 }, async () => {
+        try {
+          const stream = await a.libp2p.dialProtocol(b.peerId, ADAPTER_PROTOCOL);
+          const response = receivePayload(stream, payload.bytes.length, AbortSignal.timeout(10_000));
+          stream.send(request);
+          await stream.close().catch(() => undefined);
+          const verdict = await response;
+          statuses.push(verdict.ok ? 0 : verdict.reason === 'rate-limited' ? 2 : -1);
+        } catch {
+          statuses.push(-2); // refused once the ban closed the connection
+        }
+      }));
+    }
+    const served = statuses.filter((x) => x === 0).length;
+    // At most the burst (6) served, at most 2 at once; the rest refused, 0.5 each in the ledger: banned at 16.
+    expect(served).toBeGreaterThan(0);
+    expect(served).toBeLessThanOrEqual(6);
+    expect(statuses.filter((x) => x === 2).length).toBeGreaterThan(0);
+    expect(b.exchange.stats().servesRefused).toBeGreaterThanOrEqual(16);
+    expect(b.ledger.countFor(a.peerId.toString(), 'rate-limited')).toBeGreaterThanOrEqual(16);
+    expect(banned).toEqual([a.peerId.toString()]);
+  });
+
+  it('with the run codec and size known, an fp32 adapter in an fp16 run and a wrong size are refused unfetched', async () => {
+    const fp16Size = expectedPayloadBytes(syntheticAdapter(SIZE, 0, false), 'fp16');
+    const context = { ...syntheticRunContext(SIZE), codec: 'fp16' as const, payloadBytes: fp16Size };
+    const a = await startNode({ context });
+    const b = await startNode();
+    await connect(a, b);
+    const rejected = collect<RejectedInput>(a, 'adapter:rejected');
+    const received = collect<ReceivedAdapter>(a, 'adapter:received');
+    const fp32 = syntheticPayload(SIZE, 21);
+    await b.exchange.announce(fp32.bytes, { version: 1, step: 1, samplesSeen: 1, localLoss: 1, codec: 'fp32' });
+    await waitFor(() => rejected.length === 1, 'the codec refusal');
+    expect(rejected[0]).toMatchObject({ reason: 'malformed', stage: 'announcement', detail: 'codec fp32, the run uses fp16' });
+    const fp16 = encodeAdapter(syntheticAdapter(SIZE, 22), 'fp16');
+    expect(fp16.length).toBe(fp16Size);
+    const padded = new Uint8Array(fp16Size + 64);
+    padded.set(fp16);
+    await b.exchange.announce(padded, { version: 2, step: 2, samplesSeen: 1, localLoss: 1, codec: 'fp16' });
+    await waitFor(() => rejected.length === 2, 'the size refusal');
+    expect(rejected[1]).toMatchObject({ reason: 'oversized', stage: 'announcement' });
+    await b.exchange.announce(fp16, { version: 3, step: 3, samplesSeen: 1, localLoss: 1, codec: 'fp16' });
+    await waitFor(() => received.length === 1, 'the honest fp16 adapter');
+    expect(b.exchange.stats().served).toBe(1);
   });
 });

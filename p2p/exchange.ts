@@ -20,8 +20,26 @@ import {
 } from '../core/wire/manifest.ts';
 import { gossipDisposition, reject, type RejectionLedger, type RejectReason, type Verdict } from '../core/wire/verdict.ts';
 import { isDirectConnection } from './dial-policy.ts';
-import { ADAPTER_PROTOCOL, DEFAULT_FETCH_TIMEOUT_MS, DEFAULT_MAX_PAYLOAD_BYTES, runTopic } from './constants.ts';
-import { chunksOf, readExactly, sendWithBackpressure } from './stream-io.ts';
+import type { PayloadCodec } from '../core/wire/codec.ts';
+import {
+  ADAPTER_PROTOCOL,
+  DEFAULT_ANNOUNCE_BURST,
+  DEFAULT_ANNOUNCE_INTERVAL_MS,
+  DEFAULT_FETCH_IDLE_TIMEOUT_MS,
+  DEFAULT_FETCH_MIN_BYTES_PER_SECOND,
+  DEFAULT_FETCH_RATE_WINDOW_MS,
+  DEFAULT_FETCH_TIMEOUT_MS,
+  DEFAULT_MAX_BYTES_IN_FLIGHT,
+  DEFAULT_MAX_CONCURRENT_FETCHES,
+  DEFAULT_MAX_CONCURRENT_SERVES,
+  DEFAULT_MAX_PAYLOAD_BYTES,
+  DEFAULT_SERVE_BURST,
+  DEFAULT_SERVE_CONCURRENT_PER_PEER,
+  DEFAULT_SERVE_INTERVAL_MS,
+  runTopic,
+} from './constants.ts';
+import { chunksOf, readExactly, sendWithBackpressure, TransferWatchdog, type TransferPace } from './stream-io.ts';
+import { TelemetryRateLimiter as SenderRateLimiter } from './telemetry-topic.ts';
 
 /** Wire layout of a fetch. Request: [REQUEST_VERSION][32-byte sha256]. Response: [status][uint32 BE length][bytes]. */
 const REQUEST_VERSION = 1;
@@ -29,8 +47,10 @@ const REQUEST_BYTES = 33;
 const RESPONSE_HEADER_BYTES = 5;
 const STATUS_OK = 0;
 const STATUS_NOT_FOUND = 1;
+/** The server refuses this request: the requester asks faster or more at once than it serves anyone. */
+const STATUS_RATE_LIMITED = 2;
 const FETCH_RETRIES = 2;
-const RETRYABLE = new Set<RejectReason>(['fetch-failed', 'truncated']);
+const RETRYABLE = new Set<RejectReason>(['fetch-failed', 'truncated', 'rate-limited']);
 /** Chunk size for writing a payload; small enough for WebRTC data channels to interleave other streams. */
 const WRITE_CHUNK_BYTES = 64 * 1024;
 
@@ -39,6 +59,13 @@ export interface RunContext {
   baseModelId: string;
   baseModelSha256: string;
   schemaHash: string;
+  /** The run manifest's codec; when given, announcements and payloads in another codec are refused. */
+  codec?: PayloadCodec;
+  /**
+   * The exact payload size the run's schema and codec imply (core/wire expectedPayloadBytes); when given, an
+   * announcement of any other size is refused before a byte is fetched.
+   */
+  payloadBytes?: number;
 }
 
 export interface AdapterExchangeInit {
@@ -52,7 +79,22 @@ export interface AdapterExchangeInit {
   context?: RunContext;
   maxPayloadBytes?: number;
   fetchTimeoutMs?: number;
+  /** A fetch loses its slot when no byte arrives for this long (DEFAULT_FETCH_IDLE_TIMEOUT_MS). */
+  fetchIdleTimeoutMs?: number;
+  /** ... or when fewer bytes per second than this arrive over fetchRateWindowMs (DEFAULT_FETCH_MIN_BYTES_PER_SECOND). */
+  fetchMinBytesPerSecond?: number;
+  fetchRateWindowMs?: number;
   maxConcurrentFetches?: number;
+  /** Most announced payload bytes that concurrent fetches may cover together (DEFAULT_MAX_BYTES_IN_FLIGHT). */
+  maxBytesInFlight?: number;
+  /** Per-sender announcement rate limit: a burst, then one per interval. */
+  announceBurst?: number;
+  announceIntervalMs?: number;
+  /** Per-requester serving rate limit: a burst, then one per interval, and at most so many at once. */
+  serveBurst?: number;
+  serveIntervalMs?: number;
+  serveConcurrentPerPeer?: number;
+  maxConcurrentServes?: number;
   /** How many of our own latest payloads stay fetchable. */
   keepServed?: number;
   /** How long a peer that was disconnected for bad data stays refused. */
@@ -83,8 +125,8 @@ export interface RejectedInput {
   peerId: string;
   reason: RejectReason;
   detail: string;
-  /** Where the bad input was met. */
-  stage: 'announcement' | 'payload';
+  /** Where the bad input was met: a gossiped announcement, a fetched payload, or a request to serve one. */
+  stage: 'announcement' | 'payload' | 'request';
 }
 
 export interface AdapterExchangeEvents {
@@ -102,6 +144,10 @@ export interface ExchangeStats {
   rejected: number;
   /** Valid announcements from peers we have no direct connection to (a bounded-degree swarm merges with neighbours only). */
   skippedNotNeighbour: number;
+  /** Payload bytes held right now by fetches still in progress (memory grows with what arrived, not what was announced). */
+  bufferedBytes: number;
+  /** Requests we refused to serve because the requester asked too fast or too much at once, or we were busy. */
+  servesRefused: number;
 }
 
 export interface AdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> {
@@ -176,6 +222,17 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
   private readonly maxPayloadBytes: number;
   private readonly fetchTimeoutMs: number;
   private readonly maxConcurrentFetches: number;
+  private readonly maxBytesInFlight: number;
+  private readonly pace: TransferPace;
+  private readonly announceLimiter: SenderRateLimiter;
+  private readonly serveLimiter: SenderRateLimiter;
+  private readonly serveConcurrentPerPeer: number;
+  private readonly maxConcurrentServes: number;
+  /** Serves in progress per requester. */
+  private readonly serving = new Map<string, number>();
+  private servingTotal = 0;
+  /** Announced bytes of the fetches in progress, by peer. */
+  private readonly inFlightBytes = new Map<string, number>();
   private readonly keepServed: number;
   private readonly banMs: number;
   private context?: RunContext;
@@ -187,6 +244,7 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
   private readonly inFlight = new Set<string>();
   private readonly counters: ExchangeStats = {
     announced: 0, served: 0, bytesServed: 0, fetched: 0, bytesFetched: 0, rejected: 0, skippedNotNeighbour: 0,
+    bufferedBytes: 0, servesRefused: 0,
   };
   private started = false;
 
@@ -200,7 +258,17 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
     this.context = init.context;
     this.maxPayloadBytes = init.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
     this.fetchTimeoutMs = init.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
-    this.maxConcurrentFetches = init.maxConcurrentFetches ?? 4;
+    this.maxConcurrentFetches = init.maxConcurrentFetches ?? DEFAULT_MAX_CONCURRENT_FETCHES;
+    this.maxBytesInFlight = init.maxBytesInFlight ?? DEFAULT_MAX_BYTES_IN_FLIGHT;
+    this.pace = {
+      idleTimeoutMs: init.fetchIdleTimeoutMs ?? DEFAULT_FETCH_IDLE_TIMEOUT_MS,
+      minBytesPerSecond: init.fetchMinBytesPerSecond ?? DEFAULT_FETCH_MIN_BYTES_PER_SECOND,
+      rateWindowMs: init.fetchRateWindowMs ?? DEFAULT_FETCH_RATE_WINDOW_MS,
+    };
+    this.announceLimiter = new SenderRateLimiter(init.announceIntervalMs ?? DEFAULT_ANNOUNCE_INTERVAL_MS, init.announceBurst ?? DEFAULT_ANNOUNCE_BURST);
+    this.serveLimiter = new SenderRateLimiter(init.serveIntervalMs ?? DEFAULT_SERVE_INTERVAL_MS, init.serveBurst ?? DEFAULT_SERVE_BURST);
+    this.serveConcurrentPerPeer = init.serveConcurrentPerPeer ?? DEFAULT_SERVE_CONCURRENT_PER_PEER;
+    this.maxConcurrentServes = init.maxConcurrentServes ?? DEFAULT_MAX_CONCURRENT_SERVES;
     this.keepServed = init.keepServed ?? 2;
     this.banMs = init.banMs ?? 5 * 60_000;
     this.onMessage = this.onMessage.bind(this);
@@ -324,6 +392,11 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
       const context = this.context;
       const runId = this.currentRunId;
       if (!context || runId === undefined) return TopicValidatorResult.Ignore;
+      // Before any parsing, so a flood costs a map lookup per message and ends in a ban.
+      if (!this.announceLimiter.take(sender, Date.now())) {
+        this.recordRejection(sender, 'rate-limited', `more than ${this.announceLimiter.burst} announcements at once or one per ${this.announceLimiter.intervalMs} ms`, 'announcement');
+        return TopicValidatorResult.Ignore;
+      }
       const verdict = checkAnnouncement(message.data, {
         runId,
         baseModelSha256: context.baseModelSha256,
@@ -331,6 +404,8 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
         senderPeerId: sender,
         lastVersionFromPeer: this.lastVersion.get(sender),
         maxPayloadBytes: this.maxPayloadBytes,
+        codec: context.codec,
+        payloadBytes: context.payloadBytes,
       });
       if (!verdict.ok) {
         this.recordRejection(sender, verdict.reason, verdict.detail, 'announcement');
@@ -378,10 +453,16 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
     for (const [peerId, pending] of this.queue) {
       if (this.inFlight.size >= this.maxConcurrentFetches) return;
       if (this.inFlight.has(peerId)) continue;
+      // The announced sizes of concurrent fetches stay under the cap; one fetch may always run.
+      let announcedInFlight = 0;
+      for (const bytes of this.inFlightBytes.values()) announcedInFlight += bytes;
+      if (this.inFlight.size > 0 && announcedInFlight + pending.manifest.payloadBytes > this.maxBytesInFlight) return;
       this.queue.delete(peerId);
       this.inFlight.add(peerId);
+      this.inFlightBytes.set(peerId, pending.manifest.payloadBytes);
       void this.fetchAndValidate(peerId, pending).finally(() => {
         this.inFlight.delete(peerId);
+        this.inFlightBytes.delete(peerId);
         this.pump();
       });
     }
@@ -406,6 +487,8 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
       schemaHash: context.schemaHash,
       baseModelId: context.baseModelId,
       maxPayloadBytes: this.maxPayloadBytes,
+      codec: context.codec,
+      payloadBytes: context.payloadBytes,
     });
     if (!verdict.ok) {
       this.recordRejection(peerId, verdict.reason, verdict.detail, 'payload');
@@ -439,7 +522,12 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
       request[0] = REQUEST_VERSION;
       request.set(hexToBytes(manifest.payloadSha256), 1);
       // Listen before writing, so no part of a fast answer can arrive before anyone is there to count it.
-      const response = receivePayload(stream, manifest.payloadBytes, signal);
+      const response = receivePayload(stream, manifest.payloadBytes, signal, {
+        ...this.pace,
+        onBuffered: (delta) => {
+          this.counters.bufferedBytes += delta;
+        },
+      });
       stream.send(request);
       void stream.close({ signal }).catch(() => undefined);
       const result = await response;
@@ -454,7 +542,46 @@ class SwarmAdapterExchange extends TypedEventEmitter<AdapterExchangeEvents> impl
 
   /** Answers one fetch: the payload if we announced it, otherwise a not-found status. */
   private async serve(stream: Stream, connection: Connection): Promise<void> {
+    const requester = connection.remotePeer.toString();
+    if (this.bans.isBanned(requester)) {
+      stream.abort(new Error('requester is banned'));
+      return;
+    }
     const signal = AbortSignal.timeout(this.fetchTimeoutMs);
+    const active = this.serving.get(requester) ?? 0;
+    // Counted before the request is read, so that a flood of streams is refused without reading them.
+    const refusal = !this.serveLimiter.take(requester, Date.now())
+      ? `more than ${this.serveLimiter.burst} payload requests at once or one per ${this.serveLimiter.intervalMs} ms`
+      : active >= this.serveConcurrentPerPeer
+        ? `more than ${this.serveConcurrentPerPeer} payload requests in progress`
+        : null;
+    if (refusal !== null || this.servingTotal >= this.maxConcurrentServes) {
+      this.counters.servesRefused++;
+      // Being busy with everyone is not the requester's fault; asking too fast or too much at once is.
+      if (refusal !== null) this.recordRejection(requester, 'rate-limited', refusal, 'request');
+      try {
+        const header = new Uint8Array(RESPONSE_HEADER_BYTES);
+        header[0] = STATUS_RATE_LIMITED;
+        stream.send(header);
+        await stream.close({ signal });
+      } catch {
+        stream.abort(new Error('rate limited'));
+      }
+      return;
+    }
+    this.serving.set(requester, active + 1);
+    this.servingTotal++;
+    try {
+      await this.serveRequest(stream, connection, signal);
+    } finally {
+      this.servingTotal--;
+      const left = (this.serving.get(requester) ?? 1) - 1;
+      if (left > 0) this.serving.set(requester, left);
+      else this.serving.delete(requester);
+    }
+  }
+
+  private async serveRequest(stream: Stream, connection: Connection, signal: AbortSignal): Promise<void> {
     try {
       const request = await readRequest(stream, signal);
       if (!request) {
@@ -523,48 +650,87 @@ async function readRequest(stream: Stream, signal: AbortSignal): Promise<string 
   return bytesToHex(received.subarray(1));
 }
 
+export interface ReceiveOptions extends Partial<TransferPace> {
+  /** Told of every change in the bytes held: +n as chunks arrive, minus the total when the receive ends. */
+  onBuffered?: (deltaBytes: number) => void;
+}
+
 /**
- * Reads a response into a buffer of exactly the announced size. A peer that declares or sends more is rejected as
- * oversized before any extra byte is stored, one that stops early as truncated, one that stalls by the timeout.
+ * Reads a response of exactly `expectedBytes` (the run's schema fixes it). Memory grows with the bytes that
+ * actually arrive (copies of the chunks, joined once at the end), never with what the sender declares, so a
+ * stalled fetch holds what it received, not the announced size. A sender that declares or sends more is
+ * rejected as oversized before any extra byte is stored, one that stops early as truncated, one that goes idle or
+ * trickles below the minimum rate (options) as a timeout, and the whole fetch ends at `signal`.
  */
-export function receivePayload(stream: Stream, expectedBytes: number, signal: AbortSignal): Promise<Verdict<Uint8Array>> {
+export function receivePayload(stream: Stream, expectedBytes: number, signal: AbortSignal, options: ReceiveOptions = {}): Promise<Verdict<Uint8Array>> {
   return new Promise((resolve) => {
     const header = new Uint8Array(RESPONSE_HEADER_BYTES);
     let headerLength = 0;
-    let body: Uint8Array | undefined;
+    let bodyStarted = false;
+    const chunks: Uint8Array[] = [];
     let bodyLength = 0;
+    let done = false;
+    const watchdog = options.idleTimeoutMs !== undefined || options.minBytesPerSecond !== undefined
+      ? new TransferWatchdog(
+          {
+            idleTimeoutMs: options.idleTimeoutMs ?? Number.POSITIVE_INFINITY,
+            minBytesPerSecond: options.minBytesPerSecond ?? 0,
+            rateWindowMs: options.rateWindowMs ?? DEFAULT_FETCH_RATE_WINDOW_MS,
+          },
+          (detail) => finish(reject('timeout', `sender too slow (${bodyLength} of ${expectedBytes} bytes): ${detail}`)),
+        )
+      : undefined;
     const finish = (verdict: Verdict<Uint8Array>) => {
+      if (done) return;
+      done = true;
+      watchdog?.stop();
       stream.removeEventListener('message', onMessage);
       stream.removeEventListener('end', onEnd);
       stream.removeEventListener('close', onEnd);
       signal.removeEventListener('abort', onAbort);
+      options.onBuffered?.(-bodyLength);
+      chunks.length = 0;
       resolve(verdict);
     };
     const onMessage = (evt: StreamMessageEvent) => {
+      if (done) return;
       for (let chunk of chunksOf(evt.data)) {
-        if (!body) {
+        watchdog?.received(chunk.length);
+        if (!bodyStarted) {
           const take = Math.min(RESPONSE_HEADER_BYTES - headerLength, chunk.length);
           header.set(chunk.subarray(0, take), headerLength);
           headerLength += take;
           chunk = chunk.subarray(take);
           if (headerLength < RESPONSE_HEADER_BYTES) continue;
           if (header[0] === STATUS_NOT_FOUND) return finish(reject('fetch-failed', 'announcer no longer serves this payload'));
+          if (header[0] === STATUS_RATE_LIMITED) return finish(reject('rate-limited', 'announcer refused the request: asked too often or too much at once'));
           if (header[0] !== STATUS_OK) return finish(reject('malformed', `unknown response status ${header[0]}`));
           const declared = new DataView(header.buffer).getUint32(1);
           if (declared > expectedBytes) return finish(reject('oversized', `response declares ${declared} bytes, ${expectedBytes} announced`));
           if (declared < expectedBytes) return finish(reject('truncated', `response declares ${declared} bytes, ${expectedBytes} announced`));
-          body = new Uint8Array(expectedBytes);
+          bodyStarted = true;
         }
+        if (chunk.length === 0) continue;
         if (bodyLength + chunk.length > expectedBytes) {
           return finish(reject('oversized', `more than the ${expectedBytes} announced bytes sent`));
         }
-        body.set(chunk, bodyLength);
+        // A copy: a chunk may be a view into a larger transport buffer that must not stay alive through it.
+        chunks.push(chunk.slice());
         bodyLength += chunk.length;
+        options.onBuffered?.(chunk.length);
       }
     };
     const onEnd = () => {
-      if (body && bodyLength === expectedBytes) return finish({ ok: true, value: body });
-      finish(reject('truncated', `stream ended after ${body ? bodyLength : headerLength} of ${expectedBytes} bytes`));
+      if (bodyStarted && bodyLength === expectedBytes) {
+        const body = new Uint8Array(expectedBytes);
+        let offset = 0;
+        for (const c of chunks) {
+          body.set(c, offset);
+          offset += c.length;
+        }
+        return finish({ ok: true, value: body });
+      }
+      finish(reject('truncated', `stream ended after ${bodyStarted ? bodyLength : headerLength} of ${expectedBytes} bytes`));
     };
     const onAbort = () => finish(reject('timeout', `payload incomplete (${bodyLength} of ${expectedBytes} bytes) when the time ran out`));
     stream.addEventListener('message', onMessage);

@@ -163,7 +163,6 @@ describe('run-manifest protocol', () => {
       ['malformed', async (s) => { s.send(header(1, 3)); s.send(new Uint8Array(3)); await s.close(); }],
       ['truncated', async (s) => { s.send(header(0, good.length)); s.send(good.subarray(0, 10)); await s.close(); }],
       ['truncated', async (s) => { s.send(new Uint8Array([0, 0])); await s.close(); }],
-      ['timeout', async (s) => { s.send(header(0, good.length)); await new Promise((r) => setTimeout(r, 5_000)); }],
     ];
     const rejected = rejections(a);
     for (const [reason, respond] of cases) {
@@ -174,10 +173,15 @@ describe('run-manifest protocol', () => {
     expect(rejected.map((r) => r.reason)).toEqual(cases.map(([reason]) => reason));
     expect(a.runManifests.stats().rejected).toBe(cases.length);
 
-    // b is still connected (not yet over the disconnect threshold), and once honest its answer is taken.
+    // b is still connected (7 weighted rejections, under the disconnect threshold of 8), and once honest its answer is taken.
     await answerInstead(b, async (s) => { s.send(header(0, good.length)); s.send(good); await s.close(); });
     const answer = await a.runManifests.request(b.peerId.toString(), id);
     expect(answer.status).toBe('found');
+
+    // A stall counts fully (issue 12: timeouts held a slot and never led to a ban): the eighth rejection bans b.
+    await answerInstead(b, async (s) => { s.send(header(0, good.length)); await new Promise((r) => setTimeout(r, 5_000)); });
+    expect(await a.runManifests.request(b.peerId.toString(), id)).toMatchObject({ status: 'rejected', reason: 'timeout' });
+    expect(a.ledger.shouldDisconnect(b.peerId.toString())).toBe(true);
   });
 
   it('a stream cut mid-answer makes the peer unavailable for now, not a liar', async () => {

@@ -43,3 +43,66 @@ export function readExactly(stream: Stream, n: number, signal: AbortSignal, time
     if (stream.readableEnded) onEnd();
   });
 }
+
+export interface TransferPace {
+  /** Give up when no byte has arrived for this long (ms). */
+  idleTimeoutMs: number;
+  /** Give up when fewer than this many bytes per second arrived over the last rateWindowMs. */
+  minBytesPerSecond: number;
+  /** Window over which the minimum rate is judged; also the grace period before it is first judged (ms). */
+  rateWindowMs: number;
+}
+
+/**
+ * Watches a transfer's pace: call `received(n)` as bytes arrive; `onStall` fires once, with the reason in words,
+ * when the sender goes idle or trickles below the minimum rate (a 1-byte-per-50-ms sender would otherwise keep a
+ * fetch slot for the whole fetch timeout). `stop()` ends the watch.
+ */
+export class TransferWatchdog {
+  private total = 0;
+  private lastByteAt: number;
+  /** Cumulative byte counts at each tick, oldest first, covering at least one rate window. */
+  private readonly samples: { atMs: number; total: number }[] = [];
+  private readonly timer: ReturnType<typeof setInterval>;
+  private stopped = false;
+
+  constructor(private readonly pace: TransferPace, private readonly onStall: (detail: string) => void, private readonly now: () => number = Date.now) {
+    const start = now();
+    this.lastByteAt = start;
+    this.samples.push({ atMs: start, total: 0 });
+    const tick = Math.max(10, Math.min(1000, pace.rateWindowMs / 4, pace.idleTimeoutMs / 4));
+    this.timer = setInterval(() => this.check(), tick);
+  }
+
+  received(bytes: number): void {
+    if (bytes <= 0) return;
+    this.total += bytes;
+    this.lastByteAt = this.now();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.timer);
+  }
+
+  private check(): void {
+    if (this.stopped) return;
+    const at = this.now();
+    if (at - this.lastByteAt >= this.pace.idleTimeoutMs) {
+      this.stop();
+      this.onStall(`no byte for ${at - this.lastByteAt} ms after ${this.total} bytes`);
+      return;
+    }
+    this.samples.push({ atMs: at, total: this.total });
+    // Keep the newest sample that is at least a window old as the reference, and nothing older.
+    while (this.samples.length > 1 && at - this.samples[1].atMs >= this.pace.rateWindowMs) this.samples.shift();
+    const reference = this.samples[0];
+    const span = at - reference.atMs;
+    if (span < this.pace.rateWindowMs) return;
+    const rate = ((this.total - reference.total) * 1000) / span;
+    if (rate < this.pace.minBytesPerSecond) {
+      this.stop();
+      this.onStall(`${rate.toFixed(1)} bytes/s over the last ${span} ms, below the minimum of ${this.pace.minBytesPerSecond}`);
+    }
+  }
+}

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Adapter } from '../model/adapter.ts';
-import { canonicalModuleName, exportPeft, importPeft, loadPeftAdapter, PeftFormatError } from './peft.ts';
+import { canonicalModuleName, exportPeft, importPeft, loadPeftAdapter, MAX_PEFT_ALPHA, PeftFormatError } from './peft.ts';
 import { filesSource } from './source.ts';
 import { parseSafetensors, serializeSafetensors, type TensorToWrite } from './safetensors.ts';
 
@@ -181,5 +181,53 @@ describe('canonicalModuleName', () => {
     expect(canonicalModuleName('transformer.h.3.mlp.c_proj')).toBe('transformer.h.3.mlp.c_proj');
     expect(canonicalModuleName('transformer.h.3.c_proj')).toBeNull();
     expect(canonicalModuleName('transformer.wte')).toBeNull();
+  });
+});
+
+describe('importPeft refuses hostile values (issue 12)', () => {
+  const files = exportPeft(sampleAdapter());
+  const config = JSON.parse(Buffer.from(files['adapter_config.json']).toString('utf8'));
+  const importWith = (overrides: Record<string, unknown>, weights = files['adapter_model.safetensors']) =>
+    () => importPeft({ adapterConfig: { ...config, ...overrides }, safetensors: weights }, 'swarm/tiny-test');
+
+  it('refuses NaN and Infinity in a tensor, naming the key and index', () => {
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      const adapter = sampleAdapter();
+      adapter.modules.get('transformer.h.1.mlp.c_proj')!.b[5] = bad;
+      const tensors = new Map<string, TensorToWrite>();
+      for (const [name, p] of adapter.modules) {
+        tensors.set(`base_model.model.${name}.lora_A.weight`, { shape: [2, p.inDim], data: p.a });
+        tensors.set(`base_model.model.${name}.lora_B.weight`, { shape: [p.outDim, 2], data: p.b });
+      }
+      const weights = serializeSafetensors(tensors);
+      expect(importWith({}, weights)).toThrow(PeftFormatError);
+      expect(importWith({}, weights)).toThrow(`'base_model.model.transformer.h.1.mlp.c_proj.lora_B.weight'[5] is ${bad}`);
+    }
+  });
+
+  it('refuses lora_alpha <= 0, beyond the stated bound, and rsLoRA alpha·√r beyond it', () => {
+    expect(MAX_PEFT_ALPHA).toBe(16384);
+    for (const alpha of [0, -4, 1e308, 16385]) expect(importWith({ lora_alpha: alpha })).toThrow(/lora_alpha must be > 0 and at most 16384/);
+    expect(importWith({ lora_alpha: 16384 })).not.toThrow();
+    // r = 2: 12000·√2 ≈ 16971 > 16384.
+    expect(importWith({ lora_alpha: 12000, use_rslora: true })).toThrow(/rsLoRA lora_alpha·√r = 16970\.56/);
+  });
+
+  it('refuses a rank outside 1..1024', () => {
+    for (const r of [0, 1025, 2.5]) expect(importWith({ r })).toThrow(/r must be a whole number from 1 to 1024/);
+  });
+
+  it('refuses a config that sets a field twice (JSON.parse would keep the last)', () => {
+    const text = Buffer.from(files['adapter_config.json']).toString('utf8').replace('"r": 2,', '"r": 2,\n  "r": 64,');
+    expect(text).toContain('"r": 64');
+    expect(() => importPeft({ adapterConfig: text, safetensors: files['adapter_model.safetensors'] }, 'x')).toThrow(/sets 'r' twice/);
+  });
+
+  it('refuses a weights file whose header exceeds 1 MiB, before decoding it', () => {
+    const big = new Uint8Array(8 + 1024 * 1024 + 8).fill(0x20);
+    new DataView(big.buffer).setBigUint64(0, BigInt(1024 * 1024 + 8), true);
+    big[8] = 0x7b;
+    big[9] = 0x7d;
+    expect(importWith({}, big)).toThrow(/exceeds the 1048576-byte limit/);
   });
 });

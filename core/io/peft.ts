@@ -14,7 +14,7 @@
 import { assertAdapterShapes, LORA_TARGETS, schemaHash, type Adapter, type LoraPair } from '../model/adapter.ts';
 import { loraModuleDims, type Gpt2Config } from '../model/config.ts';
 import { parseSafetensors, serializeSafetensors, type TensorToWrite } from './safetensors.ts';
-import { jsonBytes, utf8DecodeStrict } from './text.ts';
+import { findDuplicateJsonKey, jsonBytes, utf8DecodeStrict } from './text.ts';
 import type { FileSource } from './source.ts';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
@@ -33,6 +33,17 @@ export type PeftFiles = {
   'adapter_config.json': Uint8Array;
   'adapter_model.safetensors': Uint8Array;
 };
+
+/** Ranks Swarm can carry on the wire (core/wire MAX_LORA_RANK); a larger one is refused on import. */
+export const MAX_PEFT_RANK = 1024;
+/**
+ * Largest lora_alpha accepted (after rsLoRA's ·√r). ΔW is scaled by alpha/r; PEFT's defaults and published
+ * recipes use alpha between r/2 and 4r, so 16 × the largest rank leaves room for any real adapter while 1e308
+ * (which makes every product overflow) is refused.
+ */
+export const MAX_PEFT_ALPHA = 16 * MAX_PEFT_RANK;
+/** adapter_model.safetensors headers: ~150 bytes per tensor; 1 MiB holds ~7,000, 18× GPT-2 xl on all targets. */
+export const MAX_PEFT_HEADER_BYTES = 1024 * 1024;
 
 const KEY_PREFIX = 'base_model.model.';
 const MODULE_PATTERN = new RegExp(`^(?:transformer\\.)?h\\.(\\d+)\\.(${LORA_TARGETS.map((t) => t.replace('.', '\\.')).join('|')})$`);
@@ -85,19 +96,24 @@ interface PeftConfigFields {
 
 function readConfig(raw: unknown): PeftConfigFields {
   let config = raw;
+  let text: string | undefined;
   if (typeof raw === 'string') {
     try {
+      text = raw;
       config = JSON.parse(raw);
     } catch (error) {
       throw new PeftFormatError(`${ADAPTER_CONFIG_FILE} is not valid JSON: ${(error as Error).message}`);
     }
   } else if (raw instanceof Uint8Array) {
     try {
-      config = JSON.parse(utf8DecodeStrict(raw));
+      text = utf8DecodeStrict(raw);
+      config = JSON.parse(text);
     } catch (error) {
       throw new PeftFormatError(`${ADAPTER_CONFIG_FILE} is not valid UTF-8 JSON: ${(error as Error).message}`);
     }
   }
+  const duplicate = text === undefined ? null : findDuplicateJsonKey(text);
+  if (duplicate !== null) throw new PeftFormatError(`${ADAPTER_CONFIG_FILE} sets '${duplicate}' twice; which value is meant cannot be told`, duplicate);
   if (typeof config !== 'object' || config === null || Array.isArray(config)) throw new PeftFormatError(`${ADAPTER_CONFIG_FILE} must be a JSON object`);
   const c = config as Record<string, unknown>;
   if (c.peft_type !== undefined && c.peft_type !== 'LORA') {
@@ -105,9 +121,14 @@ function readConfig(raw: unknown): PeftConfigFields {
   }
   // PEFT's LoraConfig defaults: r = 8, lora_alpha = 8.
   const r = c.r ?? 8;
-  if (typeof r !== 'number' || !Number.isInteger(r) || r < 1) throw new PeftFormatError(`${ADAPTER_CONFIG_FILE}: r must be a positive integer, got ${JSON.stringify(c.r)}`, 'r');
+  if (typeof r !== 'number' || !Number.isInteger(r) || r < 1 || r > MAX_PEFT_RANK) {
+    throw new PeftFormatError(`${ADAPTER_CONFIG_FILE}: r must be a whole number from 1 to ${MAX_PEFT_RANK}, got ${JSON.stringify(c.r)}`, 'r');
+  }
   const alpha = c.lora_alpha ?? 8;
   if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw new PeftFormatError(`${ADAPTER_CONFIG_FILE}: lora_alpha must be a number, got ${JSON.stringify(c.lora_alpha)}`, 'lora_alpha');
+  if (!(alpha > 0) || alpha > MAX_PEFT_ALPHA) {
+    throw new PeftFormatError(`${ADAPTER_CONFIG_FILE}: lora_alpha must be > 0 and at most ${MAX_PEFT_ALPHA}, got ${alpha}`, 'lora_alpha');
+  }
   for (const field of ['rank_pattern', 'alpha_pattern'] as const) {
     const pattern = c[field];
     if (pattern != null && (typeof pattern !== 'object' || Object.keys(pattern).length > 0)) {
@@ -124,6 +145,9 @@ function readConfig(raw: unknown): PeftConfigFields {
   // fan_in_fan_out is not checked: PEFT forces it on for Conv1D and the factor shapes do not depend on it.
   // rsLoRA scales by alpha/sqrt(r); express it as Swarm's alpha/r scaling with an equivalent alpha.
   const effectiveAlpha = c.use_rslora === true ? alpha * Math.sqrt(r) : alpha;
+  if (effectiveAlpha > MAX_PEFT_ALPHA) {
+    throw new PeftFormatError(`${ADAPTER_CONFIG_FILE}: rsLoRA lora_alpha·√r = ${effectiveAlpha} exceeds ${MAX_PEFT_ALPHA}`, 'lora_alpha');
+  }
   return { r, alpha: effectiveAlpha };
 }
 
@@ -144,7 +168,7 @@ export function importPeft(
 ): Adapter {
   const { r, alpha } = readConfig(files.adapterConfig);
   // Truncation, header and dtype errors surface under their own safetensors names.
-  const parsed = parseSafetensors(files.safetensors, { fileName: ADAPTER_WEIGHTS_FILE });
+  const parsed = parseSafetensors(files.safetensors, { fileName: ADAPTER_WEIGHTS_FILE, maxHeaderBytes: MAX_PEFT_HEADER_BYTES });
 
   const halves = new Map<string, { a?: { key: string; shape: number[]; data: Float32Array }; b?: { key: string; shape: number[]; data: Float32Array } }>();
   let adapterName: string | undefined;
@@ -159,6 +183,10 @@ export function importPeft(
     }
     const canonical = canonicalModuleName(moduleName);
     if (!canonical) throw new PeftFormatError(`${ADAPTER_WEIGHTS_FILE}: '${key}' targets '${moduleName}', which is not a LoRA-targetable GPT-2 module`, key);
+    for (let i = 0; i < tensor.data.length; i++) {
+      const v = tensor.data[i];
+      if (v - v !== 0) throw new PeftFormatError(`${ADAPTER_WEIGHTS_FILE}: '${key}'[${i}] is ${v}; an adapter with NaN or Infinity cannot be used`, key);
+    }
     const entry = halves.get(canonical) ?? {};
     const side = which === 'lora_A' ? 'a' : 'b';
     if (entry[side]) throw new PeftFormatError(`${ADAPTER_WEIGHTS_FILE}: '${key}' duplicates '${entry[side]!.key}'`, key);

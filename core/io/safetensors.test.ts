@@ -277,3 +277,25 @@ describe('F16 narrowing against a naive reference', () => {
     expect(mismatches).toEqual([]);
   });
 });
+
+describe('hostile safetensors headers (issue 12)', () => {
+  it('refuses a tensor name given twice instead of letting the last one win', () => {
+    const text = '{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}';
+    expect(() => parseSafetensors(assemble(text, [0, 0, 128, 63, 0, 0, 0, 64]))).toThrow(SafetensorsHeaderError);
+    expect(() => parseSafetensors(assemble(text, [0, 0, 128, 63, 0, 0, 0, 64]))).toThrow(/names 'w' twice/);
+    // A key repeated inside one entry as well, and an escaped spelling of the same name.
+    const inner = '{"w":{"dtype":"F32","dtype":"F16","shape":[1],"data_offsets":[0,4]}}';
+    expect(() => parseSafetensors(assemble(inner, [0, 0, 128, 63]))).toThrow(/names 'w\.dtype' twice/);
+    const escaped = '{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"\\u0077":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}';
+    expect(() => parseSafetensors(assemble(escaped, [0, 0, 128, 63, 0, 0, 0, 64]))).toThrow(/names 'w' twice/);
+  });
+
+  it('refuses a header beyond the cap (8 MiB by default, or the caller\u2019s) before decoding it', () => {
+    const claims100MB = new Uint8Array(16);
+    new DataView(claims100MB.buffer).setBigUint64(0, 100_000_000n, true);
+    expect(() => parseSafetensors(claims100MB)).toThrow(/header length 100000000 exceeds the 8388608-byte limit/);
+    const padded = assemble(`{}${' '.repeat(2 * 1024 * 1024)}`, []);
+    expect(() => parseSafetensors(padded, { maxHeaderBytes: 1024 * 1024 })).toThrow(/exceeds the 1048576-byte limit/);
+    expect(parseSafetensors(padded).tensors.size).toBe(0);
+  });
+});

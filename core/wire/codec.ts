@@ -77,6 +77,28 @@ export function encodedAdapterSize(adapter: Adapter, codec: PayloadCodec): numbe
   return size;
 }
 
+/** What fixes a payload's size: everything of an adapter but its values. */
+export interface AdapterShape {
+  baseModelId: string;
+  config: { r: number; alpha: number; targetModules: readonly string[] };
+  modules: ReadonlyMap<string, { inDim: number; outDim: number }>;
+}
+
+/**
+ * The exact size of every payload of this schema in this codec: the header, then r·inDim + outDim·r values per
+ * module (plus a 4-byte scale per tensor for int8). A run's schema and codec fix it, so a receiver can refuse an
+ * announcement of any other size before fetching a byte, and never needs to trust an announced size.
+ */
+export function expectedPayloadBytes(shape: AdapterShape, codec: PayloadCodec): number {
+  if (!isPayloadCodec(codec)) throw new WireFormatError(`unknown codec '${String(codec)}' (known: ${PAYLOAD_CODECS.join(', ')})`);
+  const writer = new ByteWriter();
+  writeHeader(writer, shape, codec);
+  let size = writer.size;
+  const r = shape.config.r;
+  for (const p of shape.modules.values()) size += tensorBytes(codec, r * p.inDim) + tensorBytes(codec, p.outDim * r);
+  return size;
+}
+
 function checkEncodable(adapter: Adapter): void {
   const { r, alpha, targetModules } = adapter.config;
   if (!MODEL_ID_PATTERN.test(adapter.baseModelId)) throw new WireFormatError(`base model id '${adapter.baseModelId}' does not match ${MODEL_ID_PATTERN}`);
@@ -97,7 +119,7 @@ function checkEncodable(adapter: Adapter): void {
   }
 }
 
-function writeHeader(writer: ByteWriter, adapter: Adapter, codec: PayloadCodec): void {
+function writeHeader(writer: ByteWriter, adapter: AdapterShape, codec: PayloadCodec): void {
   writer.bytes(PAYLOAD_MAGIC);
   writer.u16(PAYLOAD_FORMAT_VERSION);
   writer.u8(CODEC_IDS[codec]);
@@ -108,7 +130,7 @@ function writeHeader(writer: ByteWriter, adapter: Adapter, codec: PayloadCodec):
   const targets = [...adapter.config.targetModules].sort();
   writer.u8(targets.length);
   for (const t of targets) writer.shortAscii(t);
-  const names = moduleNames(adapter);
+  const names = [...adapter.modules.keys()].sort();
   writer.u32(names.length);
   for (const name of names) {
     const pair = adapter.modules.get(name)!;

@@ -323,7 +323,7 @@ const run: RunManifest = {
   runId: 'brown-lora-1',
   baseModel: { id: 'swarm/gpt2-tiny', url: '/models/gpt2-tiny/', sha256: BASE_SHA },
   lora: { r: 8, alpha: 16, targetModules: ['attn.c_attn', 'attn.c_proj'] },
-  strategy: { name: 'fedavg', params: { selfWeight: 0.5, normalise: true } },
+  strategy: { name: 'dare', params: { density: 0.5, consensus: 'ties' } },
   localSteps: 20,
   schedule: { learningRate: 0.001, warmupSteps: 10 },
   data: { partition: 'dirichlet', alpha: 0.5, seed: 1 },

@@ -185,7 +185,7 @@ const run: RunManifest = {
   runId: 'brown-lora-1',
   baseModel: { id: 'swarm/gpt2-tiny', url: '/models/gpt2-tiny/', sha256: BASE_SHA },
   lora: { r: 8, alpha: 16, targetModules: ['attn.c_attn', 'attn.c_proj'] },
-  strategy: { name: 'fedavg', params: { selfWeight: 0.5, normalise: true } },
+  strategy: { name: 'dare', params: { density: 0.5, consensus: 'ties' } },
   localSteps: 20,
   schedule: { learningRate: 0.001, warmupSteps: 10 },
   data: { partition: 'dirichlet', alpha: 0.5, seed: 1 },
@@ -198,7 +198,7 @@ describe('run manifest', () => {
       '{"baseModel":{"id":"swarm/gpt2-tiny","sha256":"' + BASE_SHA + '","url":"/models/gpt2-tiny/"},"codec":"fp16",' +
       '"data":{"alpha":0.5,"partition":"dirichlet","seed":1},"formatVersion":1,' +
       '"localSteps":20,"lora":{"alpha":16,"r":8,"targetModules":["attn.c_attn","attn.c_proj"]},"runId":"brown-lora-1",' +
-      '"schedule":{"learningRate":0.001,"warmupSteps":10},"strategy":{"name":"fedavg","params":{"normalise":true,"selfWeight":0.5}}}';
+      '"schedule":{"learningRate":0.001,"warmupSteps":10},"strategy":{"name":"dare","params":{"consensus":"ties","density":0.5}}}';
     expect(canonicalRunManifestJson(run)).toBe(expected);
     expect(runManifestId(run)).toBe(bytesToHex(sha256(utf8ToBytes(expected))));
   });
@@ -230,7 +230,7 @@ describe('run manifest', () => {
     expect(reasonOf({ ...run, codec: 'fp8' })).toBe('malformed');
     expect(reasonOf({ ...run, localSteps: 0 })).toBe('malformed');
     expect(reasonOf({ ...run, strategy: { name: 'fedavg', params: { nested: { x: 1 } } } })).toBe('malformed');
-    expect(reasonOf(JSON.stringify(run).replace('"selfWeight":0.5', '"selfWeight":1e400'))).toBe('non-finite');
+    expect(reasonOf(JSON.stringify(run).replace('"density":0.5', '"density":1e400'))).toBe('non-finite');
     let deep: unknown = 1;
     for (let i = 0; i < 10; i++) deep = { d: deep };
     expect(reasonOf({ ...run, schedule: deep })).toBe('malformed');

@@ -121,6 +121,13 @@ export interface AnnouncementContext {
   maxPayloadBytes?: number;
   /** Codecs we decode (default: all). */
   acceptedCodecs?: readonly PayloadCodec[];
+  /** The run's codec (run manifest): an announcement in any other is refused. */
+  codec?: PayloadCodec;
+  /**
+   * The exact payload size the run's schema and codec imply (expectedPayloadBytes): an announcement of any other
+   * size is refused before a byte is fetched.
+   */
+  payloadBytes?: number;
 }
 
 /** Checks a decoded announcement against our run; never throws. */
@@ -137,6 +144,11 @@ export function validateAnnouncement(m: AnnouncementManifest, ctx: AnnouncementC
   if (!(m.payloadBytes <= maxPayloadBytes)) return reject('oversized', `announced payload of ${m.payloadBytes} bytes exceeds ${maxPayloadBytes}`);
   if (ctx.acceptedCodecs && !ctx.acceptedCodecs.includes(m.codec)) {
     return reject('malformed', `codec ${m.codec} not accepted (accepted: ${ctx.acceptedCodecs.join(', ')})`);
+  }
+  if (ctx.codec !== undefined && m.codec !== ctx.codec) return reject('malformed', `codec ${m.codec}, the run uses ${ctx.codec}`);
+  if (ctx.payloadBytes !== undefined && m.payloadBytes !== ctx.payloadBytes) {
+    const detail = `announced payload of ${m.payloadBytes} bytes; the run's schema and codec imply exactly ${ctx.payloadBytes}`;
+    return reject(m.payloadBytes > ctx.payloadBytes ? 'oversized' : 'truncated', detail);
   }
   if (ctx.lastVersionFromPeer !== undefined && !(m.version > ctx.lastVersionFromPeer)) {
     return reject('replayed', `version ${m.version} is not newer than ${ctx.lastVersionFromPeer} already accepted from this peer`);
@@ -158,6 +170,10 @@ export interface PayloadContext {
   /** Expected base model id (optional: the sha256 in the announcement is what identifies the model). */
   baseModelId?: string;
   maxPayloadBytes?: number;
+  /** The run's codec: a payload in any other is refused, whatever its announcement says. */
+  codec?: PayloadCodec;
+  /** The exact size the run's schema and codec imply (expectedPayloadBytes). */
+  payloadBytes?: number;
 }
 
 function checkPayloadSize(bytes: Uint8Array, m: AnnouncementManifest, ctx: PayloadContext): Rejection | null {
@@ -166,6 +182,10 @@ function checkPayloadSize(bytes: Uint8Array, m: AnnouncementManifest, ctx: Paylo
   if (bytes.length > maxPayloadBytes) return reject('oversized', `payload of ${bytes.length} bytes exceeds ${maxPayloadBytes}`);
   if (bytes.length > m.payloadBytes) return reject('oversized', `payload of ${bytes.length} bytes, ${m.payloadBytes} announced`);
   if (bytes.length < m.payloadBytes) return reject('truncated', `payload of ${bytes.length} bytes, ${m.payloadBytes} announced`);
+  if (ctx.payloadBytes !== undefined && bytes.length !== ctx.payloadBytes) {
+    const detail = `payload of ${bytes.length} bytes; the run's schema and codec imply exactly ${ctx.payloadBytes}`;
+    return reject(bytes.length > ctx.payloadBytes ? 'oversized' : 'truncated', detail);
+  }
   return null;
 }
 
@@ -175,6 +195,7 @@ function checkPayloadContent(bytes: Uint8Array, digest: string, m: AnnouncementM
   const decoded = decodeAdapter(bytes, { maxBytes: ctx.maxPayloadBytes ?? MAX_PAYLOAD_BYTES, expectSchemaHash: m.schemaHash });
   if (!decoded.ok) return reject(decoded.reason, decoded.detail);
   if (decoded.codec !== m.codec) return reject('malformed', `payload is ${decoded.codec}, announced ${m.codec}`);
+  if (ctx.codec !== undefined && decoded.codec !== ctx.codec) return reject('malformed', `payload is ${decoded.codec}, the run uses ${ctx.codec}`);
   if (decoded.adapter.baseModelId !== m.baseModelId) {
     return reject('wrong-base-model', `payload is for '${decoded.adapter.baseModelId}', announced '${m.baseModelId}'`);
   }

@@ -20,6 +20,9 @@ import {
   type JsonObject,
 } from './json.ts';
 import type { Verdict } from './verdict.ts';
+// The registry is the one list of strategies and of their parameters' declared ranges; a manifest naming anything
+// else, or a value outside those ranges, would make every peer that joins fail at its first merge.
+import { getStrategy, resolveParams } from '../merge/registry.ts';
 
 export type StrategyParamValue = number | string | boolean;
 
@@ -46,7 +49,19 @@ const STRATEGY_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const PARAM_KEY_PATTERN = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
 const MAX_STRATEGY_PARAMS = 64;
 const MAX_PARAM_STRING = 256;
-const MAX_LOCAL_STEPS = 1_000_000;
+/**
+ * Bounds on the values a run manifest sets for every peer that joins it (a manifest can come from any peer, so
+ * a hostile one must not be able to make honest peers diverge or stall):
+ *   localSteps (H) 1..10,000: publishing less often than every 10,000 steps is not a swarm;
+ *   lora.alpha (0, 16384]: 16 × the largest rank (core/io MAX_PEFT_ALPHA), ΔW is scaled by alpha/r;
+ *   schedule.lr (0, 0.1]: AdamW on LoRA factors diverges well below 0.1 (the default is 3e-3);
+ *   schedule.clipNorm [0.001, 1000]: 0 turns gradient clipping off, which a shared run must not allow.
+ */
+export const MAX_LOCAL_STEPS = 10_000;
+export const MAX_LORA_ALPHA = 16_384;
+export const MAX_LEARNING_RATE = 0.1;
+export const MIN_CLIP_NORM = 0.001;
+export const MAX_CLIP_NORM = 1000;
 
 function readObject(value: unknown, where: string): Record<string, unknown> {
   if (!isPlainObject(value)) throw new FieldRejection('malformed', `${where} must be an object`);
@@ -58,7 +73,7 @@ function readLora(value: unknown): LoraConfig {
   const obj = readObject(value, where);
   requireKeys(obj, ['r', 'alpha', 'targetModules'], [], where);
   const r = intField(obj, 'r', 1, MAX_LORA_RANK, where);
-  const alpha = numberField(obj, 'alpha', Number.MIN_VALUE, Number.MAX_VALUE, where);
+  const alpha = numberField(obj, 'alpha', Number.MIN_VALUE, MAX_LORA_ALPHA, where);
   const targets = obj.targetModules;
   if (!Array.isArray(targets) || targets.length === 0 || targets.length > LORA_TARGETS.length) {
     throw new FieldRejection('malformed', `${where}.targetModules must be a non-empty array of at most ${LORA_TARGETS.length} names`);
@@ -94,7 +109,27 @@ function readStrategy(value: unknown): RunManifest['strategy'] {
     }
     params[key] = v;
   }
+  let strategy;
+  try {
+    strategy = getStrategy(name);
+  } catch (error) {
+    throw new FieldRejection('malformed', `${where}.name: ${(error as Error).message}`);
+  }
+  try {
+    resolveParams(strategy, params);
+  } catch (error) {
+    throw new FieldRejection('malformed', `${where}.params: ${(error as Error).message}`);
+  }
   return { name, params };
+}
+
+/** The schedule's free-form object, with the fields whose bad values harm every peer bounded where present. */
+function readSchedule(value: unknown): JsonObject {
+  const where = 'run.schedule';
+  const schedule = boundedJson(readObject(value, where), where) as JsonObject;
+  if (schedule.lr !== undefined) numberField(schedule, 'lr', Number.MIN_VALUE, MAX_LEARNING_RATE, where);
+  if (schedule.clipNorm !== undefined) numberField(schedule, 'clipNorm', MIN_CLIP_NORM, MAX_CLIP_NORM, where);
+  return schedule;
 }
 
 function readRunManifest(obj: Record<string, unknown>): RunManifest {
@@ -110,7 +145,7 @@ function readRunManifest(obj: Record<string, unknown>): RunManifest {
   requireKeys(base, ['id', 'url', 'sha256'], [], `${where}.baseModel`);
   const codec = obj.codec;
   if (!isPayloadCodec(codec)) throw new FieldRejection('malformed', `${where}.codec must be one of ${PAYLOAD_CODECS.join(', ')}`);
-  const schedule = boundedJson(readObject(obj.schedule, `${where}.schedule`), `${where}.schedule`) as JsonObject;
+  const schedule = readSchedule(obj.schedule);
   const data = boundedJson(readObject(obj.data, `${where}.data`), `${where}.data`) as JsonObject;
   return {
     formatVersion: RUN_MANIFEST_FORMAT_VERSION,

@@ -17,6 +17,17 @@ describe('RejectionLedger', () => {
     expect(ledger.shouldDisconnect('peerA')).toBe(true);
   });
 
+  it('counts timeouts and failed fetches fully (issue 12): eight stalls within the window lead to a disconnect', () => {
+    const time = clock();
+    const ledger = new RejectionLedger({ now: time.now });
+    for (let i = 0; i < 7; i++) {
+      expect(ledger.record('staller', i % 2 ? 'timeout' : 'fetch-failed')).toBe(false);
+      time.advance(5_000);
+    }
+    expect(ledger.record('staller', 'timeout')).toBe(true);
+    expect(ledger.recentWeight('staller')).toBe(8);
+  });
+
   it('forgets rejections older than the window', () => {
     const time = clock();
     const ledger = new RejectionLedger({ windowMs: 10_000, disconnectThreshold: 3, now: time.now });

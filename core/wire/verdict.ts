@@ -62,6 +62,10 @@ export function isRejectReason(value: unknown): value is RejectReason {
 /**
  * How much one rejection counts towards disconnecting a peer. Proof of bad data (a wrong hash, a forged sender,
  * NaN, garbage bytes) counts fully; what an honest peer can cause by a race or a slow link counts less.
+ * Timeouts and failed fetches count fully: each one held a fetch slot and memory for seconds, and a peer that
+ * announces what it then stalls, trickles or does not serve is indistinguishable from one that wastes our fetches
+ * on purpose. An honest peer fails a fetch rarely (transport failures are retried before one is counted), far
+ * below REJECTION_DISCONNECT_THRESHOLD per REJECTION_WINDOW_MS.
  */
 export const REJECTION_WEIGHTS: Record<RejectReason, number> = {
   malformed: 1,
@@ -76,8 +80,8 @@ export const REJECTION_WEIGHTS: Record<RejectReason, number> = {
   replayed: 0.25,
   'bad-signature': 1,
   'rate-limited': 0.5,
-  timeout: 0.25,
-  'fetch-failed': 0.25,
+  timeout: 1,
+  'fetch-failed': 1,
   'out-of-bounds': 1,
 };
 

@@ -1,0 +1,122 @@
+// The wire-level attacks of issue 12, replayed: each is refused with its reason before a merge can see it.
+import { describe, expect, it } from 'vitest';
+import { schemaHash, type Adapter } from '../model/adapter.ts';
+import { encodeAdapter, expectedPayloadBytes, type PayloadCodec } from './codec.ts';
+import { announcementFor, decodeRunManifest, validateAnnouncement, validatePayload, type AnnouncementContext, type RunManifest } from './manifest.ts';
+import { makeAdapter } from './test-support.ts';
+
+const PEER = '12D3KooWGzh9rWkZ3hPpnmYkzLaLM9C4wGxKXn5c1QJ7mkd8bSuq';
+const BASE_SHA = 'ab'.repeat(32);
+
+function tiny(values: (i: number) => number = () => 0.25): Adapter {
+  const a = Float32Array.from({ length: 18 }, (_, i) => values(i));
+  const b = Float32Array.from({ length: 27 }, (_, i) => values(i + 18));
+  return {
+    baseModelId: 'test/tiny',
+    config: { r: 3, alpha: 6, targetModules: ['attn.c_attn'] },
+    modules: new Map([['transformer.h.0.attn.c_attn', { a, b, inDim: 6, outDim: 9 }]]),
+  };
+}
+
+function announced(adapter: Adapter, codec: PayloadCodec, payload = encodeAdapter(adapter, codec)) {
+  return announcementFor(payload, {
+    runId: 'run-1', peerId: PEER, baseModelId: adapter.baseModelId, baseModelSha256: BASE_SHA, schemaHash: schemaHash(adapter),
+    version: 1, step: 1, samplesSeen: 1, localLoss: 1, codec, createdAtMs: 1,
+  });
+}
+
+describe('expectedPayloadBytes', () => {
+  it('is the header plus the tensors, hand-counted for a 6→9 rank-3 module', () => {
+    // magic 4 + version 2 + codec 1 + flags 1 + "test/tiny" 1+9 + r 2 + alpha 8 + target count 1 + "attn.c_attn" 1+11
+    // + module count 4 + ("transformer.h.0.attn.c_attn" 1+27 + in 4 + out 4) = 81 header bytes; 18 + 27 values.
+    expect(expectedPayloadBytes(tiny(), 'fp32')).toBe(81 + 4 * 45);
+    expect(expectedPayloadBytes(tiny(), 'fp16')).toBe(81 + 2 * 45);
+    expect(expectedPayloadBytes(tiny(), 'int8')).toBe(81 + 45 + 2 * 4);
+    expect(encodeAdapter(tiny(), 'int8').length).toBe(81 + 45 + 8);
+  });
+
+  it('needs only the shapes (no values) and agrees with the encoder on a GPT-2-shaped adapter', () => {
+    const adapter = makeAdapter({ nEmbd: 64, nLayer: 3, r: 8, targets: ['attn.c_attn', 'mlp.c_proj'] });
+    const shape = { ...adapter, modules: new Map([...adapter.modules].map(([n, p]) => [n, { inDim: p.inDim, outDim: p.outDim }])) };
+    for (const codec of ['fp32', 'fp16', 'int8'] as const) expect(expectedPayloadBytes(shape, codec)).toBe(encodeAdapter(adapter, codec).length);
+  });
+});
+
+describe('the run codec and exact size are enforced', () => {
+  const adapter = tiny((i) => Math.sin(i));
+  const ctx = (codec: PayloadCodec): AnnouncementContext => ({
+    runId: 'run-1', baseModelSha256: BASE_SHA, schemaHash: schemaHash(adapter), senderPeerId: PEER,
+    codec, payloadBytes: expectedPayloadBytes(adapter, codec),
+  });
+
+  it('fp32 in an fp16 run (issue 12): refused at the announcement and at the payload', async () => {
+    const m = announced(adapter, 'fp32');
+    expect(validateAnnouncement(m, ctx('fp16'))).toMatchObject({ ok: false, reason: 'malformed', detail: 'codec fp32, the run uses fp16' });
+    const payload = encodeAdapter(adapter, 'fp32');
+    const verdict = await validatePayload(payload, m, { schemaHash: schemaHash(adapter), codec: 'fp16' });
+    expect(verdict).toMatchObject({ ok: false, reason: 'malformed', detail: 'payload is fp32, the run uses fp16' });
+    expect(validateAnnouncement(announced(adapter, 'fp16'), ctx('fp16'))).toEqual({ ok: true, value: undefined });
+  });
+
+  it('a huge announced size (issue 12: 64 MiB for a 171-byte schema) is refused before fetching', () => {
+    const m = { ...announced(adapter, 'fp16'), payloadBytes: 64 * 1024 * 1024 };
+    expect(validateAnnouncement(m, ctx('fp16'))).toMatchObject({
+      ok: false, reason: 'oversized', detail: "announced payload of 67108864 bytes; the run's schema and codec imply exactly 171",
+    });
+    expect(validateAnnouncement({ ...m, payloadBytes: 170 }, ctx('fp16'))).toMatchObject({ ok: false, reason: 'truncated' });
+  });
+
+  it('a payload whose size differs from the schema\u2019s is refused even when its announcement matches it', async () => {
+    const payload = encodeAdapter(adapter, 'fp16');
+    const longer = new Uint8Array(payload.length + 2);
+    longer.set(payload);
+    const verdict = await validatePayload(longer, announced(adapter, 'fp16', longer), { schemaHash: schemaHash(adapter), payloadBytes: payload.length });
+    expect(verdict).toMatchObject({ ok: false, reason: 'oversized' });
+  });
+
+  it('65504 (fp16 maximum) passes the wire, as it must: the update guard refuses it (core/swarm/guard.test.ts)', async () => {
+    const loud = tiny((i) => (i % 2 ? 65504 : -65504));
+    const verdict = await validatePayload(encodeAdapter(loud, 'fp16'), announced(loud, 'fp16'), { schemaHash: schemaHash(loud), codec: 'fp16' });
+    expect(verdict.ok).toBe(true);
+  });
+});
+
+describe('run manifest bounds (issue 12: lr 0.99, clipNorm 0 and unknown strategies were accepted)', () => {
+  const base = (): RunManifest => ({
+    formatVersion: 1,
+    runId: 'brown-fiction',
+    baseModel: { id: 'swarm-brown-byte-gpt2', url: '/models/swarm-brown-byte-gpt2/', sha256: BASE_SHA },
+    lora: { r: 8, alpha: 16, targetModules: ['attn.c_attn'] },
+    strategy: { name: 'trimmed-mean', params: { beta: 0.2 } },
+    localSteps: 20,
+    schedule: { lr: 3e-3, clipNorm: 1, warmupSteps: 10 },
+    data: { kind: 'genre', genres: ['mystery'] },
+    codec: 'fp16',
+  });
+  const detailOf = (change: (m: RunManifest) => void) => {
+    const m = base();
+    change(m);
+    const v = decodeRunManifest(m);
+    return v.ok ? 'accepted' : `${v.reason}: ${v.detail}`;
+  };
+
+  it('accepts the base manifest', () => {
+    expect(detailOf(() => undefined)).toBe('accepted');
+  });
+
+  it('refuses each bad value with its reason in words', () => {
+    expect(detailOf((m) => { m.schedule.lr = 0.99; })).toBe('malformed: run.schedule.lr = 0.99 outside 5e-324..0.1');
+    expect(detailOf((m) => { m.schedule.lr = 0; })).toMatch(/^malformed: run\.schedule\.lr = 0 outside/);
+    expect(detailOf((m) => { m.schedule.clipNorm = 0; })).toBe('malformed: run.schedule.clipNorm = 0 outside 0.001..1000');
+    expect(detailOf((m) => { m.schedule.clipNorm = '1'; })).toBe('malformed: run.schedule.clipNorm must be a number');
+    expect(detailOf((m) => { m.localSteps = 0; })).toBe('malformed: run.localSteps = 0 must be an integer in 1..10000');
+    expect(detailOf((m) => { m.localSteps = 10_001; })).toMatch(/localSteps = 10001 must be an integer in 1\.\.10000/);
+    expect(detailOf((m) => { m.lora.r = 0; })).toMatch(/run\.lora\.r = 0 must be an integer in 1\.\.1024/);
+    expect(detailOf((m) => { m.lora.r = 1025; })).toMatch(/run\.lora\.r = 1025/);
+    expect(detailOf((m) => { m.lora.alpha = 1e308; })).toBe('malformed: run.lora.alpha = 1e+308 outside 5e-324..16384');
+    expect(detailOf((m) => { m.strategy = { name: 'avg', params: {} }; })).toMatch(/^malformed: run\.strategy\.name: unknown merge strategy 'avg' \(known: fedavg, /);
+    expect(detailOf((m) => { m.strategy.params = { beta: 0.9 }; })).toBe("malformed: run.strategy.params: trimmed-mean: parameter 'beta' must be <= 0.5, got 0.9");
+    expect(detailOf((m) => { m.strategy.params = { betta: 0.2 }; })).toMatch(/has no parameter 'betta'/);
+    expect(detailOf((m) => { m.strategy = { name: 'dare', params: { density: 'half' } }; })).toMatch(/parameter 'density' must be a number/);
+  });
+});
