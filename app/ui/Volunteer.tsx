@@ -152,14 +152,23 @@ export function Volunteer({ controller, state }: { controller: PeerController; s
             </div>
           )}
           <h2>Neighbours’ adapters</h2>
+          {st?.health.state === 'unhealthy' && (
+            <p className="warning" data-testid="health">This peer is in trouble: {st.health.reason}. It keeps training from its last good state.</p>
+          )}
           <table className="neighbours">
-            <thead><tr><th>peer</th><th>version</th><th>their step</th><th>age</th><th>weight</th></tr></thead>
+            <thead><tr><th>peer</th><th>version</th><th>their step</th><th>age</th><th>weight</th><th title="adapters the update guard clipped / refused">clipped / refused</th></tr></thead>
             <tbody>
               {(st?.neighbours ?? []).map((n) => (
-                <tr key={n.peerId}><td>…{n.peerId.slice(-8)}</td><td>{n.version}</td><td>{n.step}</td><td>{duration(n.ageMs)}</td><td>{n.weight.toFixed(2)}</td></tr>
+                <tr key={n.peerId}>
+                  <td>…{n.peerId.slice(-8)}</td><td>{n.version}</td><td>{n.step}</td><td>{duration(n.ageMs)}</td><td>{n.weight.toFixed(2)}</td>
+                  <td>{st?.guard.byPeer[n.peerId] ? `${st.guard.byPeer[n.peerId].clipped} / ${st.guard.byPeer[n.peerId].refused}` : '0 / 0'}</td>
+                </tr>
               ))}
             </tbody>
           </table>
+          <p className="hint" data-testid="guard">
+            Update guard: {st?.guard.clipped ?? 0} neighbour adapter(s) clipped, {st?.guard.refused ?? 0} refused, {st?.guard.mergesRefused ?? 0} merge result(s) kept out.
+          </p>
           <h2>Messages</h2>
           <ul className="notices">
             {state.notices.slice(-8).reverse().map((n, i) => <li key={i} className={n.level}>{new Date(n.atMs).toLocaleTimeString()} {n.message}</li>)}
