@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import type { Adapter } from '../model/adapter.ts';
 import { listStrategies, mergeWith, outputKind, resolveParams } from '../merge/registry.ts';
 import { asInput, naiveProduct, randomAdapter } from '../merge/testing.ts';
-import { adapterDistance, checkMergedAdapter, UpdateGuard, type GuardOutcome } from './guard.ts';
+import { factorDistance, checkMergedAdapter, UpdateGuard, type GuardOutcome } from './guard.ts';
 
 const MODULE = 'transformer.h.0.attn.c_attn';
 
@@ -154,8 +154,8 @@ describe('checkMergedAdapter', () => {
     expect(checkMergedAdapter(tiny, vec([3, 3, 0, 0]))).toMatchObject({ ok: false, reason: 'out-of-bounds' });
   });
 
-  it('adapterDistance is the Euclidean distance over all factors', () => {
-    expect(adapterDistance(vec([1, 1, 1, 1]), vec([2, 3, 3, 5]))).toBe(5);
+  it('factorDistance is the Euclidean distance over all factors', () => {
+    expect(factorDistance(vec([1, 1, 1, 1]), vec([2, 3, 3, 5]))).toBe(5);
   });
 });
 
@@ -185,7 +185,7 @@ describe('the guard in front of every strategy (issue 12: 8 of 11 strategies poi
       expect(checkMergedAdapter(self, merged)).toEqual({ ok: true });
       if (outputKind(strategy, resolveParams(strategy, {})) === 'factors') {
         // Every input lies within τ of self; no strategy moves self by more than a few τ from them.
-        expect(adapterDistance(self, merged)).toBeLessThan(4 * tau);
+        expect(factorDistance(self, merged)).toBeLessThan(4 * tau);
       } else {
         // A product-space result is a re-factorisation: compare ΔW = (α/r)·B·A with the guarded inputs'.
         const productDistance = (x: Adapter) => Math.hypot(...shapes.flatMap(({ name }) => {
