@@ -169,6 +169,9 @@ const PeerTableRow = memo(function PeerTableRow({ peerId, color, present, latest
       <td>{latest.versionsAnnounced}/{latest.versionsFetched}</td>
       <td>{latest.tokensPerSecond?.toFixed(0) ?? '–'}</td>
       <td>{latest.backend}</td>
+      <td data-testid="peer-health" data-health={latest.health ?? 'ok'} title={latest.healthReason}>
+        {latest.health === 'unhealthy' ? `unhealthy${latest.healthReason ? `: ${latest.healthReason}` : ''}` : 'ok'}
+      </td>
     </tr>
   );
 });
@@ -253,7 +256,7 @@ export function Dashboard({ controller }: { controller: PeerController }) {
           <h3>Peers</h3>
           <table data-testid="dashboard-peers">
             <thead>
-              <tr><th>peer</th><th>step</th><th>train</th><th>held-out</th><th>merges</th><th>neighbours</th><th>sent</th><th>received</th><th>ann./fetched</th><th>tok/s</th><th>backend</th></tr>
+              <tr><th>peer</th><th>step</th><th>train</th><th>held-out</th><th>merges</th><th>neighbours</th><th>sent</th><th>received</th><th>ann./fetched</th><th>tok/s</th><th>backend</th><th>health</th></tr>
             </thead>
             <tbody>
               {d.peers.map((p) => (

@@ -2,9 +2,9 @@
 // check on a merged adapter, plus the attacks of issue 12 replayed at unit level.
 import { describe, expect, it } from 'vitest';
 import type { Adapter } from '../model/adapter.ts';
-import { mergeWith } from '../merge/registry.ts';
-import { asInput } from '../merge/testing.ts';
-import { adapterDistance, checkMergedAdapter, UpdateGuard, type GuardOutcome } from './guard.ts';
+import { listStrategies, mergeWith, outputKind, resolveParams } from '../merge/registry.ts';
+import { asInput, naiveProduct, randomAdapter } from '../merge/testing.ts';
+import { factorDistance, checkMergedAdapter, UpdateGuard, type GuardOutcome } from './guard.ts';
 
 const MODULE = 'transformer.h.0.attn.c_attn';
 
@@ -124,6 +124,7 @@ describe('UpdateGuard', () => {
     const plain = run(false);
     expect(plain.drift).toBeCloseTo(200 / 6, 3);
     const guarded = run(true);
+    console.log(`drift over 20 rounds: ${plain.drift.toFixed(2)} without the guard, ${guarded.drift.toFixed(2)} with it (bound Σ τ/6 = ${guarded.pushBound.toFixed(2)})`);
     // Float32 rounding of the accumulation only.
     expect(Math.abs(guarded.drift - guarded.pushBound)).toBeLessThan(1e-4);
     // τ is 2 × the median distance, which the four honest inputs at distance ~1 hold near 1: at most 2 per round.
@@ -154,7 +155,47 @@ describe('checkMergedAdapter', () => {
     expect(checkMergedAdapter(tiny, vec([3, 3, 0, 0]))).toMatchObject({ ok: false, reason: 'out-of-bounds' });
   });
 
-  it('adapterDistance is the Euclidean distance over all factors', () => {
-    expect(adapterDistance(vec([1, 1, 1, 1]), vec([2, 3, 3, 5]))).toBe(5);
+  it('factorDistance is the Euclidean distance over all factors', () => {
+    expect(factorDistance(vec([1, 1, 1, 1]), vec([2, 3, 3, 5]))).toBe(5);
   });
+});
+
+describe('the guard in front of every strategy (issue 12: 8 of 11 strategies poisoned by 1 attacker of 5)', () => {
+  const shapes = [{ name: 'transformer.h.0.attn.c_attn', inDim: 6, outDim: 9 }, { name: 'transformer.h.0.mlp.c_fc', inDim: 6, outDim: 12 }];
+  const scaled = (a: Adapter, f: number, shift = 0): Adapter => ({
+    ...a,
+    modules: new Map([...a.modules].map(([n, p]) => [n, { ...p, a: p.a.map((v, j) => v * f + shift * Math.sin(j)), b: p.b.map((v, j) => v * f + shift * Math.cos(j)) }])),
+  });
+  const self = randomAdapter(1, { modules: shapes, scale: 0.1 });
+  // Honest neighbours: self plus a small perturbation of their own.
+  const honest = [2, 3, 4].map((seed) => {
+    const noise = randomAdapter(seed, { modules: shapes, scale: 0.01 });
+    return { ...self, modules: new Map([...self.modules].map(([n, p]) => [n, { ...p, a: p.a.map((v, j) => v + noise.modules.get(n)!.a[j]), b: p.b.map((v, j) => v + noise.modules.get(n)!.b[j]) }])) };
+  });
+  const attacks: Array<[string, Adapter]> = [['100× scaled', scaled(self, 100)], ['1e30', scaled(self, 0, 1e30)], ['65504', scaled(self, 0, 65504)]];
+
+  for (const strategy of listStrategies()) {
+    it.each(attacks)(`${strategy.name}: a %s attacker is clipped or refused and the merge stays bounded`, (_label, attacker) => {
+      const guard = new UpdateGuard();
+      for (let round = 0; round < 2; round++) guard.guard(self, honest); // recent honest distances
+      const tau = guard.tau(self);
+      const outcomes = guard.guard(self, [...honest, attacker]);
+      expect(outcomes[3].kind).not.toBe('accepted');
+      const inputs = [self, ...outcomes.map((o) => (o.kind === 'refused' ? null : o.adapter)).filter((a): a is Adapter => a !== null)];
+      const merged = strategy.merge(inputs.map((a, i) => asInput(a, `p${i}`)), resolveParams(strategy, {}), { seed: 3 });
+      expect(checkMergedAdapter(self, merged)).toEqual({ ok: true });
+      if (outputKind(strategy, resolveParams(strategy, {})) === 'factors') {
+        // Every input lies within τ of self; no strategy moves self by more than a few τ from them.
+        expect(factorDistance(self, merged)).toBeLessThan(4 * tau);
+      } else {
+        // A product-space result is a re-factorisation: compare ΔW = (α/r)·B·A with the guarded inputs'.
+        const productDistance = (x: Adapter) => Math.hypot(...shapes.flatMap(({ name }) => {
+          const px = naiveProduct(x, name), ps = naiveProduct(self, name);
+          return Array.from(px, (v, j) => v - ps[j]);
+        }));
+        const farthest = Math.max(...inputs.map(productDistance));
+        expect(productDistance(merged)).toBeLessThanOrEqual(farthest * 1.01);
+      }
+    });
+  }
 });

@@ -84,8 +84,8 @@ export function adapterStats(adapter: Adapter): AdapterStats {
   return { norm: Math.sqrt(sum), maxAbs, finite };
 }
 
-/** ‖x − self‖ over all factors; both must share a schema. */
-export function adapterDistance(self: Adapter, x: Adapter): number {
+/** ‖x − self‖ over all factors as one vector (not ΔW: consensus.ts adapterDistance is that); both must share a schema. */
+export function factorDistance(self: Adapter, x: Adapter): number {
   let sum = 0;
   for (const name of moduleNames(self)) {
     const s = self.modules.get(name)!, o = x.modules.get(name)!;
@@ -180,7 +180,7 @@ function guardOne(self: Adapter, selfSchema: string, x: Adapter, tau: number, ma
   if (stats.maxAbs > maxAbs) {
     return { kind: 'refused', reason: 'out-of-bounds', detail: `largest magnitude ${stats.maxAbs.toPrecision(4)} exceeds the bound ${maxAbs.toPrecision(4)}` };
   }
-  const distance = adapterDistance(self, x);
+  const distance = factorDistance(self, x);
   if (distance <= tau) return { kind: 'accepted', adapter: x, distance };
   const scale = tau / distance;
   return { kind: 'clipped', adapter: towards(self, x, scale), distance, scale };

@@ -4,6 +4,7 @@ import { schemaHash, type Adapter } from '../model/adapter.ts';
 import { encodeAdapter, expectedPayloadBytes, type PayloadCodec } from './codec.ts';
 import { announcementFor, decodeRunManifest, validateAnnouncement, validatePayload, type AnnouncementContext, type RunManifest } from './manifest.ts';
 import { makeAdapter } from './test-support.ts';
+import { decodeTelemetry, encodeTelemetry, type TelemetryReport } from './telemetry.ts';
 
 const PEER = '12D3KooWGzh9rWkZ3hPpnmYkzLaLM9C4wGxKXn5c1QJ7mkd8bSuq';
 const BASE_SHA = 'ab'.repeat(32);
@@ -118,5 +119,45 @@ describe('run manifest bounds (issue 12: lr 0.99, clipNorm 0 and unknown strateg
     expect(detailOf((m) => { m.strategy.params = { beta: 0.9 }; })).toBe("malformed: run.strategy.params: trimmed-mean: parameter 'beta' must be <= 0.5, got 0.9");
     expect(detailOf((m) => { m.strategy.params = { betta: 0.2 }; })).toMatch(/has no parameter 'betta'/);
     expect(detailOf((m) => { m.strategy = { name: 'dare', params: { density: 'half' } }; })).toMatch(/parameter 'density' must be a number/);
+  });
+});
+
+describe('telemetry in trouble (issue 12: a poisoned peer went silent)', () => {
+  const report = (): TelemetryReport => ({
+    formatVersion: 1, peerId: PEER, runId: 'brown-fiction.0123456789abcdef', timeMs: 1_760_000_000_000, step: 40,
+    trainLoss: 2.5, heldOutLoss: 2.6, merges: 2, bytesSent: 10, bytesReceived: 20, versionsAnnounced: 2, versionsFetched: 3,
+    neighbours: [], rejections: {}, tokensPerSecond: 300, backend: 'wasm',
+  });
+  const roundTrip = (r: TelemetryReport) => {
+    const v = decodeTelemetry(encodeTelemetry(r));
+    if (!v.ok) throw new Error(v.detail);
+    return v.value;
+  };
+
+  it('encodes non-finite losses as null and marks the report unhealthy with the reason, instead of refusing it', () => {
+    const back = roundTrip({ ...report(), trainLoss: NaN, heldOutLoss: Infinity, tokensPerSecond: -1, consensusDistance: 5e29 * 1e10 });
+    expect(back).toMatchObject({ trainLoss: null, heldOutLoss: null, tokensPerSecond: null, health: 'unhealthy' });
+    expect(back.healthReason).toBe('trainLoss was NaN, heldOutLoss was Infinity, tokensPerSecond was -1, consensusDistance was 5e+39');
+    expect(back.consensusDistance).toBeUndefined();
+    expect(back.step).toBe(40);
+  });
+
+  it('carries a state the peer gives, keeps its own reason first, and leaves a healthy report as it was', () => {
+    expect(roundTrip({ ...report(), health: 'unhealthy', healthReason: 'merged adapter refused: norm 5e+29' })).toMatchObject({
+      health: 'unhealthy', healthReason: 'merged adapter refused: norm 5e+29',
+    });
+    expect(roundTrip({ ...report(), trainLoss: NaN, health: 'unhealthy', healthReason: 'poisoned\u00e9' }).healthReason).toBe('poisoned?; trainLoss was NaN');
+    expect(roundTrip({ ...report(), health: 'ok' }).health).toBe('ok');
+    const plain = roundTrip(report());
+    expect(plain.health).toBeUndefined();
+    expect(plain.healthReason).toBeUndefined();
+  });
+
+  it('decoding refuses an unknown state and a reason on a healthy report', () => {
+    const bytes = (extra: Record<string, unknown>) => new TextEncoder().encode(JSON.stringify({ ...report(), ...extra }));
+    expect(decodeTelemetry(bytes({ health: 'dead' }))).toMatchObject({ ok: false, reason: 'malformed' });
+    expect(decodeTelemetry(bytes({ health: 'ok', healthReason: 'x' }))).toMatchObject({ ok: false, reason: 'malformed' });
+    expect(decodeTelemetry(bytes({ health: 'unhealthy', healthReason: 'y'.repeat(201) }))).toMatchObject({ ok: false, reason: 'malformed' });
+    expect(decodeTelemetry(bytes({ health: 'unhealthy', healthReason: 'loss NaN' }))).toMatchObject({ ok: true });
   });
 });

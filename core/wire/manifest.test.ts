@@ -283,6 +283,8 @@ describe('telemetry report', () => {
     expect(reasonOf({ backend: 'Web GPU!' })).toBe('malformed');
     expect(reasonOf({ merges: 1.5 })).toBe('malformed');
     expect(reasonOf({ backend: 'x'.repeat(20_000) })).toBe('oversized');
-    expect(() => encodeTelemetry({ ...report, trainLoss: NaN })).toThrow(WireFormatError);
+    // A NaN loss is the peer's trouble, not a defect of the report: it goes out as null, marked unhealthy.
+    expect(decodeTelemetry(encodeTelemetry({ ...report, trainLoss: NaN }))).toMatchObject({ ok: true, value: { trainLoss: null, health: 'unhealthy' } });
+    expect(() => encodeTelemetry({ ...report, merges: -1 })).toThrow(WireFormatError);
   });
 });

@@ -36,13 +36,25 @@ export interface TelemetryReport {
    * ones (added later: optional, absent when the peer has no neighbour adapter or an older build sent it).
    */
   consensusDistance?: number;
+  /**
+   * Whether the peer is training normally (added later: optional, absent means not stated). 'unhealthy' comes with
+   * healthReason in words (a poisoned adapter refused, a non-finite loss, a checkpoint that failed), so a peer in
+   * trouble keeps reporting and the dashboard sees why.
+   */
+  health?: TelemetryHealth;
+  healthReason?: string;
 }
+
+export const TELEMETRY_HEALTH = ['ok', 'unhealthy'] as const;
+export type TelemetryHealth = (typeof TELEMETRY_HEALTH)[number];
+/** Printable ASCII, at most 200 characters. */
+const HEALTH_REASON_PATTERN = /^[ -~]{1,200}$/;
 
 const TELEMETRY_KEYS = [
   'formatVersion', 'peerId', 'runId', 'timeMs', 'step', 'trainLoss', 'heldOutLoss', 'merges', 'bytesSent',
   'bytesReceived', 'versionsAnnounced', 'versionsFetched', 'neighbours', 'rejections', 'tokensPerSecond', 'backend',
 ] as const;
-const OPTIONAL_TELEMETRY_KEYS = ['consensusDistance'] as const;
+const OPTIONAL_TELEMETRY_KEYS = ['consensusDistance', 'health', 'healthReason'] as const;
 const MAX_CONSENSUS_DISTANCE = 1e9;
 const MAX_COUNTER = Number.MAX_SAFE_INTEGER;
 const MAX_LOSS = 1e6;
@@ -92,13 +104,62 @@ function readTelemetry(obj: Record<string, unknown>): TelemetryReport {
     backend: stringField(obj, 'backend', BACKEND_PATTERN, where),
   };
   if (obj.consensusDistance !== undefined) report.consensusDistance = numberField(obj, 'consensusDistance', 0, MAX_CONSENSUS_DISTANCE, where);
+  if (obj.health !== undefined) {
+    if (!(TELEMETRY_HEALTH as readonly unknown[]).includes(obj.health)) throw new FieldRejection('malformed', `${where}.health must be one of ${TELEMETRY_HEALTH.join(', ')}`);
+    report.health = obj.health as TelemetryHealth;
+  }
+  if (obj.healthReason !== undefined) {
+    if (report.health !== 'unhealthy') throw new FieldRejection('malformed', `${where}.healthReason belongs to an unhealthy report only`);
+    report.healthReason = stringField(obj, 'healthReason', HEALTH_REASON_PATTERN, where);
+  }
   return report;
 }
 
-/** Canonical JSON bytes. Throws WireFormatError when a field is invalid or the report exceeds MAX_TELEMETRY_BYTES. */
+/**
+ * The report with every measured value the wire cannot carry (NaN, ±Infinity, negative or beyond its bound)
+ * replaced: nullable ones by null, the optional distance dropped, and the report marked unhealthy with the
+ * reason. A poisoned peer's losses are exactly such values; refusing its report would make it go silent.
+ */
+export function sanitizeTelemetry(report: TelemetryReport): TelemetryReport {
+  const problems: string[] = [];
+  const measured = (name: string, v: number | null, max: number): number | null => {
+    if (v === null) return null;
+    if (typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= max) return v;
+    problems.push(`${name} was ${String(v)}`);
+    return null;
+  };
+  const out: TelemetryReport = {
+    ...report,
+    trainLoss: measured('trainLoss', report.trainLoss, MAX_LOSS),
+    heldOutLoss: measured('heldOutLoss', report.heldOutLoss, MAX_LOSS),
+    tokensPerSecond: measured('tokensPerSecond', report.tokensPerSecond, MAX_TOKENS_PER_SECOND),
+  };
+  if (report.consensusDistance !== undefined) {
+    const distance = measured('consensusDistance', report.consensusDistance, MAX_CONSENSUS_DISTANCE);
+    if (distance === null) delete out.consensusDistance;
+  }
+  let reason = report.health === 'unhealthy' ? report.healthReason : undefined;
+  if (reason !== undefined) reason = reason.replace(/[^ -~]/g, '?').slice(0, 200) || undefined;
+  if (problems.length > 0) reason = [reason, problems.join(', ')].filter(Boolean).join('; ').slice(0, 200);
+  if (problems.length > 0 || report.health === 'unhealthy') {
+    out.health = 'unhealthy';
+    if (reason !== undefined) out.healthReason = reason;
+    else delete out.healthReason;
+  } else if (out.healthReason !== undefined) {
+    delete out.healthReason;
+  }
+  return out;
+}
+
+/**
+ * Canonical JSON bytes. Measured values the wire cannot carry are sanitised first (sanitizeTelemetry: the report
+ * goes out marked unhealthy instead of being refused). Throws WireFormatError when another field is invalid (ids,
+ * counters: the caller's bug, not the training's) or the report exceeds MAX_TELEMETRY_BYTES.
+ */
 export function encodeTelemetry(report: TelemetryReport): Uint8Array {
+  const clean = sanitizeTelemetry(report);
   const copy: Record<string, unknown> = {};
-  for (const key of [...TELEMETRY_KEYS, ...OPTIONAL_TELEMETRY_KEYS]) if (report[key] !== undefined) copy[key] = report[key];
+  for (const key of [...TELEMETRY_KEYS, ...OPTIONAL_TELEMETRY_KEYS]) if (clean[key] !== undefined) copy[key] = clean[key];
   const checked = guarded(() => readTelemetry(copy), 'telemetry');
   if (!checked.ok) throw new WireFormatError(`cannot encode telemetry: ${checked.detail}`);
   const bytes = asciiToBytes(canonicalJson(checked.value));
