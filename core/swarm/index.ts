@@ -5,3 +5,4 @@ export * from './neighbours.ts';
 export * from './cadence.ts';
 export * from './run.ts';
 export * from './telemetry.ts';
+export * from './guard.ts';

@@ -32,6 +32,8 @@ export interface PeerSnapshot {
   backend: string;
   /** Mean distance to the neighbours' adapters at the last merge (core/swarm/consensus.ts); optional. */
   consensusDistance?: number | null;
+  /** The engine's health (EngineStatus.health); a peer in trouble keeps reporting, with the reason. */
+  health?: { state: 'ok' | 'unhealthy'; reason: string | null };
 }
 
 const MAX_LOSS = 1e6;
@@ -73,6 +75,10 @@ export function telemetryReport(s: PeerSnapshot): TelemetryReport {
     backend: BACKEND_PATTERN.test(s.backend) ? s.backend : 'other',
   };
   if (distance !== undefined && distance !== null && Number.isFinite(distance) && distance >= 0 && distance <= 1e9) report.consensusDistance = distance;
+  if (s.health) {
+    report.health = s.health.state;
+    if (s.health.state === 'unhealthy' && s.health.reason) report.healthReason = s.health.reason.replace(/[^ -~]/g, '?').slice(0, 200);
+  }
   return report;
 }
 

@@ -316,7 +316,7 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
         peerId: o.peerId, runId, timeMs: at(nowMs), step: st.step, trainLoss: st.trainLoss, heldOutLoss: st.heldOut?.own ?? null, merges: st.merges,
         bytesSent: bytesSent.get(o.slot) ?? 0, bytesReceived: o.bytesReceived, versionsAnnounced: st.publishedVersion, versionsFetched: st.adaptersAccepted,
         neighbours: adjacency[o.slot].map((n) => knownPeer.get(n)).filter((id): id is string => !!id), rejections, tokensPerSecond: null,
-        backend: st.backend || 'wasm', consensusDistance: st.consensusDistance ?? null,
+        backend: st.backend || 'wasm', consensusDistance: st.consensusDistance ?? null, health: st.health,
       }),
       at(nowMs),
     );
