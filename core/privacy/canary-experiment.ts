@@ -104,7 +104,8 @@ export async function runCanaryExperiment(o: CanaryExperimentOptions): Promise<C
   });
   const before = await measureLeakage(o, o.initial, records, unseen, secrets, candidateSets);
 
-  const source = NoiseSource.fromTestSeed(deriveSeed(o.seed, 'noise'));
+  const sampleSource = NoiseSource.fromTestSeed(deriveSeed(o.seed, 'sample'));
+  const noiseSource = NoiseSource.fromTestSeed(deriveSeed(o.seed, 'noise'));
   const batchRng = createRng(deriveSeed(o.seed, 'batches'));
   let anchor = o.initial;
   const sampled: number[] = [];
@@ -116,8 +117,10 @@ export async function runCanaryExperiment(o: CanaryExperimentOptions): Promise<C
       steps: o.stepsPerRound,
       batchSize: o.batchSize,
       trainer: o.trainer,
+      samplingRate: 1,
       privacy: o.privacy,
-      source,
+      sampleSource,
+      noiseSource,
       batchRng,
     });
     anchor = result.published;

@@ -73,7 +73,7 @@ describe('canary exposure and membership inference from the published adapter', 
   it(`with DP at ε = ${EPSILON}, δ = ${DELTA}, exposure is at chance level and membership is a coin flip`, async () => {
     // q = 1: every record takes part in every round; the budget covers the run's publishes.
     const noiseMultiplier = noiseMultiplierFor({ targetEpsilon: EPSILON, delta: DELTA, samplingRate: 1, steps: ROUNDS });
-    const dp = await runCanaryExperiment({ ...options, privacy: { clipNorm: 0.005, noiseMultiplier, samplingRate: 1 } });
+    const dp = await runCanaryExperiment({ ...options, privacy: { clipNorm: 0.005, noiseMultiplier } });
     console.log(`canary, DP ε = ${EPSILON} (z = ${noiseMultiplier.toFixed(3)}): ${summary(dp)}; chance ${chance.toFixed(2)}`);
     expect(dp.meanExposure).toBeLessThan(chance + margin);
     expect(Math.abs(dp.membershipAuc - 0.5)).toBeLessThan(0.25);

@@ -2,8 +2,8 @@
  * One round of a peer's local training as differential privacy needs it, for the engine, the canary test and the
  * utility study: start from the public anchor with a fresh optimiser (nothing private carries over between
  * rounds except through what was published), train on this round's Poisson sample of the volunteer's records,
- * then publish anchor + clip(update) + noise. Without a privacy setting it trains on every record and publishes the
- * adapter as it is. Uses tfjs through core/train, so it is not re-exported from core/privacy/index.ts.
+ * then publish anchor + clip(update) + noise. Without a privacy setting it publishes the adapter as it is (the same
+ * sample and batches, so arms of a study differ only in clipping and noise). Uses tfjs through core/train, so it is not re-exported from core/privacy/index.ts.
  */
 import type { Batch } from '../data/batches.ts';
 import type { Adapter } from '../model/adapter.ts';
@@ -23,7 +23,6 @@ export function splitIntoRecords(text: Uint8Array, recordBytes: number): Uint8Ar
 export interface RoundPrivacy {
   clipNorm: number;
   noiseMultiplier: number;
-  samplingRate: number;
 }
 
 export interface PrivateRoundOptions {
@@ -35,10 +34,14 @@ export interface PrivateRoundOptions {
   steps: number;
   batchSize: number;
   trainer: TrainerConfig;
-  /** null: no differential privacy (train on every record, publish the raw adapter). */
+  /** Poisson rate q of the round's sample (the accountant's sampling rate); 1 takes every record. */
+  samplingRate: number;
+  /** null: no differential privacy (publish the raw adapter). */
   privacy: RoundPrivacy | null;
-  /** Draws the Poisson sample and the noise. */
-  source: NoiseSource;
+  /** Draws the Poisson sample. */
+  sampleSource: NoiseSource;
+  /** Draws the noise. */
+  noiseSource: NoiseSource;
   /** Picks records from the sample for each batch. */
   batchRng: () => number;
 }
@@ -52,7 +55,7 @@ export interface PrivateRoundResult {
 }
 
 export async function privateRound(o: PrivateRoundOptions): Promise<PrivateRoundResult> {
-  const sample = o.privacy ? poissonSample(o.records.length, o.privacy.samplingRate, o.source) : o.records.map((_, i) => i);
+  const sample = poissonSample(o.records.length, o.samplingRate, o.sampleSource);
   o.model.setAdapter(o.anchor);
   let lossSum = 0;
   if (sample.length > 0) {
@@ -79,6 +82,6 @@ export async function privateRound(o: PrivateRoundOptions): Promise<PrivateRound
   const current = await o.model.getAdapter();
   const meanLoss = sample.length > 0 ? lossSum / o.steps : NaN;
   if (!o.privacy) return { published: current, sampled: sample.length, meanLoss, clip: null };
-  const { published, clip } = privatizeUpdate(current, o.anchor, { clipNorm: o.privacy.clipNorm, noiseMultiplier: o.privacy.noiseMultiplier, source: o.source });
+  const { published, clip } = privatizeUpdate(current, o.anchor, { clipNorm: o.privacy.clipNorm, noiseMultiplier: o.privacy.noiseMultiplier, source: o.noiseSource });
   return { published, sampled: sample.length, meanLoss, clip };
 }
