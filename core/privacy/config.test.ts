@@ -40,7 +40,7 @@ describe('privacy configuration', () => {
   it('refuses δ ≥ 1/n for a volunteer with n records, in words', () => {
     expect(volunteerRecordsProblem(GOOD, 1000)).toBeNull();
     expect(volunteerRecordsProblem(GOOD, 99_999)).toBeNull();
-    expect(volunteerRecordsProblem(GOOD, 100_000)).toMatch(/δ = 0.00001 is not below 1\/100000 .*one record to be published as it is/);
+    expect(volunteerRecordsProblem(GOOD, 100_000)).toMatch(/δ = 1e-5 is not below 1\/100000 .*one record to be published as it is/);
     expect(volunteerRecordsProblem(GOOD, 0)).toMatch(/no complete record/);
   });
 });

@@ -5,6 +5,7 @@
  * The noise multiplier is chosen from the budget unless the manifest fixes it, in which case the budget must
  * afford it. Every refusal says why in words.
  */
+import { formatDelta } from './describe.ts';
 import { epsilonAfter, noiseMultiplierFor } from './rdp.ts';
 
 export interface PrivacyConfig {
@@ -79,7 +80,7 @@ export function parsePrivacyConfig(value: unknown, where = 'privacy'): PrivacyCo
 
 function checkAffordable(config: PrivacyConfig, where: string): void {
   const plan = { delta: config.delta, samplingRate: config.samplingRate, steps: config.maxPublishes };
-  const budget = `the budget is ε = ${fmt(config.targetEpsilon)} at δ = ${config.delta} for ${config.maxPublishes} publishes at sampling rate ${fmt(config.samplingRate)}`;
+  const budget = `the budget is ε = ${fmt(config.targetEpsilon)} at δ = ${formatDelta(config.delta)} for ${config.maxPublishes} publishes at sampling rate ${fmt(config.samplingRate)}`;
   if (config.noiseMultiplier !== undefined) {
     const spent = epsilonAfter({ ...plan, noiseMultiplier: config.noiseMultiplier }).epsilon;
     if (spent > config.targetEpsilon) {
@@ -125,7 +126,7 @@ export function noiseMultiplierOf(config: PrivacyConfig): number {
 export function volunteerRecordsProblem(config: PrivacyConfig, records: number): string | null {
   if (!Number.isInteger(records) || records < 1) return 'your files hold no complete record of text to train on';
   if (config.delta >= 1 / records) {
-    return `δ = ${config.delta} is not below 1/${records} (your files make ${records} records): a δ that large would allow one record to be published as it is; the run needs δ < ${fmt(1 / records)}`;
+    return `δ = ${formatDelta(config.delta)} is not below 1/${records} (your files make ${records} records): a δ that large would allow one record to be published as it is; the run needs δ < ${fmt(1 / records)}`;
   }
   return null;
 }
