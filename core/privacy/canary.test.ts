@@ -50,7 +50,7 @@ beforeAll(async () => {
     },
     seed: 1,
   };
-}, 60_000);
+}, 120_000);
 
 function summary(r: CanaryExperimentResult): string {
   return `exposure ${r.meanExposure.toFixed(2)} bits [${r.exposures.map((e) => e.toFixed(1)).join(' ')}] (before training ${r.before.meanExposure.toFixed(2)}), membership AUC ${r.membershipAuc.toFixed(3)} (before ${r.before.membershipAuc.toFixed(3)})`;
