@@ -30,6 +30,8 @@ export interface PrivacyBudgetState {
   publishes: number;
 }
 
+const MAX_LEDGER_PUBLISHES = 100_000_000;
+
 /** Slack for float rounding when the planned last publish lands exactly on the target. */
 const EPSILON_SLACK = 1e-9;
 
@@ -101,8 +103,9 @@ export class PrivacyBudget {
     if (state.version !== 1) throw new PrivacyConfigError(`privacy ledger version ${String(state.version).slice(0, 20)}; this build reads 1`);
     const config = parsePrivacyConfig(state.config, 'privacy ledger config');
     const publishes = state.publishes;
-    if (typeof publishes !== 'number' || !Number.isInteger(publishes) || publishes < 0 || publishes > config.maxPublishes * 2) {
-      throw new PrivacyConfigError(`privacy ledger publishes must be a whole number from 0 to ${config.maxPublishes * 2}`);
+    // A fixed noise multiplier above the one the budget needs may allow more than maxPublishes publishes.
+    if (typeof publishes !== 'number' || !Number.isInteger(publishes) || publishes < 0 || publishes > MAX_LEDGER_PUBLISHES) {
+      throw new PrivacyConfigError(`privacy ledger publishes must be a whole number from 0 to ${MAX_LEDGER_PUBLISHES}`);
     }
     return new PrivacyBudget(config, publishes);
   }

@@ -24,6 +24,28 @@ describe('RDP of the subsampled Gaussian mechanism', () => {
     expect(rdpSubsampledGaussian(0, 10, 1, [20])[0]).toBe(0);
   });
 
+  it('agrees at fractional orders with A_α integrated numerically (Mironov, Talwar, Zhang 2019, Section 3.1)', () => {
+    // A_α = ∫ μ0(x) · ((1 − q) + q · μ1(x)/μ0(x))^α dx with μ0 = N(0, σ²), μ1 = N(1, σ²), by Simpson's rule.
+    const integrated = (q: number, sigma: number, alpha: number) => {
+      const lo = -20 * sigma;
+      const hi = 20 * sigma + alpha + 1;
+      const n = 200_000;
+      const h = (hi - lo) / n;
+      let sum = 0;
+      for (let i = 0; i <= n; i++) {
+        const x = lo + i * h;
+        const mu0 = Math.exp(-(x * x) / (2 * sigma * sigma)) / (sigma * Math.sqrt(2 * Math.PI));
+        const f = mu0 * Math.pow(1 - q + q * Math.exp((2 * x - 1) / (2 * sigma * sigma)), alpha);
+        sum += f * (i === 0 || i === n ? 1 : i % 2 === 1 ? 4 : 2);
+      }
+      return Math.log((sum * h) / 3) / (alpha - 1);
+    };
+    for (const [q, sigma, alpha] of [[0.01, 2.5, 1.5], [0.1, 2, 3.7], [0.001, 1, 2.5], [0.05, 0.8, 6.3], [0.3, 1.5, 10.9]]) {
+      const expected = integrated(q, sigma, alpha);
+      expect(Math.abs(rdpSubsampledGaussian(q, sigma, 1, [alpha])[0] - expected) / expected).toBeLessThan(1e-6);
+    }
+  });
+
   it('composes by adding over steps', () => {
     const one = rdpSubsampledGaussian(0.05, 1.1, 1, [2, 3.5, 32]);
     const many = rdpSubsampledGaussian(0.05, 1.1, 37, [2, 3.5, 32]);
