@@ -23,6 +23,7 @@ import type { Verdict } from './verdict.ts';
 // The registry is the one list of strategies and of their parameters' declared ranges; a manifest naming anything
 // else, or a value outside those ranges, would make every peer that joins fail at its first merge.
 import { getStrategy, resolveParams } from '../merge/registry.ts';
+import { parsePrivacyConfig, type PrivacyConfig } from '../privacy/config.ts';
 
 export type StrategyParamValue = number | string | boolean;
 
@@ -40,6 +41,8 @@ export interface RunManifest {
   /** Data partition configuration, validated in depth by core/data; here only bounded JSON. */
   data: JsonObject;
   codec: PayloadCodec;
+  /** Differential privacy for volunteers' own files (core/privacy); absent = off. */
+  privacy?: PrivacyConfig;
 }
 
 const RUN_KEYS = ['formatVersion', 'runId', 'baseModel', 'lora', 'strategy', 'localSteps', 'schedule', 'data', 'codec'] as const;
@@ -140,7 +143,7 @@ function readRunManifest(obj: Record<string, unknown>): RunManifest {
   if (obj.formatVersion !== RUN_MANIFEST_FORMAT_VERSION) {
     throw new FieldRejection('unknown-version', `run manifest format version ${obj.formatVersion}; this build reads ${RUN_MANIFEST_FORMAT_VERSION}`);
   }
-  requireKeys(obj, RUN_KEYS, [], where);
+  requireKeys(obj, RUN_KEYS, ['privacy'], where);
   const base = readObject(obj.baseModel, `${where}.baseModel`);
   requireKeys(base, ['id', 'url', 'sha256'], [], `${where}.baseModel`);
   const codec = obj.codec;
@@ -161,6 +164,7 @@ function readRunManifest(obj: Record<string, unknown>): RunManifest {
     schedule,
     data,
     codec,
+    ...(obj.privacy === undefined ? {} : { privacy: parsePrivacyConfig(obj.privacy, `${where}.privacy`) }),
   };
 }
 
