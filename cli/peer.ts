@@ -1,23 +1,22 @@
 // `swarm peer`: a headless peer in Node that joins a real swarm next to browser tabs. The same peer engine as a tab
 // (core/swarm/peer-engine.ts, on tfjs WASM) and the same protocol session (p2p/peer-session.ts) over the same libp2p
 // node: WebSockets to the relays, WebRTC (node-datachannel) to tabs and to other Node peers. Checkpoints go to
-// files in --data-dir and a restart resumes from them; Ctrl-C stops after a last checkpoint.
+// files in --data-dir and a restart resumes from them; Ctrl-C stops after a last checkpoint. The engine trains in a
+// worker thread (cli/peer-worker.ts), so the node's thread stays free for handshakes, as a tab's page does.
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { randomBytes } from 'node:crypto';
-import { loadHfCheckpoint } from '../core/io/hf-checkpoint.ts';
-import { urlSource } from '../core/io/source.ts';
-import { PeerEngine, type EngineHost } from '../core/swarm/peer-engine.ts';
-import type { EngineOptions, EngineStatus, MainToWorker, ReadyInfo, WorkerToMain } from '../core/swarm/engine-protocol.ts';
+import { Worker } from 'node:worker_threads';
+import type { EngineOptions, EngineStatus, MainToWorker, ReadyInfo } from '../core/swarm/engine-protocol.ts';
 import { parseRunLink, type RunLink } from '../core/swarm/run.ts';
 import { decodeRunManifest, encodeRunManifest, runManifestId, type RunManifest } from '../core/wire/run-manifest.ts';
 import { PeerSession, type NetworkState, type RunLookup, type SessionProblemKind } from '../p2p/peer-session.ts';
 import { InvalidRelayAddressError, parseRelayList } from '../p2p/relay-config.ts';
-import { directorySource } from './hf-source.ts';
-import { initNodeBackend, type NodeBackend } from './tf-node.ts';
-import { fileStore, writeFileAtomic } from './file-store.ts';
+import type { NodeBackend } from './tf-node.ts';
+import { writeFileAtomic } from './file-store.ts';
+import type { FromPeerWorker, PeerWorkerInit, ToPeerWorker } from './peer-worker.ts';
 import { AssetsMissingError, ensurePreparedCorpus } from './prepare-assets.ts';
 import { loadOrCreateKey } from './relay.ts';
 
@@ -212,6 +211,8 @@ export interface PeerStatusFile {
   neighbours: string[];
   /** The engine's neighbour table: whose adapters it holds, their versions and weights. */
   neighbourTable: EngineStatus['neighbours'];
+  /** Peers still being dialled directly, with the last dial error. */
+  dialPending: NetworkState['dialPending'];
   relayConnected: boolean;
   bytesSent: number;
   bytesReceived: number;
@@ -222,6 +223,14 @@ export interface PeerStatusFile {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  const code = await runPeer(argv);
+  // Whatever handle might still be open (a socket closing, a timer of the engine's), the command is over.
+  setTimeout(() => process.exit(code), 2000).unref();
+  return code;
+}
+
+/** The command without the process exit (tests call this). */
+export async function runPeer(argv: string[]): Promise<number> {
   let cmd: PeerCommand | 'help';
   let relays: string[];
   try {
@@ -251,16 +260,13 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`swarm peer: ${error.message}`);
     return 1;
   }
-  const code = await new NodePeer(cmd, relays, corpusDir).run(run.value);
-  // Whatever handle might still be open (a socket closing, a timer of the engine's), the command is over.
-  setTimeout(() => process.exit(code), 2000).unref();
-  return code;
+  return new NodePeer(cmd, relays, corpusDir).run(run.value);
 }
 
 class NodePeer {
-  private engine!: PeerEngine;
+  private worker?: Worker;
+  private shutDown: ((status: EngineStatus | null) => void) | null = null;
   private readonly session: PeerSession;
-  private queue: Promise<void> = Promise.resolve();
   private info: ReadyInfo | null = null;
   private status: EngineStatus | null = null;
   private network: NetworkState;
@@ -271,6 +277,7 @@ class NodePeer {
   private stopping = false;
   private timer?: ReturnType<typeof setInterval>;
   private mergeHistory: PeerStatusFile['mergeHistory'] = [];
+  private readonly signalHandlers: Array<() => void> = [];
 
   constructor(
     private readonly cmd: PeerCommand,
@@ -279,7 +286,7 @@ class NodePeer {
   ) {
     this.session = new PeerSession(
       {
-        toEngine: (message) => this.toEngine(message),
+        toEngine: (message: MainToWorker, transfer?: ArrayBuffer[]) => this.toEngine(message, transfer),
         notice: (level, message) => this.say(level === 'warning' ? `warning: ${message}` : message),
         problem: (kind, message) => this.problem(kind, message),
         clearProblem: () => undefined,
@@ -297,9 +304,9 @@ class NodePeer {
     this.say(`${kind === 'run-mismatch' ? 'refused' : 'waiting'}: ${message}`);
   }
 
-  /** Messages reach the engine in order, each after the one before was handled (as a worker's queue does). */
-  private toEngine(message: MainToWorker): void {
-    this.queue = this.queue.then(() => this.engine.handle(message));
+  /** The worker handles messages in order, each after the one before (init first). */
+  private toEngine(message: ToPeerWorker, transfer: ArrayBuffer[] = []): void {
+    this.worker?.postMessage(message, transfer);
   }
 
   async run(link: RunLink): Promise<number> {
@@ -308,22 +315,22 @@ class NodePeer {
     const failed = new Promise<PeerFatalError>((resolve) => (this.fatal = resolve));
     const signalled = new Promise<string>((resolve) => {
       for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-        process.on(signal, () => {
+        const handler = () => {
           if (this.stopping) {
             this.say(`${signal} again: exiting without waiting for the checkpoint`);
             process.exit(130);
           }
           resolve(signal);
-        });
+        };
+        process.on(signal, handler);
+        this.signalHandlers.push(() => process.off(signal, handler));
       }
     });
-    const backend = await initNodeBackend(cmd.backend);
-    this.engine = new PeerEngine(this.engineHost(backend));
     const privateKey = await loadOrCreateKey(join(cmd.dataDir, 'peer.key'));
     const nodeStarted = this.session.start(this.relays, { privateKey });
     const node = await nodeStarted;
-    if (!node) return 1;
-    this.say(`peer ${node.peerId.toString()} (${cmd.name}), data in ${cmd.dataDir}, tfjs ${backend}`);
+    if (!node) return this.end(1, new PeerFatalError('the peer-to-peer node did not start (the reason is above)'));
+    this.say(`peer ${node.peerId.toString()} (${cmd.name}), data in ${cmd.dataDir}`);
     this.say(`connecting to ${this.relays.length === 1 ? 'relay' : 'relays'} ${this.relays.join(', ')}; it is retried with backoff until it answers`);
     this.timer = setInterval(() => this.tick(), 1000);
 
@@ -354,6 +361,7 @@ class NodePeer {
       dropAfterMs: 300_000,
       evalBatches: cmd.evalBatches,
     };
+    this.startWorker();
     this.say(manifest ? `joining run "${manifest.runId}" (${runManifestId(manifest).slice(0, 12)}…)` : 'joining the default run');
     this.toEngine({ type: 'init', manifest, baseModelUrl: manifest?.baseModel.url ?? '/models/swarm-brown-byte-gpt2/', backend: cmd.backend, options });
     const outcome = await Promise.race([failed, signalled]);
@@ -362,18 +370,25 @@ class NodePeer {
     return this.end(0);
   }
 
-  private engineHost(backend: string): EngineHost {
-    return {
-      readCorpus: (path) => readFile(join(this.corpusDir, path), 'utf8'),
-      loadBase: async (url) => {
-        const source = /^https?:\/\//.test(url) && !this.cmd.modelDir ? urlSource(url, (u) => fetch(u)) : directorySource(this.cmd.modelDir ?? join(ROOT, 'public', url));
-        const loaded = await loadHfCheckpoint(source, { sha256: true });
-        return { config: loaded.config, weights: loaded.weights, sha256: loaded.weightsSha256! };
-      },
-      store: fileStore(join(this.cmd.dataDir, 'store')),
-      post: (message) => this.onEngineMessage(message),
-      backendName: () => backend,
+  private startWorker(): void {
+    const init: PeerWorkerInit = {
+      backend: this.cmd.backend,
+      corpusDir: this.corpusDir,
+      publicDir: join(ROOT, 'public'),
+      modelDir: this.cmd.modelDir,
+      storeDir: join(this.cmd.dataDir, 'store'),
     };
+    const worker = new Worker(new URL('./peer-worker.ts', import.meta.url), { workerData: init, execArgv: ['--import', 'tsx'] });
+    worker.on('message', (message: FromPeerWorker) => {
+      if (message.type === 'shut-down') this.shutDown?.(message.status);
+      else this.onEngineMessage(message);
+    });
+    worker.on('error', (error) => this.fatal?.(new PeerFatalError(`the training thread failed: ${error.message}`)));
+    worker.on('exit', (code) => {
+      if (!this.stopping) this.fatal?.(new PeerFatalError(`the training thread exited with code ${code}`));
+      this.shutDown?.(null);
+    });
+    this.worker = worker;
   }
 
   /**
@@ -403,7 +418,7 @@ class NodePeer {
     }
   }
 
-  private onEngineMessage(message: WorkerToMain): void {
+  private onEngineMessage(message: Exclude<FromPeerWorker, { type: 'shut-down' }>): void {
     this.session.onEngineMessage(message);
     switch (message.type) {
       case 'ready':
@@ -441,7 +456,7 @@ class NodePeer {
   private onReady(info: ReadyInfo, status: EngineStatus): void {
     const resumed = status.resumedFromStep !== null ? `, resumed from the checkpoint at step ${status.resumedFromStep}` : '';
     const base = status.baseHeldOut ? `; base held-out ${status.baseHeldOut.own.toFixed(4)} nats/byte` : '';
-    this.say(`ready: run "${info.manifest.runId}", manifest id ${info.manifestId}, ${status.data.map((d) => d.name).join('+')}${resumed}${base}`);
+    this.say(`ready: run "${info.manifest.runId}", manifest id ${info.manifestId}, ${status.data.map((d) => d.name).join("+")}, tfjs ${info.backend}${resumed}${base}`);
     void rememberManifest(this.cmd.dataDir, info.manifest).catch((error) => this.say(`warning: the run's manifest was not saved: ${(error as Error).message}`));
     void this.session.joinRun(info);
   }
@@ -474,7 +489,7 @@ class NodePeer {
       name: this.cmd.name, peerId: n.peerId, pid: process.pid, updatedAtMs: Date.now(),
       manifestId: this.info?.manifestId ?? null, wireRunId: this.info?.wireRunId ?? null,
       phase: s?.phase ?? 'loading', step: s?.step ?? 0, trainLoss: s?.trainLoss ?? null, heldOut: s?.heldOut ?? null, baseHeldOut: s?.baseHeldOut ?? null,
-      merges: s?.merges ?? 0, mergeHistory: this.mergeHistory, neighbours: n.neighbours, neighbourTable: s?.neighbours ?? [],
+      merges: s?.merges ?? 0, mergeHistory: this.mergeHistory, neighbours: n.neighbours, neighbourTable: s?.neighbours ?? [], dialPending: n.dialPending,
       relayConnected: n.relayConnected, bytesSent: n.bytesSent, bytesReceived: n.bytesReceived,
       checkpoint: s?.checkpoint ?? null, resumedFromStep: s?.resumedFromStep ?? null, adoptedFrom: s?.adoptedFrom ?? null, runLookup: this.lookup,
     };
@@ -497,30 +512,21 @@ class NodePeer {
   private async end(code: number, error?: PeerFatalError): Promise<number> {
     this.stopping = true;
     if (error) console.error(`swarm peer: ${error.message}`);
-    if (this.engine && this.info) {
-      this.engine.stop();
-      await this.queue;
-      await this.engine.finished;
-      if (code === 0) {
-        await finalCheckpoint(this.engine);
-        this.status = this.engine.snapshot();
-        const c = this.status.checkpoint;
-        this.say(`stopped at step ${this.engine.snapshot().step}; last checkpoint at step ${c?.step ?? '–'} in ${join(this.cmd.dataDir, 'store')}`);
+    const worker = this.worker;
+    if (worker) {
+      const final = new Promise<EngineStatus | null>((resolve) => (this.shutDown = resolve));
+      worker.postMessage({ type: 'shutdown' } satisfies ToPeerWorker);
+      const status = await final;
+      if (status) {
+        this.status = status;
+        this.say(`stopped at step ${status.step}; last checkpoint at step ${status.checkpoint?.step ?? '–'} in ${join(this.cmd.dataDir, 'store')}`);
       }
+      await worker.terminate();
     }
     clearInterval(this.timer);
+    for (const remove of this.signalHandlers) remove();
     if (this.cmd.statusFile) await this.writeStatus(this.cmd.statusFile);
     await this.session.stop();
     return code;
   }
-}
-
-/**
- * The engine checkpoints at merges and every --checkpoint steps; a stop needs one more so no step is lost.
- * PeerEngine has no public call for that yet (asked of core/swarm: a checkpointNow()), so this reaches its
- * checkpoint routine under the engine's own lock, after its loop has ended.
- */
-async function finalCheckpoint(engine: PeerEngine): Promise<void> {
-  const inner = engine as unknown as { exclusive<T>(body: () => Promise<T>): Promise<T>; saveCheckpointReporting(): Promise<void> };
-  await inner.exclusive(() => inner.saveCheckpointReporting());
 }
