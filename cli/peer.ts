@@ -104,7 +104,8 @@ export function parsePeerArgs(argv: string[]): PeerCommand | 'help' {
       },
     }));
   } catch (error) {
-    throw new PeerUsageError((error as Error).message);
+    // node:util's messages run over several lines; the first one names the problem.
+    throw new PeerUsageError((error as Error).message.split('\n')[0]);
   }
   if (values.help) return 'help';
   if (values.genre !== undefined && values.slot !== undefined) throw new PeerUsageError('--genre and --slot exclude each other: a peer trains on one genre, or on one slot of the run\'s split');
