@@ -67,6 +67,7 @@ test.describe.serial('swarm peer: a Node peer in a swarm of tabs', () => {
     context = await browser.newContext();
     dataDir = mkdtempSync(join(tmpdir(), 'swarm-node-peer-'));
     statusPath = join(dataDir, 'status.json');
+    // A fixed identity decides which side dials (the smaller peer id does): SWARM_E2E_NODE_KEY=<protobuf key file>.
     if (process.env.SWARM_E2E_NODE_KEY) copyFileSync(process.env.SWARM_E2E_NODE_KEY, join(dataDir, 'peer.key'));
   });
 
