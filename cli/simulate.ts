@@ -5,6 +5,7 @@ import { MissingModelError, simulate } from './simulate/command.ts';
 import { comparisonMarkdown } from './simulate/report.ts';
 import { NoChromiumError } from './simulate/tabs.ts';
 import { SimulationTabError } from './simulate/run.ts';
+import { AssetsMissingError, ensurePreparedAssets } from './prepare-assets.ts';
 
 export async function main(argv: string[]): Promise<number> {
   let cmd;
@@ -20,6 +21,13 @@ export async function main(argv: string[]): Promise<number> {
   if (cmd === 'help') {
     console.log(HELP);
     return 0;
+  }
+  try {
+    ensurePreparedAssets();
+  } catch (error) {
+    if (!(error instanceof AssetsMissingError)) throw error;
+    console.error(`swarm simulate: ${error.message}`);
+    return 1;
   }
   try {
     const outcome = await simulate(cmd, { commandLine: `npm run simulate -- ${argv.join(' ')}` });

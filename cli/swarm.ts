@@ -10,6 +10,7 @@ interface Subcommand {
 const SUBCOMMANDS: Record<string, Subcommand> = {
   start: { summary: 'start the relay and the app on the embedded defaults', load: () => import('./start.ts') },
   relay: { summary: 'run a bootstrap relay (circuit relay v2 + WebSockets)', load: () => import('./relay.ts') },
+  peer: { summary: 'a headless peer in Node: joins a run next to browser tabs, trains, gossips, merges, checkpoints', load: () => import('./peer.ts') },
   merge: { summary: 'merge HF PEFT LoRA adapters on disk with any registered strategy', load: () => import('./merge.ts') },
   finetune: { summary: 'LoRA fine-tune the base model on one genre, alone; prints held-out loss before and after', load: () => import('./finetune.ts') },
   simulate: { summary: 'run a swarm of real browser tabs with faults, baselines and sweeps; writes a report', load: () => import('./simulate.ts') },

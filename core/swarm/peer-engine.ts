@@ -224,6 +224,11 @@ export class PeerEngine {
     this.adapterInfo = adapterInfo;
   }
 
+  /** Writes a checkpoint now, between steps (a Node peer stopping on Ctrl-C); nothing before the model exists. */
+  async checkpointNow(): Promise<void> {
+    if (this.model) await this.exclusive(() => this.saveCheckpointReporting());
+  }
+
   /** Called by the host when the GPU device is lost: the next step rebuilds on WASM from the last checkpoint. */
   signalDeviceLost(): void {
     this.deviceLost = true;
