@@ -42,7 +42,7 @@ function readyInfo(): ReadyInfo {
   const manifest = { ...defaultRunManifest(context.baseModelSha256), runId: RUN };
   return {
     manifest, manifestId: runManifestId(manifest), wireRunId: RUN, schemaHash: context.schemaHash, baseModelId: context.baseModelId,
-    baseModelSha256: context.baseModelSha256, backend: 'wasm', backendReason: '', codec: 'fp32', lossHistory: [], heldOutHistory: [], mergeHistory: [],
+    baseModelSha256: context.baseModelSha256, backend: 'wasm', backendReason: '', codec: 'fp32', payloadBytes: syntheticPayload(SIZE, 0).bytes.length, lossHistory: [], heldOutHistory: [], mergeHistory: [],
   };
 }
 

@@ -271,7 +271,9 @@ export class PeerSession {
     const node = this.node ?? (await this.nodeStart);
     if (!node) return false;
     try {
-      node.exchange.joinRun(info.wireRunId, { baseModelId: info.baseModelId, baseModelSha256: info.baseModelSha256, schemaHash: info.schemaHash });
+      node.exchange.joinRun(info.wireRunId, {
+        baseModelId: info.baseModelId, baseModelSha256: info.baseModelSha256, schemaHash: info.schemaHash, codec: info.codec, payloadBytes: info.payloadBytes,
+      });
     } catch (error) {
       this.host.problem('run-mismatch', `This peer's network already takes part in another run: ${(error as Error).message}. Restart it to join run ${info.wireRunId}.`);
       return false;

@@ -138,6 +138,8 @@ export interface ReadyInfo {
   backendReason: string;
   adapterInfo?: string;
   codec: PayloadCodec;
+  /** The exact size of this run's adapter payloads (its schema in its codec): the transport refuses any other. */
+  payloadBytes: number;
   lossHistory: LossPoint[];
   heldOutHistory: HeldOutPoint[];
   mergeHistory: MergeRecord[];

@@ -26,7 +26,7 @@ import { ByteTokenizer } from '../io/tokenizer.ts';
 import { utf8Decode, utf8Encode } from '../io/text.ts';
 import { exportPeft } from '../io/peft.ts';
 import { mergeWith, getStrategy, resolveParams } from '../merge/registry.ts';
-import { encodeAdapter } from '../wire/codec.ts';
+import { encodeAdapter, expectedPayloadBytes } from '../wire/codec.ts';
 import { meanAdapterDistance } from './consensus.ts';
 import { runManifestId, type RunManifest } from '../wire/run-manifest.ts';
 import type { RejectReason } from '../wire/verdict.ts';
@@ -295,6 +295,7 @@ export class PeerEngine {
       backendReason: this.backendReason,
       adapterInfo: this.adapterInfo,
       codec: manifest.codec,
+      payloadBytes: expectedPayloadBytes(await this.model!.getAdapter(), manifest.codec),
       lossHistory: [...this.lossHistory],
       heldOutHistory: [...this.heldOutHistory],
       mergeHistory: [...this.mergeHistory],
