@@ -401,10 +401,12 @@ export class PeerSession {
       versionsAnnounced: network.versionsAnnounced,
       versionsFetched: network.versionsFetched,
       neighbours: network.neighbours,
-      rejections: network.rejections,
+      // The transport's refusals and the engine's (the update guard's out-of-bounds, wrong-run, ...), together.
+      rejections: mergeCounts(network.rejections, status.adaptersRefused),
       tokensPerSecond: status.tokensPerSecond,
       backend: status.backend,
       consensusDistance: status.consensusDistance ?? null,
+      health: status.health,
     });
   }
 
@@ -420,4 +422,10 @@ export class PeerSession {
       // Telemetry is best effort; training and merging do not depend on it.
     }
   }
+}
+
+function mergeCounts<K extends string>(a: Partial<Record<K, number>>, b: Partial<Record<K, number>>): Partial<Record<K, number>> {
+  const out: Partial<Record<K, number>> = { ...a };
+  for (const [key, n] of Object.entries(b) as Array<[K, number]>) out[key] = (out[key] ?? 0) + n;
+  return out;
 }
