@@ -16,7 +16,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { adapterParameterCount, type Adapter, type LoraPair } from '../core/model/adapter.ts';
-import { uniformRandom } from '../core/merge/common.ts';
+import { createRng } from '../core/util/random.ts';
 import { listStrategies, resolveParams } from '../core/merge/registry.ts';
 import type { MergeInput, MergeParams, MergeStrategy } from '../core/merge/types.ts';
 
@@ -32,7 +32,7 @@ const SHAPES: Array<[string, number, number]> = [
 ];
 
 function gpt2SmallAdapter(seed: number): Adapter {
-  const random = uniformRandom(seed);
+  const random = createRng(seed);
   const modules = new Map<string, LoraPair>();
   for (let layer = 0; layer < LAYERS; layer++) {
     for (const [suffix, inDim, outDim] of SHAPES) {

@@ -1,6 +1,7 @@
 // Real, encodable LoRA adapters of a chosen byte size with random finite values, for the harness, the network
 // benchmark and the protocol tests (they exercise the true codec and validation path, not a stand-in).
 import type { Adapter, LoraPair } from '../core/model/adapter.ts';
+import { createRng } from '../core/util/random.ts';
 import { schemaHash } from '../core/model/adapter.ts';
 import { encodeAdapter } from '../core/wire/codec.ts';
 import { sha256Hex } from '../core/wire/bytes.ts';
@@ -13,18 +14,6 @@ const OUT_DIM = 2304;
 /** fp32 bytes of one c_attn pair: r·in + out·r floats. */
 export const SYNTHETIC_MODULE_BYTES = 4 * (RANK * IN_DIM + OUT_DIM * RANK);
 
-/** Deterministic PRNG (mulberry32) so two peers can build the same adapter from a seed. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Number of c_attn modules whose fp32 encoding comes closest to targetBytes (at least one). */
 export function syntheticModuleCount(targetBytes: number): number {
   return Math.max(1, Math.round(targetBytes / SYNTHETIC_MODULE_BYTES));
@@ -32,7 +21,7 @@ export function syntheticModuleCount(targetBytes: number): number {
 
 /** An adapter of about targetBytes in fp32; same targetBytes → same schema, seed → values. */
 export function syntheticAdapter(targetBytes: number, seed: number, fill = true): Adapter {
-  const random = seededRandom(seed);
+  const random = createRng(seed);
   const modules = new Map<string, LoraPair>();
   const count = syntheticModuleCount(targetBytes);
   for (let layer = 0; layer < count; layer++) {

@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import { createRng } from '../util/random.ts';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BaseWeights, Gpt2Config } from '../model/config.ts';
@@ -25,15 +26,10 @@ function handWrittenShapes(): [string, number[]][] {
   return list;
 }
 
+/** Uniform in [-0.5, 0.5), from the project's seeded generator. */
 function seededRandom(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32 - 0.5;
-  };
+  const rng = createRng(seed);
+  return () => rng() - 0.5;
 }
 
 function randomWeights(seed = 1): BaseWeights {

@@ -2,6 +2,7 @@
 import { assertAdapterShapes, moduleNames, schemaHash, type Adapter, type LoraPair } from '../model/adapter.ts';
 import { MergeInputError, SchemaMismatchError } from './errors.ts';
 import type { MergeInput } from './types.ts';
+import { createRng } from '../util/random.ts';
 
 export type FactorKind = 'a' | 'b';
 
@@ -174,36 +175,9 @@ function finiteFloat32(x: Float32Array): boolean {
   return check === 0;
 }
 
-/** FNV-1a over the strings, mixed with a numeric seed: stable 32-bit seeds for named things (peer, tensor). */
-export function deriveSeed(seed: number, ...parts: string[]): number {
-  let h = (0x811c9dc5 ^ (seed >>> 0)) >>> 0;
-  h = Math.imul(h, 0x01000193) >>> 0;
-  for (const part of parts) {
-    for (let i = 0; i < part.length; i++) {
-      h ^= part.charCodeAt(i);
-      h = Math.imul(h, 0x01000193) >>> 0;
-    }
-    h ^= 0xff;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h >>> 0;
-}
-
-/** A small, fast, seedable generator of uniform numbers in [0, 1) (mulberry32). */
-export function uniformRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Standard normal samples from a seeded uniform source (Box–Muller). */
 export function gaussianRandom(seed: number): () => number {
-  const uniform = uniformRandom(seed);
+  const uniform = createRng(seed);
   let spare: number | null = null;
   return () => {
     if (spare !== null) {

@@ -5,7 +5,8 @@
  * trim + consensus of product-space TIES, and the inlined DARE generator.
  */
 import { describe, expect, it } from 'vitest';
-import { keepMagnitudeBand, keepTopMagnitudes, uniformRandom, weightedSumInto } from './common.ts';
+import { createRng } from '../util/random.ts';
+import { keepMagnitudeBand, keepTopMagnitudes, weightedSumInto } from './common.ts';
 import { choleskyQr2, gramOfColumns, householderQr, randomizedSvd, rowsDotColumns, rowsDotRows, symmetricEigen, symmetricEigenTop } from './linalg.ts';
 import { createKernels, denseEntryF32, disableSimd, kernelModuleBytes } from './simd.ts';
 import { dropAndRescale } from './strategies/dare.ts';
@@ -13,7 +14,7 @@ import { combine } from './strategies/task-vectors.ts';
 import { bandCapacityFor, denseProduct, denseProductSimd, tiesFused, tiesFusedEntries, trimThreshold } from './strategies/ties.ts';
 
 function randomArray(length: number, seed: number): Float64Array {
-  const random = uniformRandom(seed);
+  const random = createRng(seed);
   return Float64Array.from({ length }, () => random() * 2 - 1);
 }
 
@@ -196,7 +197,7 @@ describe('TIES consensus', () => {
 
   it('is bit-identical to the two-pass definition, with cancellations, zeros and zero weights, for 1 to 9 inputs', () => {
     for (let count = 1; count <= 9; count++) {
-      const random = uniformRandom(count);
+      const random = createRng(count);
       // values on a coarse grid so that weighted sums cancel exactly and often
       const taus = Array.from({ length: count }, () => Float32Array.from({ length: 5000 }, () => Math.round((random() - 0.5) * 6) / 4));
       const weights = Array.from({ length: count }, (_, i) => (i === 1 ? 0 : [1, 2, 3][i % 3] / 6));
@@ -210,7 +211,7 @@ describe('TIES consensus', () => {
 
 describe('keepTopMagnitudes', () => {
   it('matches a sort-based reference with equal magnitudes at the threshold, zeros and negative zeros', () => {
-    const random = uniformRandom(11);
+    const random = createRng(11);
     for (let trial = 0; trial < 60; trial++) {
       const n = 1 + Math.floor(random() * 40);
       const x = Float32Array.from({ length: n }, () => {
@@ -232,11 +233,11 @@ describe('keepTopMagnitudes', () => {
 });
 
 describe('dropAndRescale', () => {
-  it('draws the same mask as uniformRandom with the same seed', () => {
+  it('draws the same mask as createRng with the same seed', () => {
     const tau = Float32Array.from(randomArray(1000, 4));
     const got = tau.slice();
     dropAndRescale(got, 0.3, 12345);
-    const random = uniformRandom(12345);
+    const random = createRng(12345);
     const expected = tau.map((v) => (random() < 0.3 ? v / 0.3 : 0));
     expect(maxDiff(got, expected)).toBe(0);
     expect(got.filter((v) => v !== 0).length).toBeGreaterThan(200);
@@ -245,7 +246,7 @@ describe('dropAndRescale', () => {
 
 describe('keepMagnitudeBand', () => {
   it('matches a sort-based reference (ranks [dropTop, dropTop + keep), ties by index, zeros included)', () => {
-    const random = uniformRandom(21);
+    const random = createRng(21);
     for (let trial = 0; trial < 80; trial++) {
       const n = 1 + Math.floor(random() * 30);
       const coarse = trial % 2 === 0;
@@ -427,7 +428,7 @@ describe('SIMD kernels (and the JS paths they replace)', () => {
 
   /** Values with many exact ties and zeros (coarse grid), or continuous ones, of either sign. */
   const sampleValues = (n: number, seed: number, coarse: boolean) => {
-    const random = uniformRandom(seed);
+    const random = createRng(seed);
     return Float32Array.from({ length: n }, () => {
       const u = random();
       if (u < 0.05) return 0;

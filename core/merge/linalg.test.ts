@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { keepMagnitudeBand, keepTopMagnitudes, uniformRandom } from './common.ts';
+import { createRng } from '../util/random.ts';
+import { keepMagnitudeBand, keepTopMagnitudes } from './common.ts';
 import { gramOfColumns, householderQr, hungarian, jacobiSvd, pivotedCholesky, randomizedSvd, symmetricEigen } from './linalg.ts';
 
 function randomMatrix(rows: number, cols: number, seed: number): Float64Array {
-  const random = uniformRandom(seed);
+  const random = createRng(seed);
   return Float64Array.from({ length: rows * cols }, () => random() * 2 - 1);
 }
 
@@ -125,7 +126,7 @@ describe('linalg', () => {
     const x = Float32Array.from([0.5, -3, 2, -2, 0, 1, 2, -0.25]);
     keepTopMagnitudes(x, 3); // 3 is kept, then the first two of the three |2|: indices 2 and 3
     expect(Array.from(x)).toEqual([0, -3, 2, -2, 0, 0, 0, 0]);
-    const random = uniformRandom(7);
+    const random = createRng(7);
     const y = Float32Array.from({ length: 1000 }, () => random() * 2 - 1);
     const sorted = Array.from(y, Math.abs).sort((p, q) => q - p);
     const kept = y.slice();

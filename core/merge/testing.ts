@@ -3,7 +3,8 @@
  * Deliberately simple (triple loops) so the tests check the strategies against something independent.
  */
 import type { Adapter, LoraPair } from '../model/adapter.ts';
-import { uniformRandom } from './common.ts';
+import { createRng } from '../util/random.ts';
+
 import type { MergeInput } from './types.ts';
 
 export interface ModuleShape {
@@ -21,7 +22,7 @@ export const SMALL_MODULES: ModuleShape[] = [
 export function randomAdapter(seed: number, options: { r?: number; alpha?: number; modules?: ModuleShape[]; scale?: number; baseModelId?: string } = {}): Adapter {
   const r = options.r ?? 3;
   const modules = options.modules ?? SMALL_MODULES;
-  const random = uniformRandom(seed * 7919 + 17);
+  const random = createRng(seed * 7919 + 17);
   const scale = options.scale ?? 1;
   const map = new Map<string, LoraPair>();
   for (const m of modules) {

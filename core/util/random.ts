@@ -21,8 +21,12 @@ export function createNormal(rng: () => number): () => number {
   };
 }
 
-/** Derives an independent stream seed from a base seed and a label (FNV-1a over the label). */
-export function deriveSeed(seed: number, label: string): number {
+/**
+ * Derives an independent stream seed from a base seed and a label (FNV-1a over the label); several parts are one
+ * label joined by '/'. The one seed derivation of the project: batches, inits, merge masks, simulations.
+ */
+export function deriveSeed(seed: number, ...parts: string[]): number {
+  const label = parts.join('/');
   let h = 0x811c9dc5 ^ (seed >>> 0);
   for (let i = 0; i < label.length; i++) {
     h ^= label.charCodeAt(i);

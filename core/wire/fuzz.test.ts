@@ -4,6 +4,7 @@
  * re-encodes to the same value); and validation against the original announcement rejects every payload mutation.
  */
 import { describe, expect, it } from 'vitest';
+import { createRng } from '../util/random.ts';
 import { assertAdapterShapes, moduleNames, schemaHash, type Adapter } from '../model/adapter.ts';
 import { decodeAdapter, encodeAdapter, type PayloadCodec } from './codec.ts';
 import {
@@ -23,10 +24,10 @@ import {
   type RunManifest,
   type TelemetryReport,
 } from './manifest.ts';
-import { makeAdapter, seededRandom } from './test-support.ts';
+import { makeAdapter } from './test-support.ts';
 import type { RejectReason } from './verdict.ts';
 
-const random = seededRandom(0x5eed_f00d);
+const random = createRng(0x5eed_f00d);
 const below = (n: number) => Math.floor(random() * n);
 const pick = <T>(items: readonly T[]): T => items[below(items.length)];
 

@@ -1,17 +1,6 @@
 /** Deterministic fixtures for core/wire's tests and benchmarks: a seeded PRNG and realistic adapters. */
 import type { Adapter, LoraPair } from '../model/adapter.ts';
-
-/** mulberry32: small, fast, good enough to drive fuzzing reproducibly. Returns floats in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { createRng } from '../util/random.ts';
 
 export function gaussian(random: () => number): number {
   const u = Math.max(random(), 1e-12);
@@ -38,7 +27,7 @@ export function makeAdapter(options: AdapterFixtureOptions = {}): Adapter {
   const layers = options.nLayer ?? 12;
   const r = options.r ?? 8;
   const targets = options.targets ?? ['attn.c_attn', 'attn.c_proj'];
-  const random = seededRandom(options.seed ?? 1);
+  const random = createRng(options.seed ?? 1);
   const dims: Record<string, [number, number]> = {
     'attn.c_attn': [d, 3 * d],
     'attn.c_proj': [d, d],

@@ -1,4 +1,5 @@
-import { buildAdapter, deriveSeed, validateInputs } from '../common.ts';
+import { buildAdapter, validateInputs } from '../common.ts';
+import { createRng, deriveSeed } from '../../util/random.ts';
 import type { MergeStrategy } from '../types.ts';
 import { addToBase, BASE_PARAM, combine, LAMBDA_PARAM, taskVectors, type Base, type Consensus } from './task-vectors.ts';
 
@@ -37,8 +38,8 @@ export const dare: MergeStrategy = {
 
 /**
  * tau[j] ← tau[j]/density with probability density, else 0, drawing one uniform number per entry from
- * uniformRandom(seed). The generator (mulberry32) is inlined here with its state in a local, the same sequence as
- * uniformRandom's closure, because a call per entry was most of this strategy's time.
+ * createRng(seed). The generator (mulberry32) is inlined here with its state in a local, the same sequence as
+ * createRng's closure, because a call per entry was most of this strategy's time.
  */
 export function dropAndRescale(tau: Float32Array, density: number, seed: number): void {
   const rescale = density > 0 ? 1 / density : 0;

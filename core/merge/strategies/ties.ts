@@ -1,4 +1,5 @@
-import { adapterLike, buildAdapter, countForDensity, deriveSeed, keepTopMagnitudes, kthLargestMagnitude, uniformRandom, validateInputs } from '../common.ts';
+import { adapterLike, buildAdapter, countForDensity, keepTopMagnitudes, kthLargestMagnitude, validateInputs } from '../common.ts';
+import { createRng, deriveSeed } from '../../util/random.ts';
 import { randomizedSvd } from '../linalg.ts';
 import { createKernels, denseEntryF32, type Kernels } from '../simd.ts';
 import { loraScale, moduleNames, type LoraPair } from '../../model/adapter.ts';
@@ -168,7 +169,7 @@ export function trimThreshold(kernels: Kernels, scratch: TrimScratch, x: Float32
   let selected: { threshold: number; above: number; equal: number } | null = null;
   if (n >= 4 * SAMPLE) {
     // Sample positions come from a fixed seed: they only decide how fast the answer comes.
-    const random = uniformRandom(n);
+    const random = createRng(n);
     const sample = new Uint32Array(SAMPLE);
     for (let i = 0; i < SAMPLE; i++) sample[i] = bits[Math.floor(random() * n)] & 0x7fffffff;
     sample.sort();
