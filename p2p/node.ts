@@ -42,6 +42,11 @@ export interface SwarmNodeInit {
    * because Node has no WebRTC of its own).
    */
   transport?: Pick<Libp2pOptions, 'transports' | 'addresses'>;
+  /**
+   * Inbound connections accepted per second from one host (libp2p's default is 5). Many peers on one machine
+   * (bench:scale, a classroom behind one NAT reaching a peer directly) share a host.
+   */
+  inboundConnectionThreshold?: number;
 }
 
 export type SwarmServices = {
@@ -90,7 +95,12 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
     streamMuxers: [yamux()],
     connectionMonitor: { pingTimeout: { minTimeout: CONNECTION_PING_MIN_TIMEOUT_MS } },
     // The dial policy's own timeout decides when a dial is abandoned; libp2p's shorter ones must not cut it first.
-    connectionManager: { dialTimeout: dialLimitMs, addressDialTimeout: dialLimitMs, inboundUpgradeTimeout: dialLimitMs },
+    connectionManager: {
+      dialTimeout: dialLimitMs,
+      addressDialTimeout: dialLimitMs,
+      inboundUpgradeTimeout: dialLimitMs,
+      ...(init.inboundConnectionThreshold !== undefined ? { inboundConnectionThreshold: init.inboundConnectionThreshold } : {}),
+    },
     // The browser's default gater refuses private and loopback addresses, which is where relays and tabs of a
     // local swarm live; the dial policy decides what gets dialled.
     connectionGater: {
