@@ -5,8 +5,8 @@
 import { webSockets } from '@libp2p/websockets';
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2';
 import { createSwarmNode, type SwarmNode } from '../p2p/node.ts';
-import { listenToTelemetry } from '../p2p/telemetry-topic.ts';
-import { DEFAULT_DISCOVERY_INTERVAL_MS, DISCOVERY_TOPIC } from '../p2p/constants.ts';
+import type { RendezvousStats } from '../p2p/discovery.ts';
+import { publishTelemetry } from '../p2p/telemetry-topic.ts';
 import { DEFAULT_TELEMETRY_INTERVAL_MS, telemetryReport, telemetryTopic } from '../core/swarm/telemetry.ts';
 import { defaultRunManifest, wireRunId } from '../core/swarm/run.ts';
 import { encodeTelemetry } from '../core/wire/telemetry.ts';
@@ -61,6 +61,7 @@ interface BenchPeer {
   joinedAtMs: number;
   kAtMs: number | null;
   counters: Counters;
+  discoveryAtWindowStart?: RendezvousStats;
   timer?: ReturnType<typeof setInterval>;
 }
 
@@ -117,15 +118,16 @@ export function runOfBench(): { manifest: ReturnType<typeof defaultRunManifest>;
   return { manifest, wireRunId: wireRunId(manifest) };
 }
 
+/** A swarm node as a tab's, over WebSockets on 127.0.0.1 plus a circuit reservation (Node has no WebRTC). */
 export function benchNodeInit(relays: string[]): Parameters<typeof createSwarmNode>[0] {
   return {
     relays,
     runId: runOfBench().wireRunId,
-    discoveryIntervalMs: DEFAULT_DISCOVERY_INTERVAL_MS,
     transport: {
       transports: [webSockets(), circuitRelayTransport({ reservationCompletionTimeout: 10_000 })],
       addresses: { listen: ['/ip4/127.0.0.1/tcp/0/ws', '/p2p-circuit'] },
     },
+    // Every peer of the harness is on 127.0.0.1, which libp2p would otherwise throttle to 5 inbound connections/s.
     inboundConnectionThreshold: 10_000,
     dial: { isDirectAddress: (ma) => { const s = ma.toString(); return s.includes('/ws') && !s.includes('p2p-circuit'); } },
   };
@@ -133,36 +135,22 @@ export function benchNodeInit(relays: string[]): Parameters<typeof createSwarmNo
 
 export function runScalePeers(): void {
   const peers: BenchPeer[] = [];
-  const manifest = defaultRunManifest('0'.repeat(64));
-  const runId = wireRunId(manifest);
-  const watched = (topic: string) => topic === DISCOVERY_TOPIC || topic === telemetryTopic(runId);
+  const { manifest, wireRunId: runId } = runOfBench();
+  const watched = (topic: string) => topic === telemetryTopic(runId);
   let k = 4;
   let cpuAtWindowStart = process.cpuUsage();
   let windowStartMs = Date.now();
   const reply = (m: WorkerMessage) => process.send!(m);
 
   async function startPeer(relays: string[]): Promise<void> {
-    const node = await createSwarmNode({
-      relays,
-      runId,
-      // The project's default (tabs ask for 1 s in app/lib/peer-controller.ts, twice this traffic).
-      discoveryIntervalMs: DEFAULT_DISCOVERY_INTERVAL_MS,
-      transport: {
-        transports: [webSockets(), circuitRelayTransport({ reservationCompletionTimeout: 10_000 })],
-        addresses: { listen: ['/ip4/127.0.0.1/tcp/0/ws', '/p2p-circuit'] },
-      },
-      // Every peer of the harness is on 127.0.0.1, which libp2p would otherwise throttle to 5 inbound connections/s.
-      inboundConnectionThreshold: 10_000,
-      dial: { isDirectAddress: (ma) => { const s = ma.toString(); return s.includes('/ws') && !s.includes('p2p-circuit'); } },
-    });
+    const node = await createSwarmNode(benchNodeInit(relays));
     const peer: BenchPeer = { node, joinedAtMs: Date.now(), kAtMs: null, counters: zero() };
     (node.libp2p.services.pubsub as unknown as { metrics: unknown }).metrics = countingMetrics(() => peer.counters, watched);
     node.dialPolicy.addEventListener('neighbour:added', () => {
       if (peer.kAtMs === null && node.dialPolicy.neighbours().length >= k) peer.kAtMs = Date.now();
     });
     node.exchange.joinRun(runId, { baseModelId: manifest.baseModel.id, baseModelSha256: manifest.baseModel.sha256, schemaHash: '0'.repeat(64) });
-    // A training tab listens to the run's telemetry and reports every 10 s (app/lib/peer-controller.ts).
-    listenToTelemetry(node, runId);
+    // A training tab reports every 10 s without listening to others' reports (app/lib/peer-controller.ts).
     let step = 0;
     const report = () => {
       step += 7;
@@ -171,7 +159,7 @@ export function runScalePeers(): void {
         bytesSent: step * 4096, bytesReceived: step * 4096, versionsAnnounced: step >> 4, versionsFetched: step >> 3,
         neighbours: node.dialPolicy.neighbours(), rejections: {}, tokensPerSecond: 400, backend: 'wasm',
       });
-      void node.libp2p.services.pubsub.publish(telemetryTopic(runId), encodeTelemetry(r)).catch(() => undefined);
+      void publishTelemetry(node, encodeTelemetry(r), runId).catch(() => undefined);
     };
     // Peers report out of phase, as tabs that joined at different times do.
     setTimeout(() => {
@@ -198,7 +186,10 @@ export function runScalePeers(): void {
         reply({ type: 'progress', reached: peers.filter((p) => p.node.dialPolicy.neighbours().length >= k).length });
         break;
       case 'window-start':
-        for (const p of peers) p.counters = zero();
+        for (const p of peers) {
+          p.counters = zero();
+          p.discoveryAtWindowStart = p.node.libp2p.services.discovery.stats();
+        }
         cpuAtWindowStart = process.cpuUsage();
         windowStartMs = Date.now();
         break;
@@ -206,6 +197,11 @@ export function runScalePeers(): void {
         const cpu = process.cpuUsage(cpuAtWindowStart);
         void windowStartMs;
         const results: PeerResult[] = peers.map((p) => {
+          // Rendezvous traffic: each request is one message out and one answer in; each introduction one message in.
+          const d = p.node.libp2p.services.discovery.stats();
+          const d0 = p.discoveryAtWindowStart ?? d;
+          p.counters.protocolMsgs = 2 * (d.requests - d0.requests) + (d.introductions - d0.introductions);
+          p.counters.protocolBytes = d.bytesSent - d0.bytesSent + (d.bytesReceived - d0.bytesReceived);
           const addrs = p.node.multiaddrs().map((a) => a.toString());
           return {
             peerId: p.node.peerId.toString(),

@@ -4,11 +4,11 @@
 // React reads its state through subscribe()/snapshot(); Playwright reads window.swarmPeer.
 import { createSwarmNode, type SwarmNode } from '../../p2p/node.ts';
 import { resolveRelays } from '../../p2p/relay-config.ts';
-import { listenToTelemetry, type TelemetryFeed } from '../../p2p/telemetry-topic.ts';
+import { listenToTelemetry, publishTelemetry, type TelemetryFeed } from '../../p2p/telemetry-topic.ts';
 import { DEFAULT_RUN_LOOKUP_WARN_MS } from '../../p2p/constants.ts';
 import type { ManifestAnswer } from '../../p2p/run-manifest.ts';
 import { explainRejection } from '../../core/swarm/compatibility.ts';
-import { TelemetryGate, telemetryReport, telemetryTopic } from '../../core/swarm/telemetry.ts';
+import { TelemetryGate, telemetryReport } from '../../core/swarm/telemetry.ts';
 import { encodeTelemetry, type TelemetryReport } from '../../core/wire/telemetry.ts';
 import type { RunManifest } from '../../core/wire/run-manifest.ts';
 import type { RejectReason } from '../../core/wire/verdict.ts';
@@ -122,7 +122,7 @@ export class PeerController {
   /** Started once, by whichever needs it first: a run lookup or a ready worker. */
   private nodeStart?: Promise<SwarmNode | undefined>;
   private lookupAbort?: AbortController;
-  /** Every peer listens on the telemetry topic (validated, rate-limited), so reports cross the mesh to any dashboard. */
+  /** The telemetry topic, subscribed only once this tab shows the dashboard (training peers only publish). */
   private feed?: TelemetryFeed;
   private listeners = new Set<() => void>();
   private requestId = 0;
@@ -361,7 +361,7 @@ export class PeerController {
     }
     let node: SwarmNode;
     try {
-      node = await createSwarmNode({ relays, discoveryIntervalMs: 1000 });
+      node = await createSwarmNode({ relays });
     } catch (error) {
       this.error('relay-unreachable', `The peer-to-peer node did not start: ${(error as Error).message}. Training continues alone.`);
       return undefined;
@@ -399,7 +399,6 @@ export class PeerController {
       this.error('run-mismatch', `This tab's network already takes part in another run: ${(error as Error).message}. Reload the page to join run ${info.wireRunId}.`);
       return;
     }
-    this.feed ??= listenToTelemetry(node, info.wireRunId);
     try {
       // Tabs that come later by this run's id get its manifest from us.
       node.runManifests.serve(info.manifest);
@@ -503,7 +502,7 @@ export class PeerController {
     this.feed?.ingestOwn(report);
     if (this.telemetryLog.length > 5000) this.telemetryLog.splice(0, this.telemetryLog.length - 5000);
     try {
-      void node.libp2p.services.pubsub.publish(telemetryTopic(report.runId), encodeTelemetry(report)).catch(() => undefined);
+      void publishTelemetry(node, encodeTelemetry(report), report.runId).catch(() => undefined);
     } catch {
       // Telemetry is best effort; training and merging do not depend on it.
     }
@@ -563,7 +562,9 @@ export class PeerController {
     return this.node;
   }
 
+  /** The run's telemetry as a dashboard hears it: only a tab that shows the dashboard subscribes (p2p/telemetry-topic.ts). */
   telemetryFeed(): TelemetryFeed | undefined {
+    if (!this.feed && this.node && this.state.info) this.feed = listenToTelemetry(this.node, this.state.info.wireRunId);
     return this.feed;
   }
 
