@@ -117,7 +117,8 @@ function nodeInit(relays: string[], extra: Partial<SwarmNodeInit> = {}): SwarmNo
     // All peers of this test share 127.0.0.1, which libp2p would throttle to 5 inbound connections per second.
     inboundConnectionThreshold: 10_000,
     ...extra,
-    dial: { isDirectAddress: (ma) => !ma.toString().includes('p2p-circuit'), ...extra.dial },
+    // One thread runs every handshake of the test: give a dial the time a loaded machine needs.
+    dial: { isDirectAddress: (ma) => !ma.toString().includes('p2p-circuit'), dialTimeoutMs: 15_000, ...extra.dial },
   };
 }
 
@@ -147,8 +148,10 @@ function components(nodes: SwarmNode[]): number[] {
 }
 
 describe('a swarm that finds its neighbours at the relays', () => {
-  // The largest swarm that meshes within the time below on a loaded 2-core machine, next to the rest of the suite.
-  const PEERS = Number(process.env.SWARM_DISCOVERY_TEST_PEERS ?? 32);
+  // Every node and relay of this test shares one Node thread; 16 peers mesh within the time below on the 2-core
+  // machine at load average ~20 (32 did not: handshakes queued behind each other past every timeout).
+  // SWARM_DISCOVERY_TEST_PEERS asks for more on a larger machine.
+  const PEERS = Number(process.env.SWARM_DISCOVERY_TEST_PEERS ?? 16);
   const RELAYS = 3;
   const TARGET = 4;
 
@@ -169,7 +172,8 @@ describe('a swarm that finds its neighbours at the relays', () => {
     const began = Date.now();
     await until(
       () => peers.every((p) => p.dialPolicy.neighbours().length >= TARGET) && components(peers)[0] === PEERS,
-      60_000,
+      // 45 s at load average 36-45 on 2 cores (everything here shares one thread); a quiet machine needs far less.
+      90_000,
       () => `neighbours ${peers.map((p) => p.dialPolicy.neighbours().length).join(',')}; components ${components(peers).join(',')}`,
     );
     console.log(`[discovery.test] ${PEERS} peers: ${TARGET} neighbours each and one component after ${((Date.now() - began) / 1000).toFixed(1)} s; ` +
@@ -209,5 +213,5 @@ describe('a swarm that finds its neighbours at the relays', () => {
       for (const s of p.libp2p.services.pubsub.getSubscribers(telemetryTopic(RUN))) expect(carriers.has(s.toString())).toBe(true);
     }
     for (const r of relays) for (const s of (r.node.services as { pubsub: GossipSub }).pubsub.getSubscribers(telemetryTopic(RUN))) expect(s.toString()).toBe(dashboard.peerId.toString());
-  }, 120_000);
+  }, 150_000);
 });
