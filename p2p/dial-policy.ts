@@ -144,16 +144,21 @@ export function dialTimeoutFor(failures: number, baseMs: number, maxMs: number):
   return Math.min(maxMs, baseMs * 2 ** Math.min(doublings, 16));
 }
 
-/** FNV-1a, 32 bits: a stable, well-spread rank for (peer, relay) pairs; not a security measure. */
-function fnv1a(text: string): number {
+/**
+ * FNV-1a, 32 bits, then murmur3's finaliser (without it, ids that differ only in their last characters rank alike):
+ * a stable, well-spread rank for (peer, relay) pairs; not a security measure.
+ */
+function pairHash(text: string): number {
   let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
 }
 
 /** The relays in the order this peer prefers them (rendezvous hashing: the same peer always ranks them alike). */
 export function rankRelays<T extends { peerId: string }>(relays: T[], self: string): T[] {
-  return [...relays].sort((a, b) => fnv1a(`${self}/${a.peerId}`) - fnv1a(`${self}/${b.peerId}`) || (a.peerId < b.peerId ? -1 : 1));
+  return [...relays].sort((a, b) => pairHash(`${self}/${a.peerId}`) - pairHash(`${self}/${b.peerId}`) || (a.peerId < b.peerId ? -1 : 1));
 }
 
 /** Failures in a row after which a relay is passed over for the next one in the ranking, while enough others answer. */
