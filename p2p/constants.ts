@@ -15,19 +15,10 @@ export const DEFAULT_MANIFEST_REQUEST_TIMEOUT_MS = 10_000;
 /** How long a tab looks for an unknown run among its peers before it says that none knows it (and keeps looking). */
 export const DEFAULT_RUN_LOOKUP_WARN_MS = 60_000;
 
-/**
- * Pubsub topic that peers use to announce their addresses. The relay subscribes to it so that two newcomers who
- * only share the relay still hear each other.
- */
-export const DISCOVERY_TOPIC = 'swarm._peer-discovery._p2p._pubsub';
-
 /** Gossip topic that carries the announcement manifests of one run. */
 export function runTopic(runId: string): string {
   return `swarm/run/${runId}/adapters/1`;
 }
-
-/** How often a node re-announces its addresses on the discovery topic. */
-export const DEFAULT_DISCOVERY_INTERVAL_MS = 2_000;
 
 /**
  * The longest a WebRTC dial may take (signalling over a relay, ICE, Noise, Yamux) before the dial policy gives up
@@ -92,3 +83,20 @@ export const DEFAULT_RELAY_PORT = 9090;
  * and a ping that takes longer than this still aborts the connection.
  */
 export const CONNECTION_PING_MIN_TIMEOUT_MS = 30_000;
+
+/**
+ * Rendezvous at the relays (p2p/discovery.ts): a peer registers its addresses and free neighbour slots with the
+ * relays it holds connections to, and asks them for a few peers with room; the relay answers with a random sample
+ * and introduces the asker to each peer it named.
+ */
+export const RENDEZVOUS_PROTOCOL = '/swarm/rendezvous/1.0.0';
+/** The relay's push to a peer it named in an answer: "this peer was told about you" (a list of one or more peers). */
+export const INTRODUCTION_PROTOCOL = '/swarm/introduce/1.0.0';
+/** How soon a peer that still has free slots asks again after an answer that named someone new. */
+export const RENDEZVOUS_FAST_MS = 2_000;
+/** The longest a peer waits between two registrations (they also refresh its free slots at the relay). */
+export const RENDEZVOUS_REFRESH_MS = 60_000;
+/** A registration that has not been refreshed for this long is dropped (also when the peer's connection closes). */
+export const RENDEZVOUS_TTL_MS = 3 * RENDEZVOUS_REFRESH_MS;
+/** Relays a peer keeps connections (and registrations) with; the rest of the run's list are fallbacks. */
+export const DEFAULT_RELAYS_PER_PEER = 2;

@@ -3,13 +3,30 @@ import { multiaddr } from '@multiformats/multiaddr';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { TypedEventEmitter, type PeerId } from '@libp2p/interface';
-import { backoffDelay, dialPolicy, dialTimeoutFor, isWebRtcAddress, withPeerId, type DialPolicyComponents } from './dial-policy.ts';
+import { backoffDelay, dialPolicy, dialTimeoutFor, isWebRtcAddress, rankRelays, withPeerId, type DialPolicyComponents } from './dial-policy.ts';
 import { parseRelayList, resolveRelays, InvalidRelayAddressError, NoRelayConfiguredError } from './relay-config.ts';
 
 const RELAY = '/ip4/127.0.0.1/tcp/9090/ws/p2p/12D3KooWRF1uH6fh39NqA62p4JwJGiMSf1VmcasnQ18jgQaA8HjR';
 const PEER = '12D3KooWGVdMtYANA5w2hozYHGgpJ3TYvLzu3MMf3WPqBUy5XYQc';
 
 describe('dial policy helpers', () => {
+  it('ranks a run\'s relays per peer so that the first two spread peers evenly and stay put across reloads', () => {
+    const relays = Array.from({ length: 10 }, (_, i) => ({ peerId: `relay${i}` }));
+    const firstTwo = new Map<string, number>();
+    for (let p = 0; p < 2000; p++) {
+      const ranked = rankRelays(relays, `peer${p}`);
+      expect(new Set(ranked.map((r) => r.peerId)).size).toBe(10);
+      // The same peer ranks the same list alike, in any input order.
+      expect(rankRelays([...relays].reverse(), `peer${p}`)).toEqual(ranked);
+      for (const r of ranked.slice(0, 2)) firstTwo.set(r.peerId, (firstTwo.get(r.peerId) ?? 0) + 1);
+    }
+    // 4000 picks over 10 relays: 400 each on average; none far off.
+    for (const r of relays) {
+      expect(firstTwo.get(r.peerId)).toBeGreaterThan(300);
+      expect(firstTwo.get(r.peerId)).toBeLessThan(500);
+    }
+  });
+
   it('doubles the backoff per attempt up to the cap, with ±25% jitter', () => {
     // random() = 0.5 means no jitter: 500, 1000, 2000, 4000, then capped at 5000.
     expect([1, 2, 3, 4, 5, 9].map((n) => backoffDelay(n, 500, 5000, () => 0.5))).toEqual([500, 1000, 2000, 4000, 5000, 5000]);

@@ -8,7 +8,7 @@
 import { TypedEventEmitter, type Connection, type PeerId, type PeerInfo, type ComponentLogger, type Logger, type Libp2pEvents, type TypedEventTarget, type Startable, type PeerStore } from '@libp2p/interface';
 import type { ConnectionManager } from '@libp2p/interface-internal';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
-import { DEFAULT_MAX_DIAL_TIMEOUT_MS, DEFAULT_MAX_NEIGHBOURS } from './constants.ts';
+import { DEFAULT_MAX_DIAL_TIMEOUT_MS, DEFAULT_MAX_NEIGHBOURS, DEFAULT_RELAYS_PER_PEER } from './constants.ts';
 
 export interface DialPolicyInit {
   /** Relay multiaddrs (with /p2p/<id>) to keep connected for discovery and signalling. */
@@ -46,6 +46,12 @@ export interface DialPolicyInit {
   tieBreakGraceMs?: number;
   /** How often pending candidates and relays are looked at. */
   tickMs?: number;
+  /**
+   * Relays of the list kept connected at once (default 2). Each peer ranks the list by a hash of its own id and
+   * the relay's, so a run with many relays spreads its peers (and their reservations) evenly and stably across
+   * them; a relay that keeps failing is passed over for the next in the ranking.
+   */
+  maxRelays?: number;
 }
 
 export interface DialPolicyComponents {
@@ -138,6 +144,26 @@ export function dialTimeoutFor(failures: number, baseMs: number, maxMs: number):
   return Math.min(maxMs, baseMs * 2 ** Math.min(doublings, 16));
 }
 
+/**
+ * FNV-1a, 32 bits, then murmur3's finaliser (without it, ids that differ only in their last characters rank alike):
+ * a stable, well-spread rank for (peer, relay) pairs; not a security measure.
+ */
+function pairHash(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/** The relays in the order this peer prefers them (rendezvous hashing: the same peer always ranks them alike). */
+export function rankRelays<T extends { peerId: string }>(relays: T[], self: string): T[] {
+  return [...relays].sort((a, b) => pairHash(`${self}/${a.peerId}`) - pairHash(`${self}/${b.peerId}`) || (a.peerId < b.peerId ? -1 : 1));
+}
+
+/** Failures in a row after which a relay is passed over for the next one in the ranking, while enough others answer. */
+const RELAY_FAILURES_BEFORE_FALLBACK = 2;
+
 export function backoffDelay(attempt: number, initialMs: number, maxMs: number, random = Math.random): number {
   const exponential = Math.min(maxMs, initialMs * 2 ** Math.max(0, attempt - 1));
   // Jitter keeps two tabs that failed together from retrying in lockstep.
@@ -148,7 +174,7 @@ class SwarmDialPolicy extends TypedEventEmitter<DialPolicyEvents> implements Dia
   readonly [Symbol.toStringTag] = 'swarm/dial-policy';
   private readonly components: DialPolicyComponents;
   private readonly log: Logger;
-  private readonly options: typeof DEFAULTS & { maxNeighbours: number; isDirectAddress: (ma: Multiaddr) => boolean };
+  private readonly options: typeof DEFAULTS & { maxNeighbours: number; maxRelays: number; isDirectAddress: (ma: Multiaddr) => boolean };
   private readonly relays: RelayState[];
   private readonly relayIds: Set<string>;
   private readonly candidates = new Map<string, Candidate>();
@@ -170,6 +196,7 @@ class SwarmDialPolicy extends TypedEventEmitter<DialPolicyEvents> implements Dia
       tieBreakGraceMs: init.tieBreakGraceMs ?? DEFAULTS.tieBreakGraceMs,
       tickMs: init.tickMs ?? DEFAULTS.tickMs,
       maxNeighbours: init.maxNeighbours ?? DEFAULT_MAX_NEIGHBOURS,
+      maxRelays: Math.max(1, init.maxRelays ?? DEFAULT_RELAYS_PER_PEER),
       isDirectAddress: init.isDirectAddress ?? isWebRtcAddress,
     };
     this.relays = [];
@@ -186,6 +213,7 @@ class SwarmDialPolicy extends TypedEventEmitter<DialPolicyEvents> implements Dia
         this.log.error('relay address %s is not a multiaddr: %e', raw, err);
       }
     }
+    this.relays = rankRelays(this.relays, components.peerId.toString());
     this.relayIds = new Set(this.relays.map((r) => r.peerId));
     this.onDiscovery = this.onDiscovery.bind(this);
     this.onPeerUpdate = this.onPeerUpdate.bind(this);
@@ -257,9 +285,11 @@ class SwarmDialPolicy extends TypedEventEmitter<DialPolicyEvents> implements Dia
     if (direct.length === 0) return;
     const existing = this.candidates.get(id);
     if (existing) {
+      const changed = direct.length !== existing.addrs.length || direct.some((ma, i) => !ma.equals(existing.addrs[i]));
       existing.addrs = direct;
-      // New addresses (a peer that came back through another relay) deserve a prompt try.
-      if (!existing.dialing) existing.nextAttemptAt = Math.min(existing.nextAttemptAt, Date.now());
+      // New addresses (a peer that came back through another relay) deserve a prompt try; hearing of the same
+      // addresses again (relays introduce a peer to many others) must not cut a backoff short.
+      if (changed && !existing.dialing) existing.nextAttemptAt = Math.min(existing.nextAttemptAt, Date.now());
       return;
     }
     this.candidates.set(id, { peerId, addrs: direct, firstSeen: Date.now(), attempts: 0, nextAttemptAt: 0, dialing: false });
@@ -301,7 +331,11 @@ class SwarmDialPolicy extends TypedEventEmitter<DialPolicyEvents> implements Dia
   private tick(): void {
     if (!this.started) return;
     const now = Date.now();
-    for (const relay of this.relays) {
+    // The first maxRelays of the ranking that are not failing; failing ones fill in only when too few are left.
+    const healthy = this.relays.filter((r) => r.attempts < RELAY_FAILURES_BEFORE_FALLBACK);
+    const failing = this.relays.filter((r) => r.attempts >= RELAY_FAILURES_BEFORE_FALLBACK);
+    const wanted = [...healthy, ...failing].slice(0, this.options.maxRelays);
+    for (const relay of wanted) {
       if (relay.dialing || now < relay.nextAttemptAt) continue;
       const connected = this.components.connectionManager
         .getConnections()

@@ -10,11 +10,11 @@ import { yamux } from '@chainsafe/libp2p-yamux';
 import { identify } from '@libp2p/identify';
 import { ping } from '@libp2p/ping';
 import { gossipsub, StrictSign, type GossipSub } from '@libp2p/gossipsub';
-import { pubsubPeerDiscovery } from '@libp2p/pubsub-peer-discovery';
 import type { PeerId, PrivateKey } from '@libp2p/interface';
 import type { Multiaddr } from '@multiformats/multiaddr';
 import { RejectionLedger, type RejectionLedgerOptions } from '../core/wire/verdict.ts';
-import { CONNECTION_PING_MIN_TIMEOUT_MS, DEFAULT_DISCOVERY_INTERVAL_MS, DEFAULT_MAX_DIAL_TIMEOUT_MS, DISCOVERY_TOPIC } from './constants.ts';
+import { CONNECTION_PING_MIN_TIMEOUT_MS, DEFAULT_MAX_DIAL_TIMEOUT_MS } from './constants.ts';
+import { rendezvousDiscovery, type RendezvousDiscovery, type RendezvousDiscoveryInit } from './discovery.ts';
 import { dialPolicy, type DialPolicy, type DialPolicyInit } from './dial-policy.ts';
 import { adapterExchange, PeerBans, type AdapterExchange, type AdapterExchangeInit } from './exchange.ts';
 import { runManifestService, type RunManifestService, type RunManifestServiceInit } from './run-manifest.ts';
@@ -29,8 +29,8 @@ export interface SwarmNodeInit {
   runId?: string;
   /** Identity of the node; a fresh one per page load when absent. */
   privateKey?: PrivateKey;
-  /** How often the node re-announces its addresses on the discovery topic. */
-  discoveryIntervalMs?: number;
+  /** Rendezvous at the relays (p2p/discovery.ts): how often to ask while neighbour slots are free, and so on. */
+  discovery?: Omit<RendezvousDiscoveryInit, 'relays' | 'maxNeighbours'>;
   /** ICE servers for WebRTC; none by default, because tabs on one machine or LAN need none. */
   iceServers?: RTCIceServer[];
   dial?: Omit<DialPolicyInit, 'relays'>;
@@ -42,6 +42,11 @@ export interface SwarmNodeInit {
    * because Node has no WebRTC of its own).
    */
   transport?: Pick<Libp2pOptions, 'transports' | 'addresses'>;
+  /**
+   * Inbound connections accepted per second from one host (libp2p's default is 5). Many peers on one machine
+   * (bench:scale, a classroom behind one NAT reaching a peer directly) share a host.
+   */
+  inboundConnectionThreshold?: number;
 }
 
 export type SwarmServices = {
@@ -49,6 +54,7 @@ export type SwarmServices = {
   ping: ReturnType<ReturnType<typeof ping>>;
   pubsub: GossipSub;
   dialPolicy: DialPolicy;
+  discovery: RendezvousDiscovery;
   exchange: AdapterExchange;
   runManifests: RunManifestService;
 };
@@ -90,7 +96,12 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
     streamMuxers: [yamux()],
     connectionMonitor: { pingTimeout: { minTimeout: CONNECTION_PING_MIN_TIMEOUT_MS } },
     // The dial policy's own timeout decides when a dial is abandoned; libp2p's shorter ones must not cut it first.
-    connectionManager: { dialTimeout: dialLimitMs, addressDialTimeout: dialLimitMs, inboundUpgradeTimeout: dialLimitMs },
+    connectionManager: {
+      dialTimeout: dialLimitMs,
+      addressDialTimeout: dialLimitMs,
+      inboundUpgradeTimeout: dialLimitMs,
+      ...(init.inboundConnectionThreshold !== undefined ? { inboundConnectionThreshold: init.inboundConnectionThreshold } : {}),
+    },
     // The browser's default gater refuses private and loopback addresses, which is where relays and tabs of a
     // local swarm live; the dial policy decides what gets dialled.
     connectionGater: {
@@ -99,13 +110,9 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
       denyDialPeer: (peerId) => bans.isBanned(peerId.toString()),
       denyInboundEncryptedConnection: (peerId) => bans.isBanned(peerId.toString()),
     },
-    peerDiscovery: [
-      pubsubPeerDiscovery({ interval: init.discoveryIntervalMs ?? DEFAULT_DISCOVERY_INTERVAL_MS, topics: [DISCOVERY_TOPIC] }),
-    ],
     services: {
       identify: identify(),
       ping: ping(),
-      // pubsub-peer-discovery looks the service up under this exact name.
       pubsub: gossipsub({
         globalSignaturePolicy: StrictSign,
         allowPublishToZeroTopicPeers: true,
@@ -118,10 +125,16 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
         },
       }),
       dialPolicy: dialPolicy({ ...init.dial, relays: init.relays }),
+      discovery: rendezvousDiscovery({ ...init.discovery, relays: init.relays, maxNeighbours: init.dial?.maxNeighbours }),
       exchange: adapterExchange({ ...init.exchange, runId: init.runId, ledger, bans }),
       runManifests: runManifestService({ ...init.runManifests, ledger, bans }),
     },
   });
+  const policy = libp2p.services.dialPolicy;
+  libp2p.services.discovery.useNeighbours(
+    () => policy.neighbours().length,
+    (listener) => policy.addEventListener('neighbour:removed', listener),
+  );
   return {
     libp2p,
     peerId: libp2p.peerId,

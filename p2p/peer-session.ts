@@ -5,11 +5,11 @@
 // the CPU while the first direct connections are being made. The host keeps only its own state and the bridge to
 // its engine: it passes the engine's messages to onEngineMessage() and delivers what the session sends.
 import { createSwarmNode, type SwarmNode, type SwarmNodeInit } from './node.ts';
-import { listenToTelemetry, type TelemetryFeed } from './telemetry-topic.ts';
+import { listenToTelemetry, publishTelemetry, type TelemetryFeed } from './telemetry-topic.ts';
 import { DEFAULT_RUN_LOOKUP_WARN_MS } from './constants.ts';
 import type { ManifestAnswer } from './run-manifest.ts';
 import { explainRejection } from '../core/swarm/compatibility.ts';
-import { DEFAULT_TELEMETRY_INTERVAL_MS, TelemetryGate, telemetryReport, telemetryTopic } from '../core/swarm/telemetry.ts';
+import { DEFAULT_TELEMETRY_INTERVAL_MS, TelemetryGate, telemetryReport } from '../core/swarm/telemetry.ts';
 import { adapterBuffers, type EngineStatus, type MainToWorker, type ReadyInfo, type WorkerToMain } from '../core/swarm/engine-protocol.ts';
 import { encodeTelemetry, type TelemetryReport } from '../core/wire/telemetry.ts';
 import type { RunManifest } from '../core/wire/run-manifest.ts';
@@ -109,6 +109,7 @@ export function emptyNetworkState(): NetworkState {
 export class PeerSession {
   private node?: SwarmNode;
   private nodeStart?: Promise<SwarmNode | undefined>;
+  /** The telemetry topic, subscribed only once this peer shows a dashboard (training peers only publish). */
   private feed?: TelemetryFeed;
   private info: ReadyInfo | null = null;
   private status: EngineStatus | null = null;
@@ -140,7 +141,9 @@ export class PeerSession {
     return this.node;
   }
 
+  /** The run's telemetry as a dashboard hears it: only a peer that shows the dashboard subscribes (p2p/telemetry-topic.ts). */
   get telemetryFeed(): TelemetryFeed | undefined {
+    if (!this.feed && this.node && this.info) this.feed = listenToTelemetry(this.node, this.info.wireRunId);
     return this.feed;
   }
 
@@ -165,7 +168,7 @@ export class PeerSession {
   private async createNode(relays: string[], init: Omit<SwarmNodeInit, 'relays'>): Promise<SwarmNode | undefined> {
     let node: SwarmNode;
     try {
-      node = await createSwarmNode({ discoveryIntervalMs: 1000, ...init, relays });
+      node = await createSwarmNode({ ...init, relays });
     } catch (error) {
       this.host.problem('relay-unreachable', `The peer-to-peer node did not start: ${(error as Error).message}. Training continues alone.`);
       return undefined;
@@ -278,7 +281,6 @@ export class PeerSession {
       this.host.problem('run-mismatch', `This peer's network already takes part in another run: ${(error as Error).message}. Restart it to join run ${info.wireRunId}.`);
       return false;
     }
-    this.feed ??= listenToTelemetry(node, info.wireRunId);
     try {
       // Peers that come later by this run's id get its manifest from us.
       node.runManifests.serve(info.manifest);
@@ -417,7 +419,7 @@ export class PeerSession {
     this.feed?.ingestOwn(report);
     if (this.telemetryLog.length > MAX_TELEMETRY_LOG) this.telemetryLog.splice(0, this.telemetryLog.length - MAX_TELEMETRY_LOG);
     try {
-      void node.libp2p.services.pubsub.publish(telemetryTopic(report.runId), encodeTelemetry(report)).catch(() => undefined);
+      void publishTelemetry(node, encodeTelemetry(report), report.runId).catch(() => undefined);
     } catch {
       // Telemetry is best effort; training and merging do not depend on it.
     }

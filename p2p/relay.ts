@@ -1,5 +1,6 @@
-// The bootstrap relay: introduces peers (circuit relay v2 for WebRTC signalling, gossipsub for peer discovery) and
-// holds nothing else. Relayed connections keep libp2p's default limits, so no adapter payload can cross them.
+// The bootstrap relay: introduces peers (circuit relay v2 for WebRTC signalling, rendezvous for peer discovery),
+// carries telemetry to the dashboards connected to it, and holds nothing else. Relayed connections keep libp2p's
+// default limits, so no adapter payload can cross them.
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { webSockets } from '@libp2p/websockets';
 import { noise } from '@chainsafe/libp2p-noise';
@@ -15,8 +16,9 @@ import {
   DEFAULT_RELAY_HOST,
   DEFAULT_RELAY_MAX_RESERVATIONS,
   DEFAULT_RELAY_PORT,
-  DISCOVERY_TOPIC,
 } from './constants.ts';
+import { rendezvousServer, type RendezvousServer } from './discovery.ts';
+import { carryTelemetryAtRelay, type RelayTelemetry } from './telemetry-topic.ts';
 
 export interface RelayInit {
   /** Interface to listen on; loopback unless the relay should serve other machines. */
@@ -27,8 +29,6 @@ export interface RelayInit {
   maxReservations?: number;
   /** Stable identity, so the relay's multiaddr survives restarts. */
   privateKey?: PrivateKey;
-  /** Discovery topics to subscribe to (and so forward between newcomers). */
-  discoveryTopics?: string[];
   /** Connections the relay keeps open at once. */
   maxConnections?: number;
 }
@@ -36,6 +36,8 @@ export interface RelayInit {
 export interface SwarmRelay {
   node: Libp2p;
   peerId: string;
+  rendezvous: RendezvousServer;
+  telemetry: RelayTelemetry;
   /** Dialable multiaddrs, each ending in /p2p/<relay peer id>. */
   multiaddrs: string[];
   stop(): Promise<void>;
@@ -50,10 +52,9 @@ export async function startRelay(init: RelayInit = {}): Promise<SwarmRelay> {
   const host = init.host ?? DEFAULT_RELAY_HOST;
   const port = init.port ?? DEFAULT_RELAY_PORT;
   const maxReservations = init.maxReservations ?? DEFAULT_RELAY_MAX_RESERVATIONS;
-  const topics = init.discoveryTopics ?? [DISCOVERY_TOPIC];
   const listenAddr = multiaddr(`/${host.includes(':') ? 'ip6' : 'ip4'}/${host}/tcp/${port}/ws`).toString();
 
-  let node: Libp2p<{ identify: unknown; ping: unknown; pubsub: ReturnType<ReturnType<typeof gossipsub>>; relay: unknown }>;
+  let node: Libp2p<{ identify: unknown; ping: unknown; pubsub: ReturnType<ReturnType<typeof gossipsub>>; relay: unknown; rendezvous: RendezvousServer }>;
   try {
     node = await createLibp2p({
       privateKey: init.privateKey,
@@ -73,12 +74,10 @@ export async function startRelay(init: RelayInit = {}): Promise<SwarmRelay> {
         identify: identify(),
         ping: ping(),
         pubsub: gossipsub({
-          // The relay only forwards discovery gossip; it must never join a run's adapter topic.
-          allowedTopics: topics,
+          // The relay subscribes only to the telemetry topics of runs whose dashboards connect to it
+          // (carryTelemetryAtRelay); it never joins a run's adapter topic.
           allowPublishToZeroTopicPeers: true,
-          // Peers reach each other through the relay before any WebRTC link exists, so forward everything.
           floodPublish: true,
-          // Discovery records of peers are useful to everyone who joins later.
           doPX: false,
           // All tabs on one machine or behind one NAT share an IP; the colocation penalty would silence them.
           scoreParams: { IPColocationFactorWeight: 0 },
@@ -89,20 +88,24 @@ export async function startRelay(init: RelayInit = {}): Promise<SwarmRelay> {
           maxInboundHopStreams: 1024,
           maxOutboundStopStreams: 1024,
         }),
+        rendezvous: rendezvousServer({ maxRegistrations: Math.max(4096, maxReservations * 2) }),
       },
     });
   } catch (err) {
     throw new RelayListenError(`could not listen on ${listenAddr}: ${(err as Error).message}`, { cause: err });
   }
-  for (const topic of topics) node.services.pubsub.subscribe(topic);
+  const telemetry = carryTelemetryAtRelay(node.services.pubsub);
 
   const peerId = node.peerId.toString();
   const multiaddrs = node.getMultiaddrs().map((ma) => ma.toString());
   return {
     node,
     peerId,
+    rendezvous: node.services.rendezvous,
+    telemetry,
     multiaddrs,
     stop: async () => {
+      telemetry.stop();
       await node.stop();
     },
   };

@@ -1,8 +1,10 @@
-// The run's telemetry topic: every peer subscribes (so reports travel through the mesh to any dashboard, not only
-// to the publisher's direct neighbours), and every message passes a topic validator before it is delivered or
-// forwarded: a per-sender rate limit first (so a flood costs no parsing), then core/wire's strict decoder, then
-// the checks that tie a report to its authenticated sender, its run and its order.
-import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub';
+// The run's telemetry topic. Only dashboards and relays subscribe: a peer publishes its report to the subscribers it
+// is connected to (its relays, and a dashboard that happens to be its neighbour), and each relay forwards reports to
+// the dashboards connected to it, so no training peer receives another's telemetry. Every message passes a topic
+// validator before it is delivered or forwarded, at the relay and again at the dashboard: a per-sender rate limit
+// first (so a flood costs no parsing), then core/wire's strict decoder, then the checks that tie a report to its
+// authenticated sender, its run and its order.
+import { TopicValidatorResult, type GossipSub, type Message, type SubscriptionChangeData } from '@libp2p/gossipsub';
 import type { PeerId } from '@libp2p/interface';
 import { telemetryTopic } from '../core/swarm/telemetry.ts';
 import { decodeTelemetry, type TelemetryReport } from '../core/wire/telemetry.ts';
@@ -179,6 +181,94 @@ export function listenToTelemetry(node: TelemetryNode, wireRunId: string, option
       pubsub.topicValidators.delete(topic);
       reportListeners.clear();
       rejectionListeners.clear();
+    },
+  };
+}
+
+/**
+ * A peer's own report goes out on the run's telemetry topic without the peer subscribing to it: gossipsub hands it
+ * to the connected peers that did subscribe (the relays, which forward it to dashboards, and any dashboard that is a
+ * direct neighbour), so training peers never receive each other's telemetry.
+ */
+export async function publishTelemetry(node: TelemetryNode, encodedReport: Uint8Array, wireRunId: string): Promise<void> {
+  await node.libp2p.services.pubsub.publish(telemetryTopic(wireRunId), encodedReport);
+}
+
+/** Telemetry topics a relay may carry: `swarm/run/<wire run id>/telemetry/1` (core/swarm/telemetry.ts). */
+const TELEMETRY_TOPIC_PATTERN = /^swarm\/run\/([A-Za-z0-9._-]{1,160})\/telemetry\/1$/;
+
+export interface RelayTelemetryOptions {
+  /** Runs whose telemetry one relay carries at once (default 64). */
+  maxTopics?: number;
+  /** How often topics without a subscribed dashboard are dropped (default 30 s). */
+  sweepMs?: number;
+}
+
+export interface RelayTelemetry {
+  topics(): string[];
+  stats(): { accepted: number; rejected: number };
+  stop(): void;
+}
+
+/**
+ * Makes a relay the telemetry hub of the runs whose dashboards connect to it: when a connected node subscribes to
+ * a run's telemetry topic (only dashboards do), the relay subscribes too, so the peers connected to it publish their
+ * reports to it and it forwards them to the dashboards in its mesh. Every report passes the same admission as at a
+ * dashboard (rate limit, strict decode, sender and run checks) before the relay forwards it. A topic that no
+ * connected node subscribes to any more is dropped at the next sweep.
+ */
+export function carryTelemetryAtRelay(pubsub: GossipSub, options: RelayTelemetryOptions = {}): RelayTelemetry {
+  const maxTopics = options.maxTopics ?? 64;
+  const carried = new Set<string>();
+  const counts = { accepted: 0, rejected: 0 };
+
+  const carry = (topic: string): void => {
+    const match = TELEMETRY_TOPIC_PATTERN.exec(topic);
+    if (!match || carried.has(topic) || carried.size >= maxTopics) return;
+    const admission = new TelemetryAdmission({ wireRunId: match[1] });
+    pubsub.topicValidators.set(topic, (_source: PeerId, message: Message): TopicValidatorResult => {
+      try {
+        if (message.type !== 'signed') return TopicValidatorResult.Reject;
+        const verdict = admission.admit(message.data, message.from.toString());
+        if (verdict.ok) {
+          counts.accepted++;
+          return TopicValidatorResult.Accept;
+        }
+        counts.rejected++;
+        return gossipDisposition(verdict.reason) === 'reject' ? TopicValidatorResult.Reject : TopicValidatorResult.Ignore;
+      } catch {
+        return TopicValidatorResult.Ignore;
+      }
+    });
+    carried.add(topic);
+    pubsub.subscribe(topic);
+  };
+
+  const onSubscriptionChange = (evt: CustomEvent<SubscriptionChangeData>): void => {
+    for (const s of evt.detail.subscriptions) if (s.subscribe) carry(s.topic);
+  };
+
+  const sweep = (): void => {
+    for (const topic of [...carried]) {
+      if (pubsub.getSubscribers(topic).length > 0) continue;
+      carried.delete(topic);
+      try {
+        pubsub.unsubscribe(topic);
+      } catch {
+        // Stopped already.
+      }
+      pubsub.topicValidators.delete(topic);
+    }
+  };
+
+  pubsub.addEventListener('subscription-change', onSubscriptionChange);
+  const timer = setInterval(sweep, options.sweepMs ?? 30_000);
+  return {
+    topics: () => [...carried],
+    stats: () => ({ ...counts }),
+    stop() {
+      clearInterval(timer);
+      pubsub.removeEventListener('subscription-change', onSubscriptionChange);
     },
   };
 }

@@ -122,7 +122,6 @@ api.ready = (async () => {
     node = await createSwarmNode({
       relays: api.relays,
       runId,
-      discoveryIntervalMs: Number(params.get('discovery') ?? 1000),
     });
     node.exchange.setRunContext(syntheticRunContext(adapterBytes));
     api.peerId = node.peerId.toString();

@@ -73,7 +73,7 @@ if (import.meta.hot) {
 api.ready = (async () => {
   try {
     const relays = await resolveRelays({ search: location.search, storage: localStorage, fetchJson: async (url) => (await fetch(url)).json() });
-    node = await createSwarmNode({ relays, runId: wireRunId, discoveryIntervalMs: 1000 });
+    node = await createSwarmNode({ relays, runId: wireRunId, dial: { maxRelays: relays.length } });
     node.libp2p.services.pubsub.subscribe(topic);
     api.peerId = node.peerId.toString();
     statusEl.textContent = `peer ${api.peerId} on ${topic}`;

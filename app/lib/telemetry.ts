@@ -144,7 +144,8 @@ export class TelemetryObserver {
     }
     const manifest = await resolveWatchedRun(this.controller);
     const relays = await resolveRelays({ search: location.search, storage: localStorage, fetchJson: async (url) => (await fetch(url)).json() });
-    const node = await createSwarmNode({ relays, runId: wireRunId(manifest), discoveryIntervalMs: 1000 });
+    // A watching tab hears the peers of every relay through that relay (p2p/telemetry-topic.ts), so it keeps them all.
+    const node = await createSwarmNode({ relays, runId: wireRunId(manifest), dial: { maxRelays: relays.length } });
     this.node = node;
     this.attach(listenToTelemetry(node, wireRunId(manifest)), observedNode(node), manifest, 'own-node', relays);
   }
