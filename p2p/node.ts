@@ -3,7 +3,7 @@
 // run-manifest protocol that lets a tab with only a manifest id get the manifest from its peers.
 import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p';
 import { webSockets } from '@libp2p/websockets';
-import { webRTC } from '@libp2p/webrtc';
+import { webRTC, webRTCDirect } from '@libp2p/webrtc';
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
@@ -12,10 +12,12 @@ import { ping } from '@libp2p/ping';
 import { gossipsub, StrictSign, type GossipSub } from '@libp2p/gossipsub';
 import { pubsubPeerDiscovery } from '@libp2p/pubsub-peer-discovery';
 import type { PeerId, PrivateKey } from '@libp2p/interface';
-import type { Multiaddr } from '@multiformats/multiaddr';
+import { peerIdFromString } from '@libp2p/peer-id';
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { RejectionLedger, type RejectionLedgerOptions } from '../core/wire/verdict.ts';
 import { CONNECTION_PING_MIN_TIMEOUT_MS, DEFAULT_DISCOVERY_INTERVAL_MS, DEFAULT_MAX_DIAL_TIMEOUT_MS, DISCOVERY_TOPIC } from './constants.ts';
-import { dialPolicy, type DialPolicy, type DialPolicyInit } from './dial-policy.ts';
+import { dialPolicy, isDirectConnection, isWebRtcAddress, type DialPolicy, type DialPolicyInit } from './dial-policy.ts';
+import type { KnownPeers } from './known-peers.ts';
 import { adapterExchange, PeerBans, type AdapterExchange, type AdapterExchangeInit } from './exchange.ts';
 import { runManifestService, type RunManifestService, type RunManifestServiceInit } from './run-manifest.ts';
 
@@ -31,8 +33,10 @@ export interface SwarmNodeInit {
   privateKey?: PrivateKey;
   /** How often the node re-announces its addresses on the discovery topic. */
   discoveryIntervalMs?: number;
-  /** ICE servers for WebRTC; none by default, because tabs on one machine or LAN need none. */
+  /** ICE servers (STUN, TURN) for WebRTC; none by default, because tabs on one machine or LAN need none. */
   iceServers?: RTCIceServer[];
+  /** Relays and peers met on earlier visits: tried first, and updated as this node meets more. */
+  knownPeers?: KnownPeers;
   dial?: Omit<DialPolicyInit, 'relays'>;
   exchange?: Omit<AdapterExchangeInit, 'runId' | 'ledger' | 'bans'>;
   runManifests?: Omit<RunManifestServiceInit, 'ledger' | 'bans'>;
@@ -79,6 +83,8 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
     addresses: { listen: ['/p2p-circuit', '/webrtc'] },
     transports: [
       webSockets(),
+      // Relays on public hosts: an https page reaches them without a CA-signed certificate.
+      webRTCDirect({ rtcConfiguration: { iceServers: init.iceServers ?? [] } }),
       webRTC({ rtcConfiguration: { iceServers: init.iceServers ?? [] } }),
       circuitRelayTransport({ reservationCompletionTimeout: 10_000 }),
     ],
@@ -117,11 +123,12 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
           IPColocationFactorWeight: 0,
         },
       }),
-      dialPolicy: dialPolicy({ ...init.dial, relays: init.relays }),
+      dialPolicy: dialPolicy({ ...init.dial, relays: init.knownPeers ? init.knownPeers.orderRelays(init.relays) : init.relays }),
       exchange: adapterExchange({ ...init.exchange, runId: init.runId, ledger, bans }),
       runManifests: runManifestService({ ...init.runManifests, ledger, bans }),
     },
   });
+  if (init.knownPeers) rememberPeers(libp2p, init.knownPeers, init.relays);
   return {
     libp2p,
     peerId: libp2p.peerId,
@@ -134,4 +141,28 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
       await libp2p.stop();
     },
   };
+}
+
+/** Records relays and direct neighbours as they connect, and offers last visit's neighbours to the dial policy. */
+function rememberPeers(libp2p: Libp2p<SwarmServices>, known: KnownPeers, relays: string[]): void {
+  libp2p.addEventListener('connection:open', ({ detail: connection }) => {
+    const peerId = connection.remotePeer.toString();
+    if (libp2p.services.dialPolicy.isRelay(peerId)) {
+      // The configured address, which names the relay's id (and certhash); the connection's own may not.
+      const configured = [...relays, ...known.relays()].find((a) => a.endsWith(`/p2p/${peerId}`));
+      if (configured) known.rememberRelay(peerId, configured);
+    } else if (isDirectConnection(connection)) {
+      const addrs = libp2p.getConnections(connection.remotePeer).map((c) => c.remoteAddr).filter(isWebRtcAddress);
+      known.rememberPeer(peerId, addrs.map((a) => a.toString()));
+    }
+  });
+  // A peer-store entry raises peer:update, which is how the dial policy learns candidates.
+  for (const { peerId, addrs } of known.peers()) {
+    try {
+      const ids = addrs.map((a) => multiaddr(a));
+      void libp2p.peerStore.merge(peerIdFromString(peerId), { multiaddrs: ids }).catch(() => undefined);
+    } catch {
+      // A malformed remembered entry is skipped.
+    }
+  }
 }

@@ -100,6 +100,4 @@ export async function initBrowserBackend(preference: BackendPreference = 'auto',
 }
 
 /** Parses a `?backend=` value; anything else means auto. */
-export function parseBackendPreference(value: string | null | undefined): BackendPreference {
-  return value === 'webgpu' || value === 'wasm' || value === 'cpu' ? value : 'auto';
-}
+export { parseBackendPreference } from './backend-preference.ts';

@@ -3,7 +3,9 @@
 // A tab opened with `?run=<manifest id>` it has never seen starts the node first and asks its peers for the manifest.
 // React reads its state through subscribe()/snapshot(); Playwright reads window.swarmPeer.
 import { createSwarmNode, type SwarmNode } from '../../p2p/node.ts';
-import { resolveRelays } from '../../p2p/relay-config.ts';
+import { resolveNetworkConfig, type NetworkConfig } from '../../p2p/relay-config.ts';
+import { KnownPeers } from '../../p2p/known-peers.ts';
+import { checkIceServers } from './ice-check.ts';
 import { listenToTelemetry, type TelemetryFeed } from '../../p2p/telemetry-topic.ts';
 import { DEFAULT_RUN_LOOKUP_WARN_MS } from '../../p2p/constants.ts';
 import type { ManifestAnswer } from '../../p2p/run-manifest.ts';
@@ -27,7 +29,7 @@ import type {
 } from '../worker/protocol.ts';
 
 export interface PageError {
-  kind: ErrorKind | 'relay-unreachable' | 'run-link' | 'run-lookup' | 'worker';
+  kind: ErrorKind | 'relay-unreachable' | 'network-config' | 'run-link' | 'run-lookup' | 'worker';
   message: string;
   atMs: number;
 }
@@ -352,16 +354,21 @@ export class PeerController {
 
   /** The node joins no run yet: that waits for the worker, which checks the manifest against the served model. */
   private async createNode(): Promise<SwarmNode | undefined> {
-    let relays: string[];
+    let config: NetworkConfig;
     try {
-      relays = await resolveRelays({ search: location.search, storage: localStorage, fetchJson: async (url) => (await fetch(url)).json() });
+      config = await resolveNetworkConfig({ search: location.search, storage: localStorage, fetchJson: async (url) => (await fetch(url)).json() });
     } catch (error) {
-      this.error('relay-unreachable', `No relay to find other peers: ${(error as Error).message}. Training continues alone.`);
+      this.error('network-config', `No relay to find other peers: ${(error as Error).message}. Training continues alone.`);
       return undefined;
     }
+    const { relays, iceServers } = config;
+    for (const problem of config.problems) this.notice('warning', problem);
+    void checkIceServers(iceServers).then((check) => {
+      for (const problem of check.problems) this.error('network-config', `${problem} Tabs in other networks may not connect; the run link or the site's ICE configuration needs fixing.`);
+    });
     let node: SwarmNode;
     try {
-      node = await createSwarmNode({ relays, discoveryIntervalMs: 1000 });
+      node = await createSwarmNode({ relays, iceServers, knownPeers: new KnownPeers(localStorage), discoveryIntervalMs: 1000 });
     } catch (error) {
       this.error('relay-unreachable', `The peer-to-peer node did not start: ${(error as Error).message}. Training continues alone.`);
       return undefined;
@@ -443,7 +450,7 @@ export class PeerController {
     this.aloneSinceMs ??= Date.now();
     if (!shown && Date.now() - this.aloneSinceMs > RELAY_GRACE_MS) {
       const relays = this.state.network.relays.join(', ');
-      this.error('relay-unreachable', `The relay (${relays}) cannot be reached, so no other peers can be found. Training continues alone; check that \`npm run relay\` is running.`);
+      this.error('relay-unreachable', `No relay (${relays}) can be reached, so no other peers can be found. This tab keeps retrying, waiting longer after each failure; training continues alone meanwhile. Check that the relays are running.`);
     }
   }
 
