@@ -80,15 +80,20 @@ function joinQuery(slot: number, extra = ''): string {
 
 async function waitForAll(pages: Page[], what: string, pred: (s: PeerProbe) => boolean, timeoutMs: number): Promise<PeerProbe[]> {
   let last: PeerProbe[] = [];
-  await expect
-    .poll(
-      async () => {
-        last = await Promise.all(pages.map(probe));
-        return last.every(pred);
-      },
-      { timeout: timeoutMs, intervals: [2000], message: `waiting for ${what}: ${JSON.stringify(last.map((s) => ({ step: s.step, merges: s.merges, neighbours: s.neighbours.length, relay: s.relayConnected, errors: s.errors.map((e) => e.message) })))}` },
-    )
-    .toBe(true);
+  try {
+    await expect
+      .poll(
+        async () => {
+          last = await Promise.all(pages.map(probe));
+          return last.every(pred);
+        },
+        { timeout: timeoutMs, intervals: [2000], message: `waiting for ${what}` },
+      )
+      .toBe(true);
+  } catch (err) {
+    const summary = last.map((s) => ({ slot: s.slot, phase: s.phase, step: s.step, merges: s.merges, neighbours: s.neighbours.length, relay: s.relayConnected, pending: s.dialPending, errors: s.errors.map((e) => e.message) }));
+    throw new Error(`${(err as Error).message}\nlast states: ${JSON.stringify(summary)}`);
+  }
   return last;
 }
 
