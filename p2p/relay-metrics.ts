@@ -60,11 +60,15 @@ export class RelayMetrics implements Metrics {
   }
 }
 
-/** The transport a connection came over, named as an operator would: webrtc-direct, wss, ws, or other. */
-export function transportOf(remoteAddr: string): string {
+/**
+ * The transport a connection came over, named as an operator would: webrtc-direct, wss, ws, or other. An inbound
+ * WebSocket's remote address says /ws whether or not TLS carried it, so `websocketName` is what the relay's own
+ * listeners make of it: wss or ws when it listens on only one kind, websockets when on both.
+ */
+export function transportOf(remoteAddr: string, websocketName = 'ws'): string {
   if (remoteAddr.includes('/webrtc-direct')) return 'webrtc-direct';
   if (remoteAddr.includes('/tls/ws') || remoteAddr.includes('/wss')) return 'wss';
-  if (remoteAddr.includes('/ws')) return 'ws';
+  if (remoteAddr.includes('/ws')) return websocketName;
   return 'other';
 }
 

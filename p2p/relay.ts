@@ -71,6 +71,10 @@ function listenFailures(message: string): string | undefined {
   return failures.length ? failures.join('; ') : undefined;
 }
 
+function isSecureWebSocket(addr: string): boolean {
+  return /\/(tls\/ws|wss)(\/|$)/.test(addr);
+}
+
 type RelayServices = { identify: unknown; ping: unknown; pubsub: ReturnType<ReturnType<typeof gossipsub>>; relay: { reservations: { size: number; has(peer: unknown): boolean } } };
 
 export async function startRelay(init: RelayInit = {}): Promise<SwarmRelay> {
@@ -84,7 +88,7 @@ export async function startRelay(init: RelayInit = {}): Promise<SwarmRelay> {
     } catch (err) {
       throw new RelayListenError(`'${addr}' is not a multiaddr: ${(err as Error).message}`);
     }
-    if (/\/(tls\/ws|wss)(\/|$)/.test(addr) && !init.tls) throw new RelayListenError(`${addr} needs a TLS certificate and key (--tls-cert, --tls-key)`);
+    if (isSecureWebSocket(addr) && !init.tls) throw new RelayListenError(`${addr} needs a TLS certificate and key (--tls-cert, --tls-key)`);
   }
   const wantsWebRTCDirect = listen.some((a) => a.includes('/webrtc-direct'));
   const metrics = new RelayMetrics();
@@ -152,10 +156,13 @@ export async function startRelay(init: RelayInit = {}): Promise<SwarmRelay> {
   const started = node;
   for (const topic of topics) started.services.pubsub.subscribe(topic);
 
+  const secure = listen.some((a) => isSecureWebSocket(a));
+  const plain = listen.some((a) => /\/ws(\/|$)/.test(a) && !isSecureWebSocket(a));
+  const websocketName = secure && plain ? 'websockets' : secure ? 'wss' : 'ws';
   const snapshot = (): RelaySnapshot => {
     const connections: Record<string, number> = {};
     for (const c of started.getConnections()) {
-      const t = transportOf(c.remoteAddr.toString());
+      const t = transportOf(c.remoteAddr.toString(), websocketName);
       connections[t] = (connections[t] ?? 0) + 1;
     }
     return {
