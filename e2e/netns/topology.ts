@@ -87,6 +87,10 @@ export function createTopology(): void {
     inNs(h, 'ip', 'route', 'add', 'default', 'via', `192.168.${home}.1`);
     inNs(r, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
     inNs(r, 'iptables', '-t', 'nat', '-A', 'POSTROUTING', '-o', `swr${home}w`, '-j', 'MASQUERADE');
+    // Like a home router, drop unsolicited UDP addressed to the router itself. Accepted (answered with ICMP), the first
+    // hole-punching packet from the other home leaves a conntrack entry that takes the very tuple this router's own
+    // outgoing packet needs, so MASQUERADE picks another port for it and the NAT behaves as a symmetric one.
+    inNs(r, 'iptables', '-A', 'INPUT', '-i', `swr${home}w`, '-p', 'udp', '-j', 'DROP');
   }
 }
 
