@@ -218,11 +218,13 @@ test.describe.serial('a public swarm: production build, relays, NAT traversal', 
     expect(between[0].length).toBeGreaterThan(0);
     expect(between.flat().every((t) => t.includes('relay'))).toBe(true);
 
-    // Relay failover: relay A (WebRTC-Direct) dies; a new tab still joins through relay B (WSS) and finds a neighbour.
-    await relays[0].process.kill();
+    // Relay failover: relay B (WSS), where the tabs hold their reservations, dies; a new tab still joins through
+    // relay A (WebRTC-Direct) and finds a neighbour.
+    const before = relays.map((r) => metrics(r.status).swarm_relay_reservations);
+    await relays[1].process.kill();
     const late = await openTab(home1, 'home1-late', joinQuery(4));
-    const [state] = await waitForAll([late], 'the late tab to join through relay B', (s) => s.relayConnected && s.neighbours.length >= 1, 240_000);
-    console.log(`[internet] failover: late tab has ${state.neighbours.length} neighbour(s); relay B ${JSON.stringify(metrics(relays[1].status))}`);
+    const [state] = await waitForAll([late], 'the late tab to join through relay A', (s) => s.relayConnected && s.neighbours.length >= 1, 240_000);
+    console.log(`[internet] failover: reservations before the kill A ${before[0]}, B ${before[1]}; late tab has ${state.neighbours.length} neighbour(s); relay A ${JSON.stringify(metrics(relays[0].status))}`);
     for (const t of [...tabs, late]) await t.context().close();
   });
 
@@ -233,8 +235,8 @@ test.describe.serial('a public swarm: production build, relays, NAT traversal', 
     await expect(malformed.getByTestId('errors')).toContainText('not a multiaddr');
     const wrongTurn = await openTab(home2, 'wrong-turn', joinQuery(6, `&ice=${encodeURIComponent(`turn:${TURN_USER}:wrong@${PUBLIC_IP}:3478`)}`));
     await expect(wrongTurn.getByTestId('errors')).toContainText('refused the credentials', { timeout: 60_000 });
-    // Relay A is dead since the failover test: a tab that knows only it says so, and keeps retrying.
-    const unreachable = await openTab(home2, 'unreachable', joinQuery(7, `&relays=${encodeURIComponent(relays[0].webrtcDirect)}`));
+    // Relay B is dead since the failover test: a tab that knows only it says so, and keeps retrying.
+    const unreachable = await openTab(home2, 'unreachable', joinQuery(7, `&relays=${encodeURIComponent(relays[1].wss)}`));
     await expect(unreachable.getByTestId('errors')).toContainText('keeps retrying', { timeout: 90_000 });
     for (const t of [malformed, wrongTurn, unreachable]) await t.context().close();
   });
