@@ -3,7 +3,7 @@
 // run-manifest protocol that lets a tab with only a manifest id get the manifest from its peers.
 import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p';
 import { webSockets } from '@libp2p/websockets';
-import { webRTC } from '@libp2p/webrtc';
+import { webRTC, webRTCDirect } from '@libp2p/webrtc';
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
@@ -11,11 +11,13 @@ import { identify } from '@libp2p/identify';
 import { ping } from '@libp2p/ping';
 import { gossipsub, StrictSign, type GossipSub } from '@libp2p/gossipsub';
 import type { PeerId, PrivateKey } from '@libp2p/interface';
-import type { Multiaddr } from '@multiformats/multiaddr';
+import { peerIdFromString } from '@libp2p/peer-id';
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { RejectionLedger, type RejectionLedgerOptions } from '../core/wire/verdict.ts';
 import { CONNECTION_PING_MIN_TIMEOUT_MS, DEFAULT_MAX_DIAL_TIMEOUT_MS } from './constants.ts';
 import { rendezvousDiscovery, type RendezvousDiscovery, type RendezvousDiscoveryInit } from './discovery.ts';
-import { dialPolicy, type DialPolicy, type DialPolicyInit } from './dial-policy.ts';
+import { dialPolicy, isDirectConnection, isWebRtcAddress, type DialPolicy, type DialPolicyInit } from './dial-policy.ts';
+import type { KnownPeers } from './known-peers.ts';
 import { adapterExchange, PeerBans, type AdapterExchange, type AdapterExchangeInit } from './exchange.ts';
 import { runManifestService, type RunManifestService, type RunManifestServiceInit } from './run-manifest.ts';
 
@@ -31,8 +33,10 @@ export interface SwarmNodeInit {
   privateKey?: PrivateKey;
   /** Rendezvous at the relays (p2p/discovery.ts): how often to ask while neighbour slots are free, and so on. */
   discovery?: Omit<RendezvousDiscoveryInit, 'relays' | 'maxNeighbours'>;
-  /** ICE servers for WebRTC; none by default, because tabs on one machine or LAN need none. */
+  /** ICE servers (STUN, TURN) for WebRTC; none by default, because tabs on one machine or LAN need none. */
   iceServers?: RTCIceServer[];
+  /** Relays and peers met on earlier visits: tried first, and updated as this node meets more. */
+  knownPeers?: KnownPeers;
   dial?: Omit<DialPolicyInit, 'relays'>;
   exchange?: Omit<AdapterExchangeInit, 'runId' | 'ledger' | 'bans'>;
   runManifests?: Omit<RunManifestServiceInit, 'ledger' | 'bans'>;
@@ -54,9 +58,9 @@ export type SwarmServices = {
   ping: ReturnType<ReturnType<typeof ping>>;
   pubsub: GossipSub;
   dialPolicy: DialPolicy;
-  discovery: RendezvousDiscovery;
   exchange: AdapterExchange;
   runManifests: RunManifestService;
+  discovery: RendezvousDiscovery;
 };
 
 export interface SwarmNode {
@@ -81,10 +85,14 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
   const ledger = new RejectionLedger(init.ledger);
   const dialLimitMs = Math.max(init.dial?.maxDialTimeoutMs ?? 0, init.dial?.dialTimeoutMs ?? 0, DEFAULT_MAX_DIAL_TIMEOUT_MS);
   const bans = new PeerBans();
+  // Relays met on earlier visits first; discovery and the dial policy use the same order.
+  const relays = init.knownPeers ? init.knownPeers.orderRelays(init.relays) : init.relays;
   const transport = init.transport ?? {
     addresses: { listen: ['/p2p-circuit', '/webrtc'] },
     transports: [
       webSockets(),
+      // Relays on public hosts: an https page reaches them without a CA-signed certificate.
+      webRTCDirect({ rtcConfiguration: { iceServers: init.iceServers ?? [] } }),
       webRTC({ rtcConfiguration: { iceServers: init.iceServers ?? [] } }),
       circuitRelayTransport({ reservationCompletionTimeout: 10_000 }),
     ],
@@ -124,10 +132,10 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
           IPColocationFactorWeight: 0,
         },
       }),
-      dialPolicy: dialPolicy({ ...init.dial, relays: init.relays }),
-      discovery: rendezvousDiscovery({ ...init.discovery, relays: init.relays, maxNeighbours: init.dial?.maxNeighbours }),
+      dialPolicy: dialPolicy({ ...init.dial, relays }),
       exchange: adapterExchange({ ...init.exchange, runId: init.runId, ledger, bans }),
       runManifests: runManifestService({ ...init.runManifests, ledger, bans }),
+      discovery: rendezvousDiscovery({ ...init.discovery, relays, maxNeighbours: init.dial?.maxNeighbours }),
     },
   });
   const policy = libp2p.services.dialPolicy;
@@ -135,6 +143,7 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
     () => policy.neighbours().length,
     (listener) => policy.addEventListener('neighbour:removed', listener),
   );
+  if (init.knownPeers) rememberPeers(libp2p, init.knownPeers, init.relays);
   return {
     libp2p,
     peerId: libp2p.peerId,
@@ -147,4 +156,28 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
       await libp2p.stop();
     },
   };
+}
+
+/** Records relays and direct neighbours as they connect, and offers last visit's neighbours to the dial policy. */
+function rememberPeers(libp2p: Libp2p<SwarmServices>, known: KnownPeers, relays: string[]): void {
+  libp2p.addEventListener('connection:open', ({ detail: connection }) => {
+    const peerId = connection.remotePeer.toString();
+    if (libp2p.services.dialPolicy.isRelay(peerId)) {
+      // The configured address, which names the relay's id (and certhash); the connection's own may not.
+      const configured = [...relays, ...known.relays()].find((a) => a.endsWith(`/p2p/${peerId}`));
+      if (configured) known.rememberRelay(peerId, configured);
+    } else if (isDirectConnection(connection)) {
+      const addrs = libp2p.getConnections(connection.remotePeer).map((c) => c.remoteAddr).filter(isWebRtcAddress);
+      known.rememberPeer(peerId, addrs.map((a) => a.toString()));
+    }
+  });
+  // A peer-store entry raises peer:update, which is how the dial policy learns candidates.
+  for (const { peerId, addrs } of known.peers()) {
+    try {
+      const ids = addrs.map((a) => multiaddr(a));
+      void libp2p.peerStore.merge(peerIdFromString(peerId), { multiaddrs: ids }).catch(() => undefined);
+    } catch {
+      // A malformed remembered entry is skipped.
+    }
+  }
 }

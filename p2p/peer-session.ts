@@ -372,7 +372,7 @@ export class PeerSession {
       this.relayProblemShown = true;
       const relays = this.state.relays.join(', ');
       const hint = this.options.relayHint ?? 'check that `npm run relay` is running';
-      this.host.problem('relay-unreachable', `The relay (${relays}) cannot be reached, so no other peers can be found. Training continues alone and the relay is retried; ${hint}.`);
+      this.host.problem('relay-unreachable', `No relay (${relays}) can be reached, so no other peers can be found. This peer keeps retrying, waiting longer after each failure; training continues alone meanwhile; ${hint}.`);
     }
   }
 

@@ -61,7 +61,10 @@ async function tryBackend(name: string): Promise<boolean> {
 export async function initBrowserBackend(preference: BackendPreference = 'auto', options: BackendOptions = {}): Promise<BackendChoice> {
   const wasmPath = options.wasmPath ?? '/tfjs/';
   setWasmPaths(wasmPath);
-  const threadsWanted = options.wasmThreads ?? 'auto';
+  // In the production build threaded WASM cannot start: tfjs starts each pthread worker from the text of a function
+  // (fn.toString()) that reads `_scriptDir` from the scope around it, which the worker does not have once bundled
+  // ("ReferenceError: _scriptDir is not defined", seen on the built site served with COOP/COEP, mangled or not).
+  const threadsWanted = options.wasmThreads ?? (import.meta.env?.PROD ? 1 : 'auto');
   if (threadsWanted !== 'auto' && threadsWanted <= 1) tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
   else {
     // Left alone, the WASM module sizes its pool from its own default, which gave one thread on a 2-core machine.
@@ -100,6 +103,4 @@ export async function initBrowserBackend(preference: BackendPreference = 'auto',
 }
 
 /** Parses a `?backend=` value; anything else means auto. */
-export function parseBackendPreference(value: string | null | undefined): BackendPreference {
-  return value === 'webgpu' || value === 'wasm' || value === 'cpu' ? value : 'auto';
-}
+export { parseBackendPreference } from './backend-preference.ts';

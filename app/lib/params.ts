@@ -2,7 +2,7 @@
 import { DEFAULT_BASE_MODEL_URL, parseRunLink, type RunLink } from '../../core/swarm/run.ts';
 import type { Verdict } from '../../core/wire/verdict.ts';
 import type { BackendPreference } from '../../core/swarm/engine-protocol.ts';
-import { parseBackendPreference } from './backend.ts';
+import { parseBackendPreference } from './backend-preference.ts';
 import { readFaultParams, type FaultParams } from './faults.ts';
 
 export interface PageParams {

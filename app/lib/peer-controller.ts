@@ -3,7 +3,9 @@
 // A tab opened with `?run=<manifest id>` it has never seen starts the node first and asks its peers for the manifest.
 // React reads its state through subscribe()/snapshot(); Playwright reads window.swarmPeer.
 import type { SwarmNode } from '../../p2p/node.ts';
-import { resolveRelays } from '../../p2p/relay-config.ts';
+import { resolveNetworkConfig, type NetworkConfig } from '../../p2p/relay-config.ts';
+import { KnownPeers } from '../../p2p/known-peers.ts';
+import { checkIceServers } from './ice-check.ts';
 import type { TelemetryFeed } from '../../p2p/telemetry-topic.ts';
 import { emptyNetworkState, PeerSession, type NetworkState, type RunLookup } from '../../p2p/peer-session.ts';
 import type { TelemetryReport } from '../../core/wire/telemetry.ts';
@@ -25,7 +27,7 @@ import type {
 export type { NetworkState, RunLookup };
 
 export interface PageError {
-  kind: ErrorKind | 'relay-unreachable' | 'run-link' | 'run-lookup' | 'worker';
+  kind: ErrorKind | 'relay-unreachable' | 'network-config' | 'run-link' | 'run-lookup' | 'worker';
   message: string;
   atMs: number;
 }
@@ -266,14 +268,19 @@ export class PeerController {
   }
 
   private async createNode(): Promise<SwarmNode | undefined> {
-    let relays: string[];
+    let config: NetworkConfig;
     try {
-      relays = await resolveRelays({ search: location.search, storage: localStorage, fetchJson: async (url) => (await fetch(url)).json() });
+      config = await resolveNetworkConfig({ search: location.search, storage: localStorage, fetchJson: async (url) => (await fetch(url)).json() });
     } catch (error) {
-      this.error('relay-unreachable', `No relay to find other peers: ${(error as Error).message}. Training continues alone.`);
+      this.error('network-config', `No relay to find other peers: ${(error as Error).message}. Training continues alone.`);
       return undefined;
     }
-    const node = await this.session.start(relays);
+    const { relays, iceServers } = config;
+    for (const problem of config.problems) this.notice('warning', problem);
+    void checkIceServers(iceServers).then((check) => {
+      for (const problem of check.problems) this.error('network-config', `${problem} Tabs in other networks may not connect; the run link or the site's ICE configuration needs fixing.`);
+    });
+    const node = await this.session.start(relays, { iceServers, knownPeers: new KnownPeers(localStorage) });
     this.update({ network: this.session.network() });
     return node;
   }
