@@ -43,6 +43,15 @@ const browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS });
 const batchSize = Number(values.batch);
 const seqLen = 128;
 const rows: Record<string, unknown>[] = [];
+/** Settles with `work` or fails after limitMs; the timer is cleared either way, so it never holds the process open. */
+async function withTimeout<T>(work: Promise<T>, limitMs: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([work, new Promise<never>((_, fail) => (timer = setTimeout(() => fail(new Error(`no result within ${limitMs / 1000} s`)), limitMs)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 try {
   for (const config of CONFIGS) {
@@ -65,11 +74,7 @@ try {
           (o) => window.trainHarness.run(o),
           { steps, batchSize, seqLen, seed: run + 1, rank: 8, model: (values.model === 'random' ? 'random' : 'default') as 'random' | 'default', genre: 'fiction', warmupSteps: 1 },
         );
-        const limitMs = Number(values['timeout-s']) * 1000;
-        const r = await Promise.race([
-          evaluation,
-          new Promise<never>((_, fail) => setTimeout(() => fail(new Error(`no result within ${limitMs / 1000} s`)), limitMs)),
-        ]);
+        const r = await withTimeout(evaluation, Number(values['timeout-s']) * 1000);
         tokensPerSecond.push(r.tokensPerSecond);
         peaks.push(Math.max(r.peakTensorBytes, r.peakJsHeapBytes ?? 0));
         reason = r.backend.reason;
