@@ -38,7 +38,14 @@ type AdapterWithInfo = GPUAdapter & { info?: Record<string, string> };
  * Call once per process, before tfjs-backend-webgpu is imported: it registers its backend only if navigator.gpu
  * exists at import time.
  */
-export async function installNodeWebGpu(): Promise<NodeWebGpu> {
+let installed: Promise<NodeWebGpu> | undefined;
+
+export function installNodeWebGpu(): Promise<NodeWebGpu> {
+  installed ??= install();
+  return installed;
+}
+
+async function install(): Promise<NodeWebGpu> {
   let dawn: DawnModule;
   try {
     dawn = (await import('webgpu')) as unknown as DawnModule;
