@@ -109,6 +109,7 @@ export class PeerEngine {
   private deviceLost = false;
   private backendReason = '';
   private adapterInfo?: string;
+  private threads?: number;
   private readonly status: EngineStatus = {
     phase: 'loading', backend: '', step: 0, samplesSeen: 0, tokensSeen: 0, tokensPerSecond: null, trainLoss: null, heldOut: null,
     baseHeldOut: null, merges: 0, publishedVersion: 0, neighbours: [], lastMerge: null, checkpoint: null, resumedFromStep: null,
@@ -189,9 +190,10 @@ export class PeerEngine {
     }
   }
 
-  setBackendInfo(reason: string, adapterInfo?: string): void {
+  setBackendInfo(reason: string, adapterInfo?: string, threads?: number): void {
     this.backendReason = reason;
     this.adapterInfo = adapterInfo;
+    this.threads = threads;
   }
 
   /** Called by the host when the GPU device is lost: the next step rebuilds on WASM from the last checkpoint. */
@@ -262,6 +264,7 @@ export class PeerEngine {
       backend: this.host.backendName(),
       backendReason: this.backendReason,
       adapterInfo: this.adapterInfo,
+      threads: this.threads,
       codec: manifest.codec,
       lossHistory: [...this.lossHistory],
       heldOutHistory: [...this.heldOutHistory],

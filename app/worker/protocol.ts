@@ -116,6 +116,8 @@ export interface ReadyInfo {
   backend: string;
   backendReason: string;
   adapterInfo?: string;
+  /** WASM thread pool size (absent on other backends). */
+  threads?: number;
   codec: PayloadCodec;
   lossHistory: LossPoint[];
   heldOutHistory: HeldOutPoint[];
