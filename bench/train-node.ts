@@ -36,6 +36,10 @@ const load = () => loadavg().map((x) => Number(x.toFixed(2)));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 const tokens = new Uint8Array(readFileSync('public/data/brown/fiction.train.txt'));
+const cpuMs = () => {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1000;
+};
 
 async function weightsFor(model: string, config: Gpt2Config) {
   if (model === 'default') return (await loadHfCheckpoint(directorySource(`public/models/${DEFAULT_MODEL_ID}`))).weights;
@@ -59,7 +63,7 @@ async function measure(backend: string, model: string, batchSize: number, seqLen
   for (let run = 0; run < runs; run++) {
     const result = await benchmarkTraining(
       { steps, batchSize, seqLen, seed: run + 1, rank: 8, warmupSteps: 1, roofline: run === 0, squareSize: Number(values['square-size']) },
-      { config, weights: await weightsFor(model, config), tokens, heapBytes: () => process.memoryUsage().rss },
+      { config, weights: await weightsFor(model, config), tokens, heapBytes: () => process.memoryUsage().rss, cpuMs },
     );
     row.runs.push(result);
     console.log(`  ${model} ${backend} run ${run + 1}: ${result.tokensPerSecond.toFixed(0)} tokens/s (load ${load().join(' ')})`);
@@ -80,6 +84,8 @@ function summarise(row: Row) {
     parameters: row.runs[0].parameters,
     tokensPerSecondMedian: median(row.runs.map((r) => r.tokensPerSecond)),
     stepMsRuns: row.runs.map((r) => r.stepMs.map((ms) => Number(ms.toFixed(1)))),
+    /** Median CPU time per step (all threads of this process; wall time on one thread, without waiting for a core). */
+    cpuMsPerStepMedian: median(row.runs.flatMap((r) => r.stepCpuMs ?? [])),
     flopsPerStep: row.runs[0].flopsPerStep,
     effectiveGflopsMedian: effective,
     matMulCeilingGflops: { modelShapes: roof.modelShapeGflops, square: roof.square.gflops, squareSide: roof.square.m },
@@ -108,7 +114,7 @@ for (const s of rows) {
   console.log(
     `${s.model.padEnd(10)} ${s.backend.padEnd(7)} ${s.batchSize}×${s.seqLen}: ${s.tokensPerSecondMedian.toFixed(0)} tokens/s · ${s.effectiveGflopsMedian.toFixed(2)} GFLOP/s effective · ` +
       `matMul ceiling ${s.matMulCeilingGflops.modelShapes.toFixed(2)} (model shapes) / ${s.matMulCeilingGflops.square.toFixed(2)} (${s.matMulCeilingGflops.squareSide}²) · ` +
-      `${(100 * s.shareOfModelShapeCeiling).toFixed(0)}% of ceiling · threads ${s.threads ?? '-'} · peak ${mib(s.peakMemoryBytes)}${s.adapterInfo ? ` · ${s.adapterInfo}` : ''}`,
+      `${(100 * s.shareOfModelShapeCeiling).toFixed(0)}% of ceiling · CPU ${s.cpuMsPerStepMedian.toFixed(0)} ms/step · threads ${s.threads ?? '-'} · peak ${mib(s.peakMemoryBytes)}${s.adapterInfo ? ` · ${s.adapterInfo}` : ''}`,
   );
 }
 const report = { bench: 'train-node', command: `npx tsx bench/train-node.ts ${process.argv.slice(2).join(' ')}`.trim(), date: new Date().toISOString(), node: process.version, logicalCores: cpus().length, loadAverageBefore: loadBefore, loadAverageAfter: loadAfter, rows };

@@ -20,24 +20,6 @@ function matMulT(x: tf.Tensor, y: tf.Tensor): tf.Tensor {
   return tf.matMul(x, swapLastTwo(y));
 }
 
-/**
- * Mean cross-entropy of logits [N, V] against one-hot targets [N, V], with the gradient written out:
- * (softmax(logits) − targets) / N. Autodiff through logSumExp would also differentiate its max shift (an Equal,
- * a Cast and a Multiply over [N, V]) whose contributions cancel.
- */
-const crossEntropy = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-  const [logits, targets, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
-  save([logits, targets]);
-  const perRow = tf.sub(tf.logSumExp(logits, 1), tf.sum(tf.mul(logits, targets), 1));
-  return {
-    value: tf.mean(perRow),
-    gradFunc: (dy: tf.Tensor, [savedLogits, savedTargets]: tf.Tensor[]) => [
-      tf.mul(tf.sub(tf.softmax(savedLogits), savedTargets), tf.div(dy, savedLogits.shape[0])),
-      tf.zerosLike(savedTargets),
-    ],
-  };
-}) as (logits: tf.Tensor2D, targets: tf.Tensor2D) => tf.Scalar;
-
 export class ModelWeightsError extends Error {
   static override readonly name = 'ModelWeightsError';
   override readonly name = ModelWeightsError.name;
@@ -88,8 +70,6 @@ export class Gpt2Model {
   /** LoRA pairs keyed by HF module name ('transformer.h.0.attn.c_attn'). */
   readonly lora = new Map<string, LoraVariables>();
   private loraConfig: LoraConfig | null = null;
-  /** Transposes of frozen base weights, made on first use (see frozenProduct). */
-  private readonly frozenTransposes = new Map<string, tf.Tensor2D>();
   /** [T_max, T_max]: 0 on and below the diagonal, a large negative number above. */
   private readonly causalMask: tf.Tensor2D;
 
@@ -183,8 +163,7 @@ export class Gpt2Model {
       let x = tf.add(tf.reshape(tokenEmb, [batch, seqLen, d]), posEmb) as tf.Tensor3D; // [B, T, D]
       for (let layer = 0; layer < this.config.nLayer; layer++) x = this.block(x, layer);
       const h = this.layerNorm(tf.reshape(x, [batch * seqLen, d]), 'ln_f'); // [B*T, D]
-      const logits = this.trainBase ? matMulT(h, wte) : this.frozenProduct(h, 'wte.weight', 'transposed');
-      return tf.reshape(logits, [batch, seqLen, v]) as tf.Tensor3D; // tied head
+      return tf.reshape(matMulT(h, wte), [batch, seqLen, v]) as tf.Tensor3D; // tied head
     });
   }
 
@@ -192,8 +171,9 @@ export class Gpt2Model {
   loss(inputs: Int32Array, targets: Int32Array, batch: number, seqLen: number): tf.Scalar {
     return tf.tidy(() => {
       const logits = tf.reshape(this.logits(tf.tensor2d(inputs, [batch, seqLen], 'int32')), [batch * seqLen, this.config.vocabSize]);
-      const oneHot = tf.cast(tf.oneHot(tf.tensor1d(targets, 'int32'), this.config.vocabSize), 'float32');
-      return crossEntropy(logits as tf.Tensor2D, oneHot as tf.Tensor2D);
+      const logNormaliser = tf.logSumExp(logits, 1); // [B*T]
+      const targetLogit = tf.sum(tf.mul(logits, tf.cast(tf.oneHot(tf.tensor1d(targets, 'int32'), this.config.vocabSize), 'float32')), 1);
+      return tf.mean(tf.sub(logNormaliser, targetLogit)) as tf.Scalar;
     });
   }
 
@@ -212,28 +192,22 @@ export class Gpt2Model {
     const { nEmbd: d, nHead: heads } = this.config;
     const e = d / heads;
     const qkv = this.linear(x2d, layer, 'attn.c_attn'); // [B*T, 3D]
-    const bh = batch * heads;
-    // Each of q, k, v: slice [B*T, D] → [B, T, H, E] → one transpose to [B*H, T, E] (k straight to [B*H, E, T]).
-    const split = (offset: number, perm: number[], shape: [number, number, number]) =>
-      tf.reshape(tf.transpose(tf.reshape(tf.slice(qkv, [0, offset], [batch * seqLen, d]), [batch, seqLen, heads, e]), perm), shape) as tf.Tensor3D;
-    // The 1/sqrt(E) scale goes on q ([T, E] per head) rather than on the scores ([T, T]).
-    const q = tf.mul(split(0, [0, 2, 1, 3], [bh, seqLen, e]), 1 / Math.sqrt(e)) as tf.Tensor3D;
-    const kT = split(d, [0, 2, 3, 1], [bh, e, seqLen]);
-    const v = split(2 * d, [0, 2, 1, 3], [bh, seqLen, e]);
+    const split = (offset: number) =>
+      tf.transpose(tf.reshape(tf.slice(qkv, [0, offset], [batch * seqLen, d]), [batch, seqLen, heads, e]), [0, 2, 1, 3]); // [B, H, T, E]
+    const q = split(0);
+    const k = split(d);
+    const v = split(2 * d);
     const mask = tf.slice(this.causalMask, [0, 0], [seqLen, seqLen]);
-    // Batched products: on WASM they miss XNNPACK (a plain loop, about a third of its 2D speed here), but
-    // splitting them into 2D products cost three times more in tf.unstack/tf.stack than it saved (measured).
-    const scores = tf.add(tf.matMul(q, kT), mask); // [B*H, T, T]
-    const context = tf.matMul(tf.softmax(scores), v); // [B*H, T, E]
-    const merged = tf.reshape(tf.transpose(tf.reshape(context, [batch, heads, seqLen, e]), [0, 2, 1, 3]), [batch * seqLen, d]) as tf.Tensor2D;
+    const scores = tf.add(tf.mul(matMulT(q, k), 1 / Math.sqrt(e)), mask); // [B, H, T, T]
+    const context = tf.matMul(tf.softmax(scores), v); // [B, H, T, E]
+    const merged = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch * seqLen, d]) as tf.Tensor2D;
     return this.linear(merged, layer, 'attn.c_proj');
   }
 
   /** x [N, in] → [N, out] through a Conv1D (weight [in, out]) plus its LoRA term (alpha/r)·x·Aᵀ·Bᵀ. */
   private linear(x: tf.Tensor2D, layer: number, module: string): tf.Tensor2D {
     const prefix = `h.${layer}.${module}`;
-    const product = this.trainBase ? tf.matMul(x, this.param(`${prefix}.weight`)) : this.frozenProduct(x, `${prefix}.weight`, 'as-is');
-    let y = tf.add(product, this.param(`${prefix}.bias`)) as tf.Tensor2D;
+    let y = tf.add(tf.matMul(x, this.param(`${prefix}.weight`)), this.param(`${prefix}.bias`)) as tf.Tensor2D;
     const pair = this.lora.get(`transformer.${prefix}`);
     if (pair && this.loraConfig) {
       const down = matMulT(x, pair.a); // [N, r]
@@ -249,34 +223,10 @@ export class Gpt2Model {
     return tf.add(tf.mul(normed, this.param(`${prefix}.weight`)), this.param(`${prefix}.bias`)) as tf.Tensor2D;
   }
 
-  /**
-   * GPT-2's tanh approximation of GELU ("gelu_new"), 0.5·x·(1 + tanh(u)) with u = sqrt(2/π)·(x + 0.044715·x³),
-   * written as x·sigmoid(2u) (the same function: 0.5·(1 + tanh(u)) = sigmoid(2u)) in six kernels instead of
-   * nine. WASM runs sigmoid vectorised in XNNPACK but tanh as a scalar loop.
-   */
+  /** GPT-2's tanh approximation of GELU ("gelu_new"). */
   private gelu(x: tf.Tensor2D): tf.Tensor2D {
-    const c = 2 * Math.sqrt(2 / Math.PI);
-    const twiceU = tf.mul(x, tf.add(tf.mul(tf.square(x), c * 0.044715), c));
-    return tf.mul(x, tf.sigmoid(twiceU)) as tf.Tensor2D;
-  }
-
-  /**
-   * x·W (or x·Wᵀ) for a frozen base weight, with a gradient for x only: dy·Wᵀ (or dy·W). Both orientations are
-   * kept on first use, so neither direction transposes W on every step, and WASM's XNNPACK, which caches a
-   * product's packed right operand by tensor, reuses it across steps. Costs one extra copy of each frozen weight.
-   */
-  private frozenProduct(x: tf.Tensor2D, name: string, orientation: 'as-is' | 'transposed'): tf.Tensor2D {
-    const w = this.param(name);
-    let wT = this.frozenTransposes.get(name);
-    if (!wT) {
-      wT = tf.keep(tf.transpose(w)) as tf.Tensor2D;
-      this.frozenTransposes.set(name, wT);
-    }
-    const [forward, backward] = orientation === 'as-is' ? [w, wT] : [wT, w];
-    return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
-      value: tf.matMul(args[0] as tf.Tensor2D, forward),
-      gradFunc: (dy: tf.Tensor) => tf.matMul(dy as tf.Tensor2D, backward),
-    }))(x) as tf.Tensor2D;
+    const inner = tf.mul(tf.add(x, tf.mul(tf.mul(tf.mul(x, x), x), 0.044715)), Math.sqrt(2 / Math.PI));
+    return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(inner))) as tf.Tensor2D;
   }
 
   private param(name: string): tf.Variable {
@@ -338,8 +288,6 @@ export class Gpt2Model {
     this.detachLora();
     for (const v of this.params.values()) v.dispose();
     this.params.clear();
-    for (const t of this.frozenTransposes.values()) t.dispose();
-    this.frozenTransposes.clear();
     this.causalMask.dispose();
   }
 }

@@ -44,6 +44,8 @@ export interface BenchmarkResult {
   parameters: number;
   losses: number[];
   stepMs: number[];
+  /** CPU time of each timed step, where the runtime tells (Node): steadier than wall time on a loaded machine. */
+  stepCpuMs: number[] | null;
   tokensPerSecond: number;
   /** FLOPs of one step counted from the config (core/model/flops.ts). */
   flopsPerStep: number;
@@ -65,6 +67,8 @@ export interface BenchmarkInputs {
   log?: (line: string) => void;
   /** JS heap in use, where the runtime tells (Chromium's performance.memory). */
   heapBytes?: () => number | null;
+  /** This process's CPU time so far in ms, where the runtime tells (Node's process.cpuUsage). */
+  cpuMs?: () => number;
   /** Return the LoRA factors after training (for agreement tests on small models). */
   returnLora?: boolean;
 }
@@ -89,15 +93,18 @@ export async function benchmarkTraining(o: BenchmarkOptions, inputs: BenchmarkIn
     const nextBatch = () => sampler.sample(o.batchSize, o.seqLen);
     const losses: number[] = [];
     const stepMs: number[] = [];
+    const stepCpuMs: number[] = [];
     let peakTensorBytes = 0;
     let peakJsHeapBytes: number | null = null;
     for (let i = 0; i < o.warmupSteps + o.steps; i++) {
       const started = performance.now();
+      const cpuStarted = inputs.cpuMs?.() ?? 0;
       const r = await trainer.trainStep(nextBatch);
       const ms = performance.now() - started;
       if (i >= o.warmupSteps) {
         losses.push(r.loss);
         stepMs.push(ms);
+        if (inputs.cpuMs) stepCpuMs.push(inputs.cpuMs() - cpuStarted);
       }
       peakTensorBytes = Math.max(peakTensorBytes, tf.memory().numBytes);
       const h = heapBytes();
@@ -128,6 +135,7 @@ export async function benchmarkTraining(o: BenchmarkOptions, inputs: BenchmarkIn
       parameters,
       losses,
       stepMs,
+      stepCpuMs: inputs.cpuMs ? stepCpuMs : null,
       tokensPerSecond: (o.batchSize * o.seqLen * 1000) / medianMs,
       flopsPerStep,
       effectiveGflops: flopsPerStep / medianMs / 1e6,
