@@ -41,3 +41,24 @@ test('LoRA training on WebGPU and on WASM agrees from the same seed', async ({ b
   // The steps did train: the loss moved between the first and the last step on both backends.
   expect(Math.abs(gpu.losses[RUN.steps - 1] - gpu.losses[0])).toBeGreaterThan(10 * TOLERANCE);
 });
+
+// tfjs-backend-wasm 4.22 caps its pool at half of navigator.hardwareConcurrency (tensorflow/tfjs#8513), one thread on
+// a 2-core machine; app/lib/backend.ts lifts that cap. The pool size is read back from the backend itself.
+test('the WASM thread pool has every core, or the count asked for', async ({ browser }) => {
+  const page = await browser.newPage();
+  for (const [query, wanted] of [['', 'cores'], ['&threads=3', 3]] as const) {
+    await page.goto(`/harness/train.html?backend=wasm${query}`);
+    const { choice, cores, overridden } = await page.evaluate(async () => ({
+      choice: await window.trainHarness.ready,
+      cores: navigator.hardwareConcurrency,
+      overridden: Object.getOwnPropertyDescriptor(navigator, 'hardwareConcurrency') !== undefined,
+    }));
+    console.log(`?backend=wasm${query}: ${choice.reason}; navigator.hardwareConcurrency ${cores}`);
+    const expected = wanted === 'cores' ? Math.min(cores, 8) : wanted;
+    expect(choice.threadsWanted).toBe(expected);
+    expect(choice.threads).toBe(expected);
+    // The page's own navigator.hardwareConcurrency is back once the backend is up.
+    expect(overridden).toBe(false);
+  }
+  await page.close();
+});

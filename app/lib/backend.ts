@@ -14,16 +14,54 @@ export interface BackendChoice {
   reason: string;
   /** GPU adapter description, when WebGPU was probed. */
   adapterInfo?: string;
-  /** WASM threads in use (1 = single-threaded). */
+  /** WASM threads in use (1 = single-threaded): the XNNPACK pool size, read back from the backend. */
   threads?: number;
+  /** WASM threads asked for; `threads` below this means the pool was capped (see withThreadCapLifted). */
+  threadsWanted?: number;
   simd?: boolean;
 }
 
 export interface BackendOptions {
   /** Where the tfjs .wasm binaries are served (prepare-assets copies them to public/tfjs/). */
   wasmPath?: string;
-  /** Force single-threaded WASM even when threads are available (for benchmarks). */
+  /** WASM pool size: 'auto' = every logical core; 1 = single-threaded (for benchmarks). */
   wasmThreads?: number | 'auto';
+}
+
+/** XNNPACK's pool never exceeds the 8 web workers tfjs-backend-wasm 4.22 pre-creates (PTHREAD_POOL_SIZE=8). */
+export const MAX_WASM_THREADS = 8;
+
+/**
+ * Runs `init` while `navigator.hardwareConcurrency` reports twice `threads`.
+ *
+ * tfjs-backend-wasm 4.22 sizes its XNNPACK pool as min(asked, num_cores, 8), where num_cores =
+ * emscripten_num_logical_cores() / 2 is read once, by a static initialiser, when the module is instantiated; in a
+ * page or worker emscripten_num_logical_cores() is navigator.hardwareConcurrency. The halving assumes two
+ * hyper-threads per core, so a 2-core machine gets one thread whatever setThreadsCount asks for
+ * (tensorflow/tfjs#8513). Doubling what navigator reports while the module starts lifts that cap to the count
+ * asked for; the real value is restored as soon as the backend is up.
+ */
+async function withThreadCapLifted<T>(threads: number, init: () => Promise<T>): Promise<T> {
+  const nav = globalThis.navigator as Navigator | undefined;
+  if (!nav) return init();
+  const own = Object.getOwnPropertyDescriptor(nav, 'hardwareConcurrency');
+  try {
+    Object.defineProperty(nav, 'hardwareConcurrency', { configurable: true, get: () => 2 * threads });
+  } catch {
+    return init(); // a frozen navigator: the backend keeps its own cap, and the reported thread count shows it
+  }
+  try {
+    return await init();
+  } finally {
+    if (own) Object.defineProperty(nav, 'hardwareConcurrency', own);
+    else delete (nav as unknown as Record<string, unknown>).hardwareConcurrency;
+  }
+}
+
+/** Every logical core, within what the backend can use. */
+export function wasmThreadsFor(wanted: number | 'auto', logicalCores: number | undefined): number {
+  const n = wanted === 'auto' ? (logicalCores ?? 1) : wanted;
+  return Math.max(1, Math.min(MAX_WASM_THREADS, Math.floor(n)));
 }
 
 const SOFTWARE_ADAPTER = /swiftshader|llvmpipe|lavapipe|software|basic render/i;
@@ -64,12 +102,9 @@ export async function initBrowserBackend(preference: BackendPreference = 'auto',
   // In the production build threaded WASM cannot start: tfjs starts each pthread worker from the text of a function
   // (fn.toString()) that reads `_scriptDir` from the scope around it, which the worker does not have once bundled
   // ("ReferenceError: _scriptDir is not defined", seen on the built site served with COOP/COEP, mangled or not).
-  const threadsWanted = options.wasmThreads ?? (import.meta.env?.PROD ? 1 : 'auto');
-  if (threadsWanted !== 'auto' && threadsWanted <= 1) tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
-  else {
-    // Left alone, the WASM module sizes its pool from its own default, which gave one thread on a 2-core machine.
-    setThreadsCount(threadsWanted === 'auto' ? Math.max(1, globalThis.navigator?.hardwareConcurrency ?? 1) : threadsWanted);
-  }
+  const threadsWanted = wasmThreadsFor(options.wasmThreads ?? (import.meta.env?.PROD ? 1 : 'auto'), globalThis.navigator?.hardwareConcurrency);
+  if (threadsWanted <= 1) tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
+  else setThreadsCount(threadsWanted);
   const reasons: string[] = [];
   const probe = preference === 'auto' || preference === 'webgpu' ? await probeWebGpu() : undefined;
 
@@ -86,14 +121,16 @@ export async function initBrowserBackend(preference: BackendPreference = 'auto',
     reasons.push(probe.description);
   }
 
-  if (preference !== 'cpu' && (await tryBackend('wasm'))) {
+  if (preference !== 'cpu' && (await withThreadCapLifted(threadsWanted, () => tryBackend('wasm')))) {
     await tf.ready();
     const simd = Boolean(await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT'));
     const multithread = Boolean(await tf.env().getAsync('WASM_HAS_MULTITHREAD_SUPPORT'));
     const threads = multithread ? getThreadsCount() : 1;
-    const threadNote = multithread ? `${threads} threads` : crossOriginIsolated ? 'single thread (by request)' : 'single thread (page is not cross-origin isolated)';
+    const threadNote = multithread
+      ? `${threads} of ${threadsWanted} threads asked for`
+      : threadsWanted <= 1 ? 'single thread (by request)' : 'single thread (page is not cross-origin isolated)';
     const lead = preference === 'wasm' ? 'chosen by the user' : reasons.join('; ') || 'default';
-    return { backend: 'wasm', reason: `WASM (${simd ? 'SIMD' : 'no SIMD'}, ${threadNote}): ${lead}`, threads, simd, adapterInfo: probe?.description };
+    return { backend: 'wasm', reason: `WASM (${simd ? 'SIMD' : 'no SIMD'}, ${threadNote}): ${lead}`, threads, threadsWanted, simd, adapterInfo: probe?.description };
   }
   if (preference !== 'cpu') reasons.push('WASM failed to initialise');
 

@@ -82,7 +82,7 @@ export function Volunteer({ controller, state }: { controller: PeerController; s
         {st?.resumedFromStep !== null && st?.resumedFromStep !== undefined && <> · resumed at step {st.resumedFromStep}</>}
       </div>
       <div className="stats">
-        <Stat label="backend" value={st ? `${st.backend}${info?.adapterInfo && st.backend === 'webgpu' ? ` (${info.adapterInfo})` : ''}` : '–'} testId="backend" />
+        <Stat label="backend" value={st ? `${st.backend}${info?.adapterInfo && st.backend === 'webgpu' ? ` (${info.adapterInfo})` : ''}${info?.threads && st.backend === 'wasm' ? ` · ${info.threads} thread${info.threads > 1 ? 's' : ''}` : ''}` : '–'} testId="backend" />
         <Stat label="tokens / s" value={fmt(st?.tokensPerSecond, 0)} testId="tps" />
         <Stat label="local step" value={String(st?.step ?? 0)} testId="step" />
         <Stat label="training loss" value={fmt(st?.trainLoss)} />

@@ -56,7 +56,7 @@ self.onmessage = (event: MessageEvent<MainToWorker>) => {
         post({ type: 'error', kind: 'no-webgpu', fatal: false, message: `WebGPU is not available here (${choice.reason}); training on ${choice.backend} instead` });
       }
       if (choice.backend === 'webgpu') watchDeviceLoss();
-      engine.setBackendInfo(choice.reason, choice.adapterInfo);
+      engine.setBackendInfo(choice.reason, choice.adapterInfo, choice.threads);
       await engine.handle(message);
     });
     return;

@@ -16,3 +16,14 @@ export const DEFAULT_MODEL_CONFIG: Gpt2Config = {
   nInner: 512,
   layerNormEpsilon: 1e-5,
 };
+
+/** openai-community/gpt2's shape (124 M parameters): what a real model costs, for the training benchmark. */
+export const GPT2_SMALL_CONFIG: Gpt2Config = {
+  nEmbd: 768,
+  nLayer: 12,
+  nHead: 12,
+  nPositions: 1024,
+  vocabSize: 50257,
+  nInner: 3072,
+  layerNormEpsilon: 1e-5,
+};

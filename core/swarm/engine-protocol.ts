@@ -137,6 +137,8 @@ export interface ReadyInfo {
   backend: string;
   backendReason: string;
   adapterInfo?: string;
+  /** WASM thread pool size (absent on other backends). */
+  threads?: number;
   codec: PayloadCodec;
   /** The exact size of this run's adapter payloads (its schema in its codec): the transport refuses any other. */
   payloadBytes: number;

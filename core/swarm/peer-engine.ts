@@ -133,6 +133,7 @@ export class PeerEngine {
   private deviceLost = false;
   private backendReason = '';
   private adapterInfo?: string;
+  private threads?: number;
   private readonly status: EngineStatus = {
     phase: 'loading', backend: '', step: 0, samplesSeen: 0, tokensSeen: 0, tokensPerSecond: null, trainLoss: null, heldOut: null,
     baseHeldOut: null, merges: 0, publishedVersion: 0, neighbours: [], lastMerge: null, checkpoint: null, resumedFromStep: null,
@@ -219,9 +220,10 @@ export class PeerEngine {
     }
   }
 
-  setBackendInfo(reason: string, adapterInfo?: string): void {
+  setBackendInfo(reason: string, adapterInfo?: string, threads?: number): void {
     this.backendReason = reason;
     this.adapterInfo = adapterInfo;
+    this.threads = threads;
   }
 
   /** Writes a checkpoint now, between steps (a Node peer stopping on Ctrl-C); nothing before the model exists. */
@@ -294,6 +296,7 @@ export class PeerEngine {
       backend: this.host.backendName(),
       backendReason: this.backendReason,
       adapterInfo: this.adapterInfo,
+      threads: this.threads,
       codec: manifest.codec,
       payloadBytes: expectedPayloadBytes(await this.model!.getAdapter(), manifest.codec),
       lossHistory: [...this.lossHistory],

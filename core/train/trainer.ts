@@ -77,7 +77,10 @@ export class Trainer {
     const lr = learningRateAt(this.step, this.config.schedule);
     const normTensor = tf.tidy(() => {
       const scaled = summed!.map((g) => tf.div(g, this.config.accumulation));
-      return tf.sqrt(tf.addN(scaled.map((g) => tf.sum(tf.square(g)))));
+      // Not tf.addN: on WebGPU it binds every input at once, and past the device's storage-buffer limit (8 by
+      // default, fewer than 2 per LoRA pair in a 4-layer model) its pipeline is invalid and the norm comes back
+      // wrong, so clipping silently misfires. stack is split to fit that limit.
+      return tf.sqrt(tf.sum(tf.stack(scaled.map((g) => tf.sum(tf.square(g))))));
     });
     const [gradNorm] = (await normTensor.data()) as Float32Array;
     const clipFactor = this.config.clipNorm > 0 && gradNorm > this.config.clipNorm ? this.config.clipNorm / gradNorm : 1;
