@@ -14,8 +14,8 @@ describe('parsePeerArgs', () => {
   });
 
   it.each([
-    [['--relays', '/ip4/127.0.0.1/tcp/9090/ws'], /--relays: '\/ip4\/127.0.0.1\/tcp\/9090\/ws' is not a relay multiaddr ending in \/p2p\/<peer id>/],
-    [['--relays', 'relay.example.org'], /--relays: 'relay.example.org' is not a relay multiaddr/],
+    [['--relays', '/ip4/127.0.0.1/tcp/9090/ws'], /--relays: '\/ip4\/127.0.0.1\/tcp\/9090\/ws' does not end in \/p2p\/<relay peer id>/],
+    [['--relays', 'relay.example.org'], /--relays: 'relay.example.org' is not a multiaddr/],
     [['--genre', 'mystery', '--slot', '2'], /--genre and --slot exclude each other/],
     [['--slot=-1'], /--slot must be an integer ≥ 0, got '-1'/],
     [['--steps', '1.5'], /--steps must be an integer/],
@@ -35,7 +35,8 @@ describe('swarm peer', () => {
 
   it('a malformed relay address ends in one line and exit code 2', async () => {
     expect(await runPeer(['--relays', '/dns4/relay/tcp/443/wss', '--data-dir', sandbox.dir])).toBe(2);
-    expect(sandbox.stderr).toEqual(["swarm peer: --relays: '/dns4/relay/tcp/443/wss' is not a relay multiaddr ending in /p2p/<peer id>"]);
+    expect(sandbox.stderr).toHaveLength(1);
+    expect(sandbox.stderr[0]).toMatch(/^swarm peer: --relays: '\/dns4\/relay\/tcp\/443\/wss' does not end in \/p2p\/<relay peer id>; a relay address looks like /);
     expect(sandbox.stdout).toEqual([]);
   });
 
