@@ -1,9 +1,10 @@
+import { readFileSync } from 'node:fs';
 // Measured protection (issue 15): secrets planted in a volunteer's file, LoRA trained on the real default model
 // (tfjs WASM backend), and what the published adapter reveals with and without differential privacy.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { directorySource } from '../../cli/hf-source.ts';
+import { filesSource } from '../io/source.ts';
 import { loadHfCheckpoint } from '../io/hf-checkpoint.ts';
 import { LORA_TARGETS, type Adapter } from '../model/adapter.ts';
 import { DEFAULT_MODEL_ID } from '../model/defaults.ts';
@@ -25,7 +26,9 @@ let options: Omit<CanaryExperimentOptions, 'privacy'>;
 
 beforeAll(async () => {
   await useTestBackend();
-  const checkpoint = await loadHfCheckpoint(directorySource(join(ROOT, 'public', 'models', DEFAULT_MODEL_ID)));
+  const dir = join(ROOT, 'public', 'models', DEFAULT_MODEL_ID);
+  const files = new Map(['config.json', 'model.safetensors'].map((name) => [name, new Uint8Array(readFileSync(join(dir, name)))] as const));
+  const checkpoint = await loadHfCheckpoint(filesSource(files, dir));
   model = new Gpt2Model(checkpoint.config, checkpoint.weights, { baseModelId: DEFAULT_MODEL_ID });
   model.attachLora({ r: 8, alpha: 16, targetModules: [...LORA_TARGETS] }, 1);
   const initial: Adapter = await model.getAdapter();
