@@ -80,6 +80,28 @@ export function simulationManifest(s: SimulationSettings, modelSha256: string): 
   };
 }
 
+/** The `sim.*` settings every simulation's run log carries (metrics.ts reads them back), for both engines. */
+export function simulationMeta(s: SimulationSettings, peers: number, byzantineSlots: number[]): Record<string, string | number> {
+  return {
+    'sim.label': s.label,
+    'sim.engine': s.engine,
+    'sim.strategy': s.merge ? s.strategy : 'none',
+    'sim.params': JSON.stringify(s.params),
+    'sim.baseline': s.centralised ? 'central' : s.merge ? 'none' : 'local',
+    'sim.partition': s.centralised ? 'iid (union)' : partitionLabel(s.partition),
+    'sim.tabs': peers,
+    'sim.trainingTabs': peers,
+    'sim.steps': s.centralised ? s.steps * s.tabs : s.steps,
+    'sim.batchSize': s.batchSize,
+    'sim.seqLen': s.seqLen,
+    'sim.localSteps': s.localSteps,
+    'sim.codec': s.codec,
+    'sim.seed': s.seed,
+    'sim.byzantineSlots': byzantineSlots.join(','),
+    'sim.byzantine': s.byzantine ? `${s.byzantine.mode} x${s.byzantine.scale}` : '',
+  };
+}
+
 /** The slots a fault touches: the highest ones (slot 0 is never the first to go). */
 function highestSlots(count: number, total: number): number[] {
   return Array.from({ length: Math.min(count, total) }, (_, i) => total - 1 - i);
@@ -173,21 +195,7 @@ export async function runSimulation(s: SimulationSettings, env: SimulationEnv): 
     wireRunId: runId,
     manifest,
     meta: {
-      'sim.label': s.label,
-      'sim.strategy': s.merge ? s.strategy : 'none',
-      'sim.params': JSON.stringify(s.params),
-      'sim.baseline': s.centralised ? 'central' : s.merge ? 'none' : 'local',
-      'sim.partition': s.centralised ? 'iid (union)' : partitionLabel(s.partition),
-      'sim.tabs': tabsCount,
-      'sim.trainingTabs': tabsCount,
-      'sim.steps': s.centralised ? s.steps * s.tabs : s.steps,
-      'sim.batchSize': s.batchSize,
-      'sim.seqLen': s.seqLen,
-      'sim.localSteps': s.localSteps,
-      'sim.codec': s.codec,
-      'sim.seed': s.seed,
-      'sim.byzantineSlots': byzantineSlots.join(','),
-      'sim.byzantine': s.byzantine ? `${s.byzantine.mode} x${s.byzantine.scale}` : '',
+      ...simulationMeta(s, tabsCount, byzantineSlots),
       'sim.network': s.network ? `latency ${s.network.latencyMs} ms, drop ${s.network.drop}, ${s.network.tabs} tabs` : '',
     },
   });

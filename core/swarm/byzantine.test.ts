@@ -2,31 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { decodeAdapter, encodeAdapter } from '../wire/codec.ts';
 import type { Adapter } from '../model/adapter.ts';
 import { poisonPublished, randomLike, type Attack, type ByzantineMode } from './byzantine.ts';
-
-/** A two-module adapter with r = 2 whose values are easy to check by hand. */
-function handAdapter(): Adapter {
-  const pair = (offset: number) => ({
-    a: Float32Array.from([1, 2, 3, 4, 5, 6].map((v) => v + offset)), // [r=2, in=3]
-    b: Float32Array.from([0.5, -1, 2, 0.25].map((v) => v * (offset + 1))), // [out=2, r=2]
-    inDim: 3,
-    outDim: 2,
-  });
-  return {
-    baseModelId: 'hand',
-    config: { r: 2, alpha: 4, targetModules: ['attn.c_attn'] },
-    modules: new Map([
-      ['transformer.h.0.attn.c_attn', pair(0)],
-      ['transformer.h.1.attn.c_attn', pair(1)],
-    ]),
-  };
-}
-
-/** B·A for a [2,2]·[2,3] pair, written out. */
-function product(b: Float32Array, a: Float32Array): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < 2; i++) for (let j = 0; j < 3; j++) out.push(b[i * 2] * a[j] + b[i * 2 + 1] * a[3 + j]);
-  return out;
-}
+import { handAdapter, product } from './byzantine-fixtures.ts';
 
 /** What an attacker of this mode publishes on its first round, decoded. */
 function published(mode: ByzantineMode, scale: number, honest = handAdapter(), rounds = 1): { adapter: Adapter; flood: number; poison?: Adapter } {

@@ -14,8 +14,8 @@ import { telemetryReport } from '../../../core/swarm/telemetry.ts';
 import { wireRunId } from '../../../core/swarm/run.ts';
 import { createRng, deriveSeed } from '../../../core/util/random.ts';
 import { SIM_EVENTS, summarizeRun, type HeldOutDetail, type TabPeerDetail } from '../metrics.ts';
-import { partitionLabel, type SimulationSettings } from '../options.ts';
-import { simulationManifest, type SimulationResult } from '../run.ts';
+import type { SimulationSettings } from '../options.ts';
+import { simulationManifest, simulationMeta, type SimulationResult } from '../run.ts';
 import { arrival, buildTopology, topologyLabel } from './links.ts';
 import { floodPayload, type Attack } from '../../../core/swarm/byzantine.ts';
 import { NODE_SHARD_IO } from './io.ts';
@@ -143,22 +143,7 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
     manifest,
     createdAtMs: VIRTUAL_EPOCH_MS,
     meta: {
-      'sim.label': s.label,
-      'sim.engine': 'node',
-      'sim.strategy': s.merge ? s.strategy : 'none',
-      'sim.params': JSON.stringify(s.params),
-      'sim.baseline': s.centralised ? 'central' : s.merge ? 'none' : 'local',
-      'sim.partition': s.centralised ? 'iid (union)' : partitionLabel(s.partition),
-      'sim.tabs': peers,
-      'sim.trainingTabs': peers,
-      'sim.steps': steps,
-      'sim.batchSize': s.batchSize,
-      'sim.seqLen': s.seqLen,
-      'sim.localSteps': s.localSteps,
-      'sim.codec': s.codec,
-      'sim.seed': s.seed,
-      'sim.byzantineSlots': byzantineSlots.join(','),
-      'sim.byzantine': s.byzantine ? `${s.byzantine.mode} x${s.byzantine.scale}` : '',
+      ...simulationMeta(s, peers, byzantineSlots),
       'sim.network': `${topologyLabel(s.node.topology)}; latency ${s.node.latencyMs} ms; ${s.node.bandwidthMbps > 0 ? `${s.node.bandwidthMbps} Mbit/s` : 'unlimited bandwidth'}; drop ${s.network?.drop ?? 0}`,
       'sim.stepMs': s.node.stepMs,
     },
