@@ -190,6 +190,17 @@ describe('peer engine (tfjs WASM in Node, real Brown data)', () => {
     }
   });
 
+  it('refuses a run that asks for differential privacy, which this peer does not apply yet, in words', async () => {
+    const h = harness();
+    const manifest = { ...tinyManifest(), privacy: { targetEpsilon: 8, delta: 1e-5, clipNorm: 1, samplingRate: 0.1, maxPublishes: 10 } } as RunManifest;
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: OPTIONS });
+    h.engine.stop();
+    const error = h.messages.find((m) => m.type === 'error');
+    expect(error).toMatchObject({ kind: 'run-mismatch', fatal: true });
+    expect(error?.type === 'error' && error.message).toMatch(/differential privacy \(target ε = 8\).*does not apply yet/);
+    expect(h.messages.some((m) => m.type === 'publish')).toBe(false);
+  });
+
   it('reports the backend choice and its reason that the host gave it before init', async () => {
     const h = harness();
     h.engine.setBackendInfo('WebGPU adapter is SwiftShader (software): WASM is faster', 'swiftshader');

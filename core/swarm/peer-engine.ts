@@ -265,6 +265,13 @@ export class PeerEngine {
         `the run expects base model sha256 ${manifest.baseModel.sha256.slice(0, 16)}…, but ${manifest.baseModel.url} serves ${this.base.sha256.slice(0, 16)}…`,
       );
     }
+    if (manifest.privacy) {
+      // core/privacy can clip, noise and account, but this engine does not publish through it yet: joining would
+      // promise the volunteer a protection their adapter does not get.
+      throw new RunMismatchError(
+        `this run asks for differential privacy (target ε = ${manifest.privacy.targetEpsilon}), which this build's peer does not apply yet; it cannot join without breaking that promise`,
+      );
+    }
     this.manifest = manifest;
     this.settings = runTrainingSettings(manifest);
     getStrategy(manifest.strategy.name);
