@@ -36,7 +36,7 @@ function sampleLog(): RunLog {
   log.addReport(report(P2, 1500, { step: 8, trainLoss: 3.25, heldOutLoss: 3.75, neighbours: [P1], bytesSent: 40, tokensPerSecond: 1234.5 }), 1510);
   log.addReport(report(P1, 3000, { step: 20, trainLoss: 3.0, merges: 1, neighbours: [P2], bytesSent: 300, bytesReceived: 150, consensusDistance: 0.125, rejections: { 'bad-hash': 2, malformed: 1 } }), 3010);
   log.addRejection(P3, 'malformed', 'telemetry is not JSON', 3100);
-  log.addReport(report(P3, 3200, { step: 1, trainLoss: 4.5 }), 3210);
+  log.addReport(report(P3, 3200, { step: 1, trainLoss: 4.5, health: 'unhealthy', healthReason: 'could not publish: 1e30, beyond fp16' }), 3210);
   log.markLeft(P3, 'killed', 4000);
   log.addEvent('relay-down', 'relay killed by the simulator', 4100);
   return log;
@@ -67,14 +67,16 @@ describe('run log', () => {
   it('writes one CSV row per report with the documented columns, and reads them back', () => {
     const csv = sampleLog().toCsv();
     const lines = csv.trimEnd().split('\n');
-    expect(lines[0]).toBe('atMs,peerId,timeMs,step,trainLoss,heldOutLoss,consensusDistance,merges,bytesSent,bytesReceived,versionsAnnounced,versionsFetched,tokensPerSecond,backend,neighbours,rejections');
+    expect(lines[0]).toBe('atMs,peerId,timeMs,step,trainLoss,heldOutLoss,consensusDistance,merges,bytesSent,bytesReceived,versionsAnnounced,versionsFetched,tokensPerSecond,backend,neighbours,rejections,health,healthReason');
     expect(lines).toHaveLength(5);
-    expect(lines[2]).toBe(`1510,${P2},1500,8,3.25,3.75,,0,40,0,0,0,1234.5,wasm,${P1},`);
-    expect(lines[3]).toBe(`3010,${P1},3000,20,3,,0.125,1,300,150,0,0,,wasm,${P2},bad-hash=2;malformed=1`);
+    expect(lines[2]).toBe(`1510,${P2},1500,8,3.25,3.75,,0,40,0,0,0,1234.5,wasm,${P1},,,`);
+    expect(lines[3]).toBe(`3010,${P1},3000,20,3,,0.125,1,300,150,0,0,,wasm,${P2},bad-hash=2;malformed=1,,`);
+    // A reason in words (commas included) stays one cell.
+    expect(lines[4]).toBe(`3210,${P3},3200,1,4.5,,,0,0,0,0,0,,wasm,,,unhealthy,could%20not%20publish%3A%201e30%2C%20beyond%20fp16`);
     const rows = runLogCsvRows(csv, RUN);
     const expected = sampleLog().records.flatMap((r) => (r.type === 'report' ? [{ atMs: r.atMs, report: r.report }] : []));
     expect(rows).toEqual(expected);
-    expect(RUN_LOG_CSV_COLUMNS).toHaveLength(16);
+    expect(RUN_LOG_CSV_COLUMNS).toHaveLength(18);
   });
 
   it('refuses malformed logs with a RunLogFormatError that names the place', () => {

@@ -25,9 +25,10 @@
  *
  * CSV layout (toCsv): one row per report record, header row first, columns RUN_LOG_CSV_COLUMNS:
  *   atMs, peerId, timeMs, step, trainLoss, heldOutLoss, consensusDistance, merges, bytesSent, bytesReceived,
- *   versionsAnnounced, versionsFetched, tokensPerSecond, backend, neighbours, rejections
+ *   versionsAnnounced, versionsFetched, tokensPerSecond, backend, neighbours, rejections, health, healthReason
  * Empty cell = null/absent. neighbours: peer ids joined by ';'. rejections: 'reason=count' joined by ';'.
- * No cell ever needs quoting: peer ids, backend names and reasons are restricted to [A-Za-z0-9-].
+ * healthReason is percent-encoded (it is free text in words). No cell ever needs quoting: peer ids, backend names
+ * and reasons are restricted to [A-Za-z0-9-].
  */
 import { TELEMETRY_FORMAT_VERSION } from '../wire/constants.ts';
 import { isPlainObject } from '../wire/json.ts';
@@ -76,7 +77,7 @@ export class RunLogFormatError extends Error {
 
 export const RUN_LOG_CSV_COLUMNS = [
   'atMs', 'peerId', 'timeMs', 'step', 'trainLoss', 'heldOutLoss', 'consensusDistance', 'merges', 'bytesSent', 'bytesReceived',
-  'versionsAnnounced', 'versionsFetched', 'tokensPerSecond', 'backend', 'neighbours', 'rejections',
+  'versionsAnnounced', 'versionsFetched', 'tokensPerSecond', 'backend', 'neighbours', 'rejections', 'health', 'healthReason',
 ] as const;
 
 export interface RunLogInit {
@@ -334,6 +335,7 @@ export function runLogToCsv(data: RunLogData): string {
     rows.push([
       r.atMs, t.peerId, t.timeMs, t.step, cell(t.trainLoss), cell(t.heldOutLoss), cell(t.consensusDistance), t.merges, t.bytesSent,
       t.bytesReceived, t.versionsAnnounced, t.versionsFetched, cell(t.tokensPerSecond), t.backend, t.neighbours.join(';'), rejections,
+      cell(t.health), t.healthReason === undefined ? '' : encodeURIComponent(t.healthReason),
     ].join(','));
   }
   return `${rows.join('\n')}\n`;
@@ -430,6 +432,14 @@ export function runLogCsvRows(csv: string, wireRunId: string): RunLogCsvRow[] {
       backend: BACKEND_PATTERN.test(c.backend) ? c.backend : fail(`${where}.backend`, 'is not a backend name'),
     };
     if (c.consensusDistance !== '') report.consensusDistance = num('consensusDistance');
+    if (c.health !== '') report.health = c.health;
+    if (c.healthReason !== '') {
+      try {
+        report.healthReason = decodeURIComponent(c.healthReason);
+      } catch {
+        fail(`${where}.healthReason`, 'is not percent-encoded text');
+      }
+    }
     const verdict = telemetryFromObject(report);
     if (!verdict.ok) fail(where, `${verdict.reason}: ${verdict.detail}`);
     return { atMs: checkTime(num('atMs'), `${where}.atMs`), report: verdict.value };
