@@ -159,7 +159,9 @@ test.describe.serial('swarm peer: a Node peer in a swarm of tabs', () => {
     expect(unknown.output()).toMatch(/^swarm peer: unknown run abab\S+: [1-9]\d* peer\(s\) said they do not know it/m);
     const badRelay = startNodePeer(['--run', runLink, '--relays', '/ip4/127.0.0.1/tcp/9/ws']);
     expect(await badRelay.exited).toBe(2);
-    expect(badRelay.output().trim()).toBe("swarm peer: --relays: '/ip4/127.0.0.1/tcp/9/ws' is not a relay multiaddr ending in /p2p/<peer id>");
+    expect(badRelay.output().trim()).toBe(
+      "swarm peer: --relays: '/ip4/127.0.0.1/tcp/9/ws' does not end in /p2p/<relay peer id>; a relay address looks like /ip4/203.0.113.7/udp/9091/webrtc-direct/certhash/<hash>/p2p/<peer id>",
+    );
     const wrongModel = startNodePeer(['--run', encodeRunLink(testManifest('e2e-node-peer', 'f'.repeat(64))), '--relays', relay!.multiaddr, '--data-dir', join(dataDir, 'wrong')]);
     expect(await wrongModel.exited).toBe(1);
     expect(wrongModel.output()).toMatch(/^swarm peer: the run does not match the base model: .*expects base model sha256 ffffffffffffffff/m);
