@@ -15,33 +15,9 @@ export async function sendWithBackpressure(stream: Stream, chunk: Uint8Array, si
  * Reads a whole request of exactly n bytes up to the remote's end of writing; null when the peer sent more or
  * fewer (more is refused before it is stored). Rejects with `timeoutMessage` when the signal aborts first.
  */
-export function readExactly(stream: Stream, n: number, signal: AbortSignal, timeoutMessage: string): Promise<Uint8Array | null> {
-  return new Promise((resolve, rejectPromise) => {
-    const received = new Uint8Array(n);
-    let length = 0;
-    const finish = (value: Uint8Array | null, err?: Error) => {
-      stream.removeEventListener('message', onMessage);
-      stream.removeEventListener('end', onEnd);
-      stream.removeEventListener('close', onEnd);
-      signal.removeEventListener('abort', onAbort);
-      if (err) rejectPromise(err);
-      else resolve(value);
-    };
-    const onMessage = (evt: StreamMessageEvent) => {
-      for (const chunk of chunksOf(evt.data)) {
-        if (length + chunk.length > n) return finish(null);
-        received.set(chunk, length);
-        length += chunk.length;
-      }
-    };
-    const onEnd = () => finish(length === n ? received : null);
-    const onAbort = () => finish(null, new Error(timeoutMessage));
-    stream.addEventListener('message', onMessage);
-    stream.addEventListener('end', onEnd);
-    stream.addEventListener('close', onEnd);
-    signal.addEventListener('abort', onAbort);
-    if (stream.readableEnded) onEnd();
-  });
+export async function readExactly(stream: Stream, n: number, signal: AbortSignal, timeoutMessage: string): Promise<Uint8Array | null> {
+  const whole = await readAll(stream, n, signal, timeoutMessage);
+  return whole !== null && whole.length === n ? whole : null;
 }
 
 export interface TransferPace {
