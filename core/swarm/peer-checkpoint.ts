@@ -35,6 +35,12 @@ export interface PeerCheckpoint {
   savedAtMs: number;
   counters: CheckpointCounters;
   adapter: Adapter;
+  /**
+   * The round anchor: the adapter this peer's current local round started from (after its last merge), the public
+   * point that an outer optimiser steps from and that differential privacy measures an update against. Checkpoints of
+   * earlier builds have none; the peer then starts its next round from the restored adapter.
+   */
+  anchor?: Adapter;
   optimizer: AdamWState;
   lossHistory: LossPoint[];
   heldOutHistory: HeldOutPoint[];
@@ -53,7 +59,7 @@ interface TensorEntry {
   length: number;
 }
 
-interface Header extends Omit<PeerCheckpoint, 'adapter' | 'optimizer'> {
+interface Header extends Omit<PeerCheckpoint, 'adapter' | 'anchor' | 'optimizer'> {
   formatVersion: number;
   adapter: { baseModelId: string; config: Adapter['config']; modules: Array<{ name: string; inDim: number; outDim: number }> };
   optimizerStep: number;
@@ -73,11 +79,21 @@ export function encodeCheckpoint(c: PeerCheckpoint): Uint8Array {
     add(`adapter/${name}/a`, p.a);
     add(`adapter/${name}/b`, p.b);
   }
+  if (c.anchor) {
+    for (const name of moduleNames) {
+      const p = c.anchor.modules.get(name);
+      if (!p || p.a.length !== c.adapter.modules.get(name)!.a.length || p.b.length !== c.adapter.modules.get(name)!.b.length) {
+        throw new CheckpointFormatError(`the round anchor's module ${name} does not match the adapter's shape`);
+      }
+      add(`anchor/${name}/a`, p.a);
+      add(`anchor/${name}/b`, p.b);
+    }
+  }
   for (const name of Object.keys(c.optimizer.moments).sort()) {
     add(`adam/${name}/m`, c.optimizer.moments[name].m);
     add(`adam/${name}/v`, c.optimizer.moments[name].v);
   }
-  const { adapter, optimizer, ...rest } = c;
+  const { adapter, anchor: _anchor, optimizer, ...rest } = c;
   const header: Header = {
     ...rest,
     formatVersion: CHECKPOINT_FORMAT_VERSION,
@@ -144,6 +160,14 @@ export function decodeCheckpoint(bytes: Uint8Array): PeerCheckpoint {
   for (const m of header.adapter.modules) {
     modules.set(m.name, { a: take(`adapter/${m.name}/a`, r * m.inDim), b: take(`adapter/${m.name}/b`, m.outDim * r), inDim: m.inDim, outDim: m.outDim });
   }
+  let anchor: Adapter | undefined;
+  if (header.tensors.some((t) => t.name.startsWith('anchor/'))) {
+    const anchorModules = new Map<string, LoraPair>();
+    for (const m of header.adapter.modules) {
+      anchorModules.set(m.name, { a: take(`anchor/${m.name}/a`, r * m.inDim), b: take(`anchor/${m.name}/b`, m.outDim * r), inDim: m.inDim, outDim: m.outDim });
+    }
+    anchor = { baseModelId: header.adapter.baseModelId, config: header.adapter.config, modules: anchorModules };
+  }
   const moments: AdamWState['moments'] = {};
   for (const t of header.tensors) {
     const match = /^adam\/(.+)\/m$/.exec(t.name);
@@ -153,6 +177,7 @@ export function decodeCheckpoint(bytes: Uint8Array): PeerCheckpoint {
   return {
     ...rest,
     adapter: { baseModelId: adapter.baseModelId, config: adapter.config, modules },
+    ...(anchor ? { anchor } : {}),
     optimizer: { step: optimizerStep, moments },
   };
 }
@@ -200,7 +225,7 @@ export function validateCheckpoint(c: PeerCheckpoint, expected: { wireRunId: str
     const got = c.adapter.modules.get(name);
     if (!got || got.inDim !== pair.inDim || got.outDim !== pair.outDim) return { ok: false, reason: `adapter module ${name} is missing or has another shape` };
   }
-  const problem = storedAdapterProblem(c.adapter) ?? momentsProblem(c.optimizer);
+  const problem = storedAdapterProblem(c.adapter) ?? (c.anchor ? storedAdapterProblem(c.anchor) : null) ?? momentsProblem(c.optimizer);
   if (problem) return { ok: false, reason: problem };
   return { ok: true, checkpoint: c };
 }

@@ -131,6 +131,25 @@ describe('checkpoint format', () => {
     bad[0] = 0;
     expect(() => decodeCheckpoint(bad)).toThrow(/bad magic/);
   });
+
+  it('carries the round anchor beside the adapter, and refuses an anchor of another shape', () => {
+    const pair = (a: number[], b: number[]) => ({ a: Float32Array.from(a), b: Float32Array.from(b), inDim: 2, outDim: 2 });
+    const adapter: Adapter = { baseModelId: 'm', config: { r: 1, alpha: 2, targetModules: ['attn.c_attn'] }, modules: new Map([['m0', pair([1, 2], [3, 4])]]) };
+    const anchor: Adapter = { ...adapter, modules: new Map([['m0', pair([0.5, -1], [0, 0.25])]]) };
+    const c: PeerCheckpoint = {
+      wireRunId: 'r', peerKey: 'k', slot: 0, savedAtMs: 1,
+      counters: { step: 5, samplesSeen: 10, tokensSeen: 100, merges: 1, publishedVersion: 1, donatedMs: 1, adaptersAccepted: 1 },
+      adapter, anchor, optimizer: { step: 5, moments: {} }, lossHistory: [], heldOutHistory: [], baseHeldOut: null, mergeHistory: [], adoptedFrom: null,
+    };
+    const back = decodeCheckpoint(encodeCheckpoint(c));
+    expect(Array.from(back.anchor!.modules.get('m0')!.a)).toEqual([0.5, -1]);
+    expect(Array.from(back.anchor!.modules.get('m0')!.b)).toEqual([0, 0.25]);
+    expect(Array.from(back.adapter.modules.get('m0')!.a)).toEqual([1, 2]);
+    const { anchor: _none, ...withoutAnchor } = c;
+    expect(decodeCheckpoint(encodeCheckpoint(withoutAnchor)).anchor).toBeUndefined();
+    const wrong: Adapter = { ...adapter, modules: new Map([['m0', { ...pair([1], [2]), inDim: 1, outDim: 1 }]]) };
+    expect(() => encodeCheckpoint({ ...c, anchor: wrong })).toThrow(CheckpointFormatError);
+  });
 });
 
 describe('peer engine (tfjs WASM in Node, real Brown data)', () => {

@@ -125,6 +125,12 @@ export class PeerEngine {
   private hidden = false;
   private stopped = false;
   private resumeWaiters: Array<() => void> = [];
+  /**
+   * The round anchor: the adapter this local round started from (set at every H boundary after publish and merge,
+   * on a fresh start, on adoption and on restore). The public point an outer optimiser steps from and differential
+   * privacy measures an update against; saved in the checkpoint.
+   */
+  private anchor?: Adapter;
   private bootstrapDone = false;
   private bootstrapOffers: Array<{ adapter: Adapter; peerId: string; step: number }> = [];
   private running?: Promise<void>;
@@ -288,6 +294,7 @@ export class PeerEngine {
       this.bootstrapDone = true;
     } else {
       this.bootstrapDone = !options.mergeEnabled || options.bootstrapWaitMs <= 0;
+      await this.startRound();
       const base = await this.evaluateHeldOut();
       this.status.baseHeldOut = base;
       this.status.heldOut = base;
@@ -389,6 +396,7 @@ export class PeerEngine {
 
   private restore(c: PeerCheckpoint): void {
     this.model!.setAdapter(c.adapter);
+    this.anchor = c.anchor ?? c.adapter;
     this.trainer!.optimizer.importState(c.optimizer);
     Object.assign(this.status, {
       step: c.counters.step,
@@ -462,6 +470,7 @@ export class PeerEngine {
         adaptersAccepted: this.status.adaptersAccepted,
       },
       adapter: await this.model!.getAdapter(),
+      ...(this.anchor ? { anchor: this.anchor } : {}),
       optimizer: await this.trainer!.optimizer.exportState(),
       lossHistory: this.lossHistory,
       heldOutHistory: this.heldOutHistory,
@@ -469,7 +478,7 @@ export class PeerEngine {
       mergeHistory: this.mergeHistory,
       adoptedFrom: this.status.adoptedFrom,
     };
-    const poisoned = storedAdapterProblem(c.adapter) ?? momentsProblem(c.optimizer);
+    const poisoned = storedAdapterProblem(c.adapter) ?? (c.anchor ? storedAdapterProblem(c.anchor) : null) ?? momentsProblem(c.optimizer);
     if (poisoned) {
       // Never overwrite a good checkpoint with values that cannot be trusted.
       this.markUnhealthy(`checkpoint skipped: ${poisoned}`);
@@ -480,6 +489,11 @@ export class PeerEngine {
     await this.host.store.put(this.nextSlot === 0 ? first : second, bytes);
     this.nextSlot = 1 - this.nextSlot;
     this.status.checkpoint = { step: c.counters.step, atMs: c.savedAtMs, bytes: bytes.length };
+  }
+
+  /** The adapter the model holds now becomes the anchor of the next local round. */
+  private async startRound(): Promise<void> {
+    this.anchor = await this.model!.getAdapter();
   }
 
   private markUnhealthy(reason: string): void {
@@ -566,6 +580,7 @@ export class PeerEngine {
     if (!saved) {
       this.buildModel();
       this.status.step = 0;
+      await this.startRound();
     }
     this.postStatus();
   }
@@ -584,6 +599,7 @@ export class PeerEngine {
     let newMerge: MergeRecord | undefined;
     if (actions.publish) await this.publish();
     if (actions.merge) newMerge = await this.merge();
+    if (actions.publish) await this.startRound();
     if (actions.evaluate) {
       newHeldOut = await this.evaluateHeldOut();
       this.status.heldOut = newHeldOut;
@@ -749,10 +765,12 @@ export class PeerEngine {
     }
     if (!best.offer) {
       this.model!.setAdapter(fresh);
+      await this.startRound();
       this.host.post({ type: 'notice', level: 'info', message: `none of the ${this.bootstrapOffers.length} adapter(s) offered fits this peer's data better than starting fresh` });
       return;
     }
     this.model!.setAdapter(best.offer.adapter);
+    await this.startRound();
     this.status.adoptedFrom = { peerId: best.offer.peerId, step: best.offer.step };
     this.host.post({ type: 'notice', level: 'info', message: `starting from the adapter of peer ${best.offer.peerId.slice(-6)} (its step ${best.offer.step}), the best fit of ${this.bootstrapOffers.length} offered` });
     const adopted = await this.evaluateHeldOut();
@@ -783,7 +801,7 @@ export class PeerEngine {
     const previous = this.host.backendName();
     const now = await this.host.switchBackend('wasm');
     this.buildModel();
-    await this.restoreLatestCheckpoint();
+    if (!(await this.restoreLatestCheckpoint())) await this.startRound();
     this.host.post({
       type: 'notice',
       level: 'warning',
