@@ -75,7 +75,7 @@ export async function main(argv: string[]): Promise<number> {
   });
   const sizes = corpus.trainSizes();
   const sources = await Promise.all(
-    INFORMATIVE_GENRES.map(async (g) => ({ name: g, tokens: await corpus.bytes(g, 'train'), weight: sizes[g] })),
+    INFORMATIVE_GENRES.map(async (g) => ({ name: g, tokens: await corpus.bytes(g, 'train+validation'), weight: sizes[g] })),
   );
   const sampler = new MixtureSampler(sources, createRng(deriveSeed(seed, 'pretrain-batches')));
   const heldOut = async (genres: string[]) => {

@@ -1,4 +1,5 @@
 /** Random language-modelling batches from a mixture of token streams. */
+import { createRng, deriveSeed } from '../util/random.ts';
 
 export interface Batch {
   /** [batch * seqLen] token ids. */
@@ -55,6 +56,20 @@ export class MixtureSampler {
     }
     return { inputs, targets, batchSize, seqLen };
   }
+}
+
+/**
+ * The seed of batch `step` of partition slot `slot` in a run: the one place that says which batch a peer trains on
+ * at which step. The swarm's peers, the lockstep baselines and a peer resumed from its checkpoint (the step counter
+ * is the data position) all draw the same batch for the same (run seed, slot, step).
+ */
+export function batchSeed(runSeed: number, slot: number, step: number): number {
+  return deriveSeed(runSeed, `batch/${slot}/${step}`);
+}
+
+/** Batch `step` of partition slot `slot`: a fresh sampler over the slot's sources, seeded by batchSeed. */
+export function slotBatch(sources: MixtureSource[], runSeed: number, slot: number, step: number, batchSize: number, seqLen: number): Batch {
+  return new MixtureSampler(sources, createRng(batchSeed(runSeed, slot, step))).sample(batchSize, seqLen);
 }
 
 /** Non-overlapping windows covering a held-out stream (at most maxBatches), for deterministic evaluation. */

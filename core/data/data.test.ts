@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { BROWN_GENRES, brownToPlainText, FICTION_GENRES, splitTrainHeldOut } from './brown.ts';
 import { assignMixture, PartitionError } from './partition.ts';
-import { DatasetError, evaluationBatches, MixtureSampler } from './batches.ts';
+import { batchSeed, DatasetError, evaluationBatches, MixtureSampler, slotBatch } from './batches.ts';
+import { carveValidation, VALIDATION_BLOCK } from './corpus.ts';
 import { createRng } from '../util/random.ts';
 
 describe('Brown corpus preparation', () => {
@@ -71,5 +72,35 @@ describe('batches', () => {
     const starts = batches.flatMap((b) => [b.inputs[0], b.inputs[10]]);
     expect(new Set(starts).size).toBe(6);
     expect(() => evaluationBatches(tokens.slice(0, 5), 2, 10, 1)).toThrow(DatasetError);
+  });
+});
+
+describe('validation split', () => {
+  it('takes every 20th block of the training text, which the training part no longer holds', () => {
+    // 45 full blocks and a 100-byte tail; byte value = block index, so each block is recognisable.
+    const bytes = Uint8Array.from({ length: 45 * VALIDATION_BLOCK + 100 }, (_, i) => Math.floor(i / VALIDATION_BLOCK));
+    const { train, validation } = carveValidation(bytes);
+    expect(validation.length).toBe(2 * VALIDATION_BLOCK);
+    expect([...new Set(validation)]).toEqual([19, 39]);
+    expect(train.length).toBe(bytes.length - 2 * VALIDATION_BLOCK);
+    expect(train.includes(19) || train.includes(39)).toBe(false);
+    expect(train[train.length - 1]).toBe(45);
+  });
+  it('a text shorter than 20 blocks has no validation part', () => {
+    const { train, validation } = carveValidation(new Uint8Array(5000).fill(7));
+    expect(validation.length).toBe(0);
+    expect(train.length).toBe(5000);
+  });
+});
+
+describe('slot batches', () => {
+  it('batch s of slot i depends on (seed, slot, step) only', () => {
+    const tokens = Uint8Array.from({ length: 5000 }, (_, i) => i % 251);
+    const sources = [{ name: 'x', tokens, weight: 1 }];
+    const a = slotBatch(sources, 1, 3, 7, 2, 8);
+    expect(slotBatch(sources, 1, 3, 7, 2, 8)).toEqual(a);
+    expect(slotBatch(sources, 1, 4, 7, 2, 8).inputs).not.toEqual(a.inputs);
+    expect(slotBatch(sources, 1, 3, 8, 2, 8).inputs).not.toEqual(a.inputs);
+    expect(batchSeed(1, 3, 7)).not.toBe(batchSeed(1, 7, 3));
   });
 });

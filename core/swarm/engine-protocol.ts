@@ -37,6 +37,8 @@ export interface EngineOptions {
   dropAfterMs: number;
   /** Batches of each genre's held-out text per evaluation. */
   evalBatches: number;
+  /** What the peer evaluates on: the reported held-out split (default) or the validation split (tuning runs). */
+  evalSplit?: 'heldout' | 'validation';
 }
 
 export type MainToWorker =

@@ -13,15 +13,14 @@
  * run many engines deterministically, one event at a time.
  */
 import * as tf from '@tensorflow/tfjs';
-import { Gpt2Model, generate } from '../model/gpt2.ts';
+import { generate, type Gpt2Model } from '../model/gpt2.ts';
 import type { BaseWeights, Gpt2Config } from '../model/config.ts';
 import { schemaHash as adapterSchemaHash, type Adapter } from '../model/adapter.ts';
-import { Trainer } from '../train/trainer.ts';
+import type { Trainer } from '../train/trainer.ts';
 import { evaluate } from '../train/evaluate.ts';
-import { PreparedCorpus } from '../data/corpus.ts';
-import { assignMixture } from '../data/partition.ts';
-import { evaluationBatches, MixtureSampler, type Batch, type MixtureSource } from '../data/batches.ts';
-import { createRng, deriveSeed } from '../util/random.ts';
+import { mixtureSources, PreparedCorpus, slotSources } from '../data/corpus.ts';
+import { slotBatch, type Batch, type MixtureSource } from '../data/batches.ts';
+import { deriveSeed } from '../util/random.ts';
 import { ByteTokenizer } from '../io/tokenizer.ts';
 import { utf8Decode, utf8Encode } from '../io/text.ts';
 import { exportPeft } from '../io/peft.ts';
@@ -35,7 +34,7 @@ import { actionsAfterStep, checkCadence, restAfterStep, type CadenceConfig } fro
 import { defaultRunManifest, runTrainingSettings, wireRunId, type RunTrainingSettings } from './run.ts';
 import { checkpointSlotKeys, decodeCheckpoint, encodeCheckpoint, StorageFullError, validateCheckpoint, type KeyValueStore, type PeerCheckpoint } from './peer-checkpoint.ts';
 import { MergeGuard, momentsProblem, storedAdapterProblem, type GuardEvent } from './guard.ts';
-import { ADAMW_DEFAULTS } from '../train/adamw.ts';
+import { evaluatePeer, evaluationSets, peerModel, peerTrainer } from './peer-model.ts';
 import type {
   DataSourceInfo,
   EngineOptions,
@@ -80,7 +79,6 @@ export class RunMismatchError extends Error {
 /** Share of the batches drawn from a volunteer's own files, once they added any. */
 const LOCAL_SHARE = 0.5;
 const MAX_HISTORY = 2000;
-const EVAL_BATCH = 4;
 /** A late joiner decides once this many distinct neighbours offered an adapter (or its wait is over). */
 export const BOOTSTRAP_QUORUM = 3;
 /** How often a waiting late joiner looks at the offers it has (ms). */
@@ -324,34 +322,20 @@ export class PeerEngine {
   private buildModel(): void {
     this.trainer?.dispose();
     this.model?.dispose();
-    this.model = new Gpt2Model(this.base.config, this.base.weights, { baseModelId: this.manifest.baseModel.id });
-    // The same seed on every peer: all start from the same A, which keeps fedavg's cross terms small.
-    this.model.attachLora(this.manifest.lora, this.settings.seed);
-    this.trainer = new Trainer(this.model, {
-      schedule: this.settings.schedule,
-      optimizer: { ...ADAMW_DEFAULTS, weightDecay: this.settings.weightDecay },
-      clipNorm: this.settings.clipNorm,
-      accumulation: 1,
-    });
+    this.model = peerModel(this.base, this.manifest, this.settings);
+    this.trainer = peerTrainer(this.model, this.settings);
     this.schema = this.model.adapterSchemaHash();
     this.status.backend = this.host.backendName();
   }
 
   private async prepareData(): Promise<void> {
     const corpus = await PreparedCorpus.open(this.host.readCorpus);
-    const sizes = corpus.trainSizes();
-    this.mixture = this.options.genre
-      ? { [this.options.genre]: 1 }
-      : assignMixture(this.settings.partition, this.options.slot, this.settings.seed, sizes);
-    this.corpusSources = [];
-    for (const [genre, weight] of Object.entries(this.mixture)) {
-      if (weight <= 0) continue;
-      this.corpusSources.push({ name: genre, tokens: await corpus.bytes(genre, 'train'), weight });
-    }
+    if (this.options.genre) {
+      this.mixture = { [this.options.genre]: 1 };
+      this.corpusSources = await mixtureSources(corpus, this.mixture);
+    } else ({ mixture: this.mixture, sources: this.corpusSources } = await slotSources(corpus, this.settings.partition, this.options.slot, this.settings.seed));
     const evalGenres = new Set([...this.settings.partition.genres, ...Object.keys(this.mixture)]);
-    for (const genre of evalGenres) {
-      this.heldOut.set(genre, evaluationBatches(await corpus.bytes(genre, 'heldout'), EVAL_BATCH, this.settings.seqLen, this.options.evalBatches));
-    }
+    this.heldOut = await evaluationSets(corpus, evalGenres, this.settings.seqLen, this.options.evalBatches, this.options.evalSplit ?? 'heldout');
     const stored = await this.host.store.get(this.localTextKey);
     if (stored) {
       const list = JSON.parse(utf8Decode(stored)) as Array<{ name: string; text: string }>;
@@ -506,19 +490,11 @@ export class PeerEngine {
   }
 
   private batchFor(step: number): Batch {
-    // Seeded by (run seed, slot, step): the step counter is the data position a checkpoint needs.
-    const rng = createRng(deriveSeed(this.settings.seed, `batch/${this.options.slot}/${step}`));
-    return new MixtureSampler(this.sources, rng).sample(this.settings.batchSize, this.settings.seqLen);
+    return slotBatch(this.sources, this.settings.seed, this.options.slot, step, this.settings.batchSize, this.settings.seqLen);
   }
 
   private async evaluateHeldOut(): Promise<HeldOutPoint> {
-    const byGenre: Record<string, number> = {};
-    for (const [genre, batches] of this.heldOut) byGenre[genre] = (await evaluate(this.model!, batches)).loss;
-    const runGenres = this.settings.partition.genres;
-    const allGenres = runGenres.reduce((s, g) => s + byGenre[g], 0) / runGenres.length;
-    const weightSum = Object.values(this.mixture).reduce((a, b) => a + b, 0);
-    const own = Object.entries(this.mixture).reduce((s, [g, w]) => s + (w / weightSum) * byGenre[g], 0);
-    return { step: this.status.step, own, allGenres, byGenre, atMs: this.now() };
+    return evaluatePeer(this.model!, this.heldOut, this.settings.partition.genres, this.mixture, this.status.step, this.now());
   }
 
   private async loop(): Promise<void> {
