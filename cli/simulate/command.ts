@@ -13,6 +13,7 @@ import { comparisonCurves, comparisonHtml, comparisonMarkdown, runReportHtml, ty
 import { runSimulation, type SimulationResult } from './run.ts';
 import { BrowserFleet } from './tabs.ts';
 import { runNodeSimulation } from './node/run.ts';
+import { runLockstep } from './node/lockstep.ts';
 import { initNodeBackend } from '../tf-node.ts';
 import { armStatistics, seedsMarkdown } from './seeds.ts';
 import type { SimulationSettings } from './options.ts';
@@ -113,10 +114,11 @@ async function simulateOnNode(cmd: SimulateCommand, log: (line: string) => void,
   const sha = modelSha256(cmd.base.modelUrl);
   const results: SimulationResult[] = [];
   // One thread runs its shard here, on this process's tfjs backend; more threads each load their own.
-  if (runs.some((r) => r.node.threads === 1)) await initNodeBackend('wasm');
+  if (runs.some((r) => r.node.threads === 1 || r.lockstep)) await initNodeBackend('wasm');
   log(`simulate (node engine): ${runs.length} run(s): ${runs.map((r) => r.label).join(', ')}`);
   for (const settings of runs) {
-    const result = await runNodeSimulation(settings, { log, modelSha256: sha, root: process.cwd(), progressEveryS: cmd.progressEveryS });
+    const env = { log, modelSha256: sha, root: process.cwd(), progressEveryS: cmd.progressEveryS };
+    const result = settings.lockstep ? await runLockstep(settings, env) : await runNodeSimulation(settings, env);
     results.push(result);
     const { summaries } = writeOutputs(cmd, results, commandLine);
     writeSeedStatistics(cmd, results, summaries);
@@ -141,11 +143,15 @@ export async function simulate(cmd: SimulateCommand, hooks: SimulateHooks = {}):
   const results: SimulationResult[] = [];
   try {
     const appUrl = cmd.appUrl ?? (app = await startAppServer(await freePort(), ['--config', SIMULATION_VITE_CONFIG])).url;
-    fleet = await BrowserFleet.launch(Math.max(...runs.map((r) => Math.min(r.browsers, r.centralised ? 1 : r.tabs))));
+    fleet = await BrowserFleet.launch(Math.max(1, ...runs.filter((r) => !r.lockstep).map((r) => Math.min(r.browsers, r.centralised ? 1 : r.tabs))));
+    // The lockstep baselines are one process with the same model code: they run here, on tfjs' WASM backend in Node.
+    if (runs.some((r) => r.lockstep)) await initNodeBackend('wasm');
     log(`simulate: ${runs.length} run(s): ${runs.map((r) => r.label).join(', ')}; app ${appUrl}; ${fleet.browsers.length} browser process(es)`);
     for (const settings of runs) {
       if (settings.merge && !relay.running) await relay.start();
-      const result = await runSimulation(settings, { appUrl, fleet, relay, modelSha256: sha, log, progressEveryS: cmd.progressEveryS });
+      const result = settings.lockstep
+        ? await runLockstep(settings, { log, modelSha256: sha, root: process.cwd(), progressEveryS: cmd.progressEveryS })
+        : await runSimulation(settings, { appUrl, fleet, relay, modelSha256: sha, log, progressEveryS: cmd.progressEveryS });
       results.push(result);
       const { summaries } = writeOutputs(cmd, results, commandLine);
       writeSeedStatistics(cmd, results, summaries);

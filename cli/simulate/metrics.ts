@@ -66,7 +66,7 @@ export interface RunSummary {
   evaluated: boolean;
   strategy: string;
   params: string;
-  baseline: 'none' | 'local' | 'central';
+  baseline: 'none' | 'local' | 'central' | 'sync-avg' | 'sync-dp';
   partition: string;
   tabs: number;
   byzantineSlots: number[];

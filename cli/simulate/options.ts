@@ -50,7 +50,9 @@ export interface NetworkFault {
   drop: number;
 }
 
-export const BASELINES = ['local', 'central'] as const;
+export const BASELINES = ['local', 'central', 'sync-avg', 'sync-dp'] as const;
+/** The baselines that run as one lockstep process (cli/simulate/node/lockstep.ts) rather than as peers. */
+export type LockstepArm = 'sync-avg' | 'sync-dp';
 export type Baseline = (typeof BASELINES)[number];
 
 /** The node engine's simulated network and machines (ignored by the browser engine). */
@@ -107,6 +109,10 @@ export interface SimulationSettings {
   merge: boolean;
   /** Centralised baseline: one tab on the union of the data, tabs × steps steps. */
   centralised: boolean;
+  /** A synchronous baseline run in lockstep in one process: sync-avg or sync-dp; null for peers. */
+  lockstep: LockstepArm | null;
+  /** What peers evaluate on: the reported held-out split, or validation (tuning runs). */
+  evalSplit: 'heldout' | 'validation';
 }
 
 export interface SimulateCommand {
@@ -187,8 +193,13 @@ Faults (times: 90 = 90 s, 2m, or step20 = when the live tabs' mean step reaches 
                                          payloads with every adapter); summaries count honest tabs only
 
 Baselines and sweeps
-  --baselines <list>        also run local,central (comma list; default none): local-only = same tabs with merging
-                            off; centralised = one tab on the union of the data (iid) for tabs × steps steps
+  --baselines <list>        also run local,central,sync-avg,sync-dp (comma list; default none): local-only = same
+                            tabs with merging off; centralised = one tab on the union of the data (iid) for
+                            tabs × steps steps; sync-avg = every peer's adapter averaged with the run's strategy
+                            every H steps (full mesh, no staleness); sync-dp = every peer's gradient averaged every
+                            step. The two sync baselines run in one Node process in lockstep on the same batches
+                            as the peers (also for --engine browser)
+  --eval-split <s>          heldout (default) | validation: what every evaluation reads (tune on validation)
   --sweep <key=v1,v2,...>   run each value in turn and write one comparison report; keys: ${SWEEP_KEYS.join(', ')}
 
 Output
@@ -206,6 +217,11 @@ function parseNumber(name: string, raw: string, check: (v: number) => boolean, w
 
 const positiveInt = (name: string, raw: string) => parseNumber(name, raw, (v) => Number.isInteger(v) && v >= 1, 'a positive integer');
 const nonNegativeInt = (name: string, raw: string) => parseNumber(name, raw, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer');
+
+function parseEvalSplit(raw: string): 'heldout' | 'validation' {
+  if (raw === 'heldout' || raw === 'validation') return raw;
+  throw new SimulateArgumentError(`--eval-split must be heldout or validation, got '${raw}'`);
+}
 
 function parseSchedule(raw: string): 'cosine' | 'constant' {
   if (raw === 'cosine' || raw === 'constant') return raw;
@@ -349,6 +365,7 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
         drop: { type: 'string' },
         byzantine: { type: 'string' },
         baselines: { type: 'string', default: '' },
+        'eval-split': { type: 'string', default: 'heldout' },
         sweep: { type: 'string' },
         out: { type: 'string' },
         url: { type: 'string' },
@@ -434,6 +451,7 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
   if (engine === 'node' && (v['relay-kill'].length > 0 || browsers > 1)) {
     throw new SimulateArgumentError('--relay-kill and --browsers need real tabs (--engine browser); the node engine has no relay or browsers');
   }
+  if (engine === 'browser' && v['eval-split'] !== 'heldout') throw new SimulateArgumentError('--eval-split validation needs --engine node (tabs evaluate on held-out)');
   const steps = nonNegativeInt('--steps', v.steps);
   if (engine === 'node' && steps === 0) throw new SimulateArgumentError('--engine node needs --steps > 0 (its clock is virtual)');
   const minutes = parseNumber('--minutes', v.minutes, (x) => x > 0, 'a positive number of minutes');
@@ -469,6 +487,8 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     byzantine: v.byzantine === undefined ? null : parseByzantine(v.byzantine, tabs, engine),
     merge: true,
     centralised: false,
+    lockstep: null,
+    evalSplit: parseEvalSplit(v['eval-split']),
   };
   // Check every strategy this command will run now, not after an hour of sweeping.
   const strategies = sweep?.key === 'strategy' ? sweep.values : [base.strategy];
@@ -526,6 +546,7 @@ export function plannedRuns(cmd: SimulateCommand): SimulationSettings[] {
   if (cmd.baselines.includes('central')) {
     runs.push({ ...cmd.base, ...clean, label: 'centralised', merge: false, centralised: true, browsers: 1 });
   }
+  for (const arm of ['sync-avg', 'sync-dp'] as const) if (cmd.baselines.includes(arm)) runs.push({ ...cmd.base, ...clean, label: arm, merge: false, lockstep: arm });
   if (cmd.sweep) for (const value of cmd.sweep.values) runs.push(applySweepValue(cmd.base, cmd.sweep.key, value, cmd.scopedParams));
   else runs.push(cmd.base);
   return runs;

@@ -3,6 +3,7 @@
 import type { BrowserContext } from '@playwright/test';
 import { defaultRunManifest, encodeRunLink, wireRunId } from '../../core/swarm/run.ts';
 import { RunLog, type RunLogData } from '../../core/swarm/run-log.ts';
+import { assignMixture, type PartitionConfig } from '../../core/data/partition.ts';
 import { telemetryReport } from '../../core/swarm/telemetry.ts';
 import type { RunManifest } from '../../core/wire/run-manifest.ts';
 import type { PeerProbe } from '../../app/lib/probe.ts';
@@ -87,7 +88,10 @@ export function simulationMeta(s: SimulationSettings, peers: number, byzantineSl
     'sim.engine': s.engine,
     'sim.strategy': s.merge ? s.strategy : 'none',
     'sim.params': JSON.stringify(s.params),
-    'sim.baseline': s.centralised ? 'central' : s.merge ? 'none' : 'local',
+    'sim.baseline': s.lockstep ?? (s.centralised ? 'central' : s.merge ? 'none' : 'local'),
+    'sim.evalSplit': s.evalSplit,
+    // The centralised learner has no genre of its own: its own-genre loss is read against the peers' mixtures.
+    ...(s.centralised && s.partition.kind !== 'iid' ? { 'sim.peerMixtures': JSON.stringify(peerMixtures(s)) } : {}),
     'sim.partition': s.centralised ? 'iid (union)' : partitionLabel(s.partition),
     'sim.tabs': peers,
     'sim.trainingTabs': peers,
@@ -100,6 +104,13 @@ export function simulationMeta(s: SimulationSettings, peers: number, byzantineSl
     'sim.byzantineSlots': byzantineSlots.join(','),
     'sim.byzantine': s.byzantine ? `${s.byzantine.mode} x${s.byzantine.scale}` : '',
   };
+}
+
+/** The genre mixture of every peer of the run's partition (iid needs the corpus sizes and is not listed). */
+export function peerMixtures(s: SimulationSettings): Array<Record<string, number>> {
+  const config: PartitionConfig = s.partition.kind === 'dirichlet' ? { kind: 'dirichlet', genres: s.genres, alpha: s.partition.alpha } : { kind: s.partition.kind, genres: s.genres };
+  const sizes = Object.fromEntries(s.genres.map((g) => [g, 1]));
+  return Array.from({ length: s.tabs }, (_, slot) => assignMixture(config, slot, s.seed, sizes));
 }
 
 /** The slots a fault touches: the highest ones (slot 0 is never the first to go). */

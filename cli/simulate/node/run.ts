@@ -123,6 +123,7 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
       halfLifeMs: 60_000,
       dropAfterMs: 300_000,
       evalBatches: s.evalBatches,
+      evalSplit: s.evalSplit,
     },
     runTag,
     maxDeliveriesPerSecond: MAX_DELIVERIES_PER_SECOND,
