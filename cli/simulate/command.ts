@@ -15,7 +15,7 @@ import { BrowserFleet } from './tabs.ts';
 import { runNodeSimulation } from './node/run.ts';
 import { runLockstep } from './node/lockstep.ts';
 import { initNodeBackend } from '../tf-node.ts';
-import { armStatistics, seedsMarkdown } from './seeds.ts';
+import { armStatistics, armSummaries, armSummaryMarkdown, seedsMarkdown } from './seeds.ts';
 import type { SimulationSettings } from './options.ts';
 
 /** Vite without hot reload: a reload would restart every simulated peer. */
@@ -101,11 +101,16 @@ function armOf(label: string): { arm: string; seed: number | null } {
   return m ? { arm: m[1], seed: Number(m[2]) } : { arm: label, seed: null };
 }
 
-function writeSeedStatistics(cmd: SimulateCommand, results: SimulationResult[], summaries: RunSummary[]): string | null {
+function writeSeedStatistics(cmd: SimulateCommand, results: SimulationResult[], summaries: RunSummary[], target: number | null): string | null {
   if (cmd.seeds.length <= 1) return null;
   const rows = results.map((r, i) => ({ ...armOf(r.settings.label), summary: summaries[i] })).map((r) => ({ arm: r.arm, seed: r.seed ?? 0, summary: r.summary }));
-  const table = seedsMarkdown(armStatistics(rows));
-  if (cmd.outDir) writeFileSync(join(cmd.outDir, 'seeds.md'), table);
+  const arms = armSummaries(rows);
+  const table = `${seedsMarkdown(armStatistics(rows))}\n## Per arm\n\n${armSummaryMarkdown(arms, target)}`;
+  if (cmd.outDir) {
+    writeFileSync(join(cmd.outDir, 'seeds.md'), table);
+    const file = join(cmd.outDir, 'summary.json');
+    writeFileSync(file, `${JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), arms }, null, 2)}\n`);
+  }
   return table;
 }
 
@@ -120,13 +125,13 @@ async function simulateOnNode(cmd: SimulateCommand, log: (line: string) => void,
     const env = { log, modelSha256: sha, root: process.cwd(), progressEveryS: cmd.progressEveryS };
     const result = settings.lockstep ? await runLockstep(settings, env) : await runNodeSimulation(settings, env);
     results.push(result);
-    const { summaries } = writeOutputs(cmd, results, commandLine);
-    writeSeedStatistics(cmd, results, summaries);
+    const { summaries, target } = writeOutputs(cmd, results, commandLine);
+    writeSeedStatistics(cmd, results, summaries, target);
     const s = result.summary;
     log(`[${settings.label}] held-out (all genres): base ${s.baseLoss?.toFixed(4) ?? '–'} → final ${s.finalLoss?.toFixed(4) ?? '–'}; bytes/peer ${Math.round(s.bytesPerPeer)}; merges ${s.merges}`);
   }
   const { summaries, target } = writeOutputs(cmd, results, commandLine);
-  const table = writeSeedStatistics(cmd, results, summaries);
+  const table = writeSeedStatistics(cmd, results, summaries, target);
   if (table) log(`\n${table}`);
   return { results, summaries, target, outDir: cmd.outDir };
 }
@@ -153,8 +158,8 @@ export async function simulate(cmd: SimulateCommand, hooks: SimulateHooks = {}):
         ? await runLockstep(settings, { log, modelSha256: sha, root: process.cwd(), progressEveryS: cmd.progressEveryS })
         : await runSimulation(settings, { appUrl, fleet, relay, modelSha256: sha, log, progressEveryS: cmd.progressEveryS });
       results.push(result);
-      const { summaries } = writeOutputs(cmd, results, commandLine);
-      writeSeedStatistics(cmd, results, summaries);
+      const { summaries, target } = writeOutputs(cmd, results, commandLine);
+      writeSeedStatistics(cmd, results, summaries, target);
       const s = result.summary;
       log(`[${settings.label}] held-out (all genres): base ${s.baseLoss?.toFixed(4) ?? '–'} → final ${s.finalLoss?.toFixed(4) ?? '–'}; bytes/peer ${Math.round(s.bytesPerPeer)}; merges ${s.merges}`);
       // A relay killed and not restarted by this run is started again for the next one.
@@ -166,7 +171,7 @@ export async function simulate(cmd: SimulateCommand, hooks: SimulateHooks = {}):
     await app?.stop();
   }
   const { summaries, target } = writeOutputs(cmd, results, commandLine);
-  const table = writeSeedStatistics(cmd, results, summaries);
+  const table = writeSeedStatistics(cmd, results, summaries, target);
   if (table) log(`\n${table}`);
   return { results, summaries, target, outDir: cmd.outDir };
 }

@@ -7,6 +7,7 @@
 // and settings in meta under `sim.*`. A live dashboard log has none of these: its summary falls back on what every
 // log holds (the peers' telemetry) and lists in `missing` what it could not tell.
 import type { RunLogData, RunLogRecord } from '../../core/swarm/run-log.ts';
+import { mixtureLoss } from '../../core/data/partition.ts';
 
 export const SIM_EVENTS = {
   start: 'sim-start',
@@ -77,6 +78,11 @@ export interface RunSummary {
   baseLoss: number | null;
   /** Mean over honest tabs of their last all-genre held-out loss. */
   finalLoss: number | null;
+  /**
+   * Mean over honest tabs of their last held-out loss on their own genre mixture. The centralised learner has no
+   * genre of its own: its loss is read against each peer's mixture of the partition it replaces (sim.peerMixtures).
+   */
+  finalOwnLoss: number | null;
   finalBySlot: Record<string, { step: number; allGenres: number; own: number }>;
   spread: { min: number; max: number; std: number } | null;
   curve: CurvePoint[];
@@ -228,6 +234,12 @@ export function summarizeRun(data: RunLogData, target: number | null = null): Ru
     if (!prev || h.step >= prev.step) finalBySlot[h.slot] = { step: h.step, allGenres: h.allGenres, own: h.own };
   }
   const finals = Object.values(finalBySlot).map((f) => f.allGenres);
+  const peerMixtures = typeof data.meta['sim.peerMixtures'] === 'string' ? (JSON.parse(data.meta['sim.peerMixtures']) as Array<Record<string, number>>) : null;
+  let finalOwnLoss: number | null = null;
+  if (peerMixtures && held.length > 0) {
+    const last = held.reduce((a, b) => (b.step >= a.step ? b : a));
+    finalOwnLoss = mean(peerMixtures.map((m) => mixtureLoss(last.byGenre, m)));
+  } else if (finals.length > 0) finalOwnLoss = mean(Object.values(finalBySlot).map((f) => f.own));
   const baseLosses = curve[0]?.step === 0 ? [curve[0].meanLoss] : [];
   let spread: RunSummary['spread'] = null;
   if (finals.length > 0) {
@@ -271,6 +283,7 @@ export function summarizeRun(data: RunLogData, target: number | null = null): Ru
     wallS: (end - start) / 1000,
     baseLoss: baseLosses.length > 0 ? mean(baseLosses) : null,
     finalLoss: finals.length > 0 ? mean(finals) : null,
+    finalOwnLoss,
     finalBySlot,
     spread,
     curve,

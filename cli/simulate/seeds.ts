@@ -77,3 +77,110 @@ export function seedsMarkdown(stats: ArmStats[]): string {
   }
   return `${lines.join('\n')}\n`;
 }
+
+/** Share of the local → centralised gap an arm closes: (L_local − L_arm) / (L_local − L_central); null without a gap. */
+export function gapClosed(local: number, arm: number, central: number): number | null {
+  const gap = local - central;
+  return gap > 0 ? (local - arm) / gap : null;
+}
+
+/** Mean, sample sd and the 95% t interval of the mean (NaN bounds for fewer than two values). */
+export function meanInterval(values: number[]): { mean: number; sd: number; ci95: [number, number]; n: number } {
+  if (values.length === 0) return { mean: Number.NaN, sd: Number.NaN, ci95: [Number.NaN, Number.NaN], n: 0 };
+  const m = mean(values);
+  const sd = sampleSd(values);
+  const half = values.length > 1 ? tQuantile975(values.length - 1) * (sd / Math.sqrt(values.length)) : Number.NaN;
+  return { mean: m, sd, ci95: [m - half, m + half], n: values.length };
+}
+
+type Interval = ReturnType<typeof meanInterval>;
+
+/** What the study reports per arm, over its seeds. */
+export interface ArmSummary {
+  arm: string;
+  baseline: RunSummary['baseline'];
+  seeds: number[];
+  /** Final held-out loss on all genres, and on each peer's own genre mixture. */
+  allGenres: Interval;
+  ownGenre: Interval;
+  /** (L_local − L_arm)/(L_local − L_central) of the arms' mean losses, and per seed (paired). */
+  gapClosedOfMeans: number | null;
+  gapClosedPaired: Interval & { bySeed: Record<number, number> };
+  /** Paired per-seed difference of the all-genre loss against the reference arm (arm − reference). */
+  vsReference: (Interval & { arm: string }) | null;
+  /** Seeds that reached the target, and the mean samples and virtual seconds they took. */
+  reachedTarget: number;
+  samplesToTarget: number | null;
+  timeToTargetS: number | null;
+  bytesPerPeer: number;
+  /** Bytes per peer divided by the merges (synchronisations) each peer made. */
+  bytesPerPeerPerMerge: number | null;
+}
+
+/**
+ * Per-arm summary of a seeded comparison. The local and centralised arms are found by their baseline kind; the
+ * paired gap uses the seeds all three share. `reference` names the arm the paired loss differences are taken
+ * against (default: the swarm arm run with the default strategy, else the first arm).
+ */
+export function armSummaries(rows: SeededSummary[], reference?: string): ArmSummary[] {
+  const arms = [...new Set(rows.map((r) => r.arm))];
+  const of = (arm: string) => rows.filter((r) => r.arm === arm && r.summary.finalLoss !== null);
+  const byKind = (kind: RunSummary['baseline']) => arms.find((a) => of(a)[0]?.summary.baseline === kind);
+  const finalsBySeed = (arm: string | undefined) => new Map(arm ? of(arm).map((r) => [r.seed, r.summary.finalLoss!]) : []);
+  const local = finalsBySeed(byKind('local'));
+  const central = finalsBySeed(byKind('central'));
+  const ref = reference ?? arms.find((a) => of(a)[0]?.summary.baseline === 'none') ?? arms[0];
+  const refFinals = finalsBySeed(ref);
+  const localMean = local.size ? mean([...local.values()]) : Number.NaN;
+  const centralMean = central.size ? mean([...central.values()]) : Number.NaN;
+  return arms.map((arm) => {
+    const list = of(arm);
+    const finals = list.map((r) => r.summary.finalLoss!);
+    const own = list.map((r) => r.summary.finalOwnLoss).filter((v): v is number => v !== null);
+    const bySeed: Record<number, number> = {};
+    for (const r of list) {
+      const g = local.has(r.seed) && central.has(r.seed) ? gapClosed(local.get(r.seed)!, r.summary.finalLoss!, central.get(r.seed)!) : null;
+      if (g !== null) bySeed[r.seed] = g;
+    }
+    const reached = list.filter((r) => r.summary.samplesToTarget !== null);
+    const meanOr = (values: number[]) => (values.length ? mean(values) : null);
+    const bytes = meanOr(list.map((r) => r.summary.bytesPerPeer)) ?? 0;
+    const mergesPerPeer = meanOr(list.map((r) => r.summary.merges / Math.max(1, r.summary.tabs))) ?? 0;
+    const diffs = list.filter((r) => refFinals.has(r.seed)).map((r) => r.summary.finalLoss! - refFinals.get(r.seed)!);
+    return {
+      arm,
+      baseline: list[0]?.summary.baseline ?? 'none',
+      seeds: list.map((r) => r.seed).sort((a, b) => a - b),
+      allGenres: meanInterval(finals),
+      ownGenre: meanInterval(own),
+      gapClosedOfMeans: finals.length && Number.isFinite(localMean) && Number.isFinite(centralMean) ? gapClosed(localMean, mean(finals), centralMean) : null,
+      gapClosedPaired: { ...meanInterval(Object.values(bySeed)), bySeed },
+      vsReference: arm === ref || diffs.length === 0 ? null : { ...meanInterval(diffs), arm: ref },
+      reachedTarget: reached.length,
+      samplesToTarget: meanOr(reached.map((r) => r.summary.samplesToTarget!)),
+      timeToTargetS: meanOr(reached.map((r) => r.summary.timeToTargetS!)),
+      bytesPerPeer: bytes,
+      bytesPerPeerPerMerge: mergesPerPeer > 0 ? bytes / mergesPerPeer : null,
+    };
+  });
+}
+
+export function armSummaryMarkdown(summaries: ArmSummary[], target: number | null): string {
+  const f = (x: number | null | undefined, digits = 4) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits));
+  const pm = (i: Interval, digits = 4) => (i.n === 0 ? '–' : `${f(i.mean, digits)} ± ${f(i.sd, digits)}`);
+  const ci = (i: Interval, digits = 3) => (i.n > 1 ? `[${f(i.ci95[0], digits)}, ${f(i.ci95[1], digits)}]` : '–');
+  const kb = (b: number | null) => (b === null ? '–' : b >= 1e6 ? `${(b / 1e6).toFixed(2)} MB` : `${(b / 1e3).toFixed(1)} kB`);
+  const ref = summaries.find((s) => s.vsReference)?.vsReference?.arm ?? '–';
+  const lines = [
+    `| arm | seeds | held-out, all genres (mean ± sd) | own genre (mean ± sd) | gap closed (of means) | gap closed, paired per seed (mean ± sd) | 95% interval | vs ${ref}: paired Δ loss | 95% interval | reached target | samples to target | time to target (virtual s) | bytes/peer | bytes/peer/merge |`,
+    '|---|---|---|---|---:|---|---|---|---|---:|---:|---:|---:|---:|',
+  ];
+  for (const s of summaries) {
+    const g = s.gapClosedPaired;
+    const v = s.vsReference;
+    lines.push(
+      `| ${s.arm} | ${s.seeds.join(',')} | ${pm(s.allGenres)} | ${pm(s.ownGenre)} | ${f(s.gapClosedOfMeans, 2)} | ${pm(g, 2)} | ${ci(g, 2)} | ${v ? `${v.mean >= 0 ? '+' : ''}${pm(v)}` : '(reference)'} | ${v ? ci(v, 4) : '–'} | ${s.reachedTarget}/${s.seeds.length} | ${f(s.samplesToTarget, 0)} | ${f(s.timeToTargetS, 0)} | ${kb(s.bytesPerPeer)} | ${kb(s.bytesPerPeerPerMerge)} |`,
+    );
+  }
+  return `${lines.join('\n')}\n\nLosses in nats/byte. Gap closed = (L_local − L_arm)/(L_local − L_central): 0 = no better than training alone, 1 = as good as pooling the data. Target: ${f(target)} (time and samples to reach it; samples count every peer's).\n`;
+}

@@ -47,3 +47,9 @@ export function assignMixture(
       throw new PartitionError(`unknown partition kind '${(config as { kind: string }).kind}'`);
   }
 }
+
+/** A loss on a genre mixture: the mixture-weighted mean of per-genre losses. */
+export function mixtureLoss(byGenre: Record<string, number>, mixture: Record<string, number>): number {
+  const total = Object.values(mixture).reduce((a, b) => a + b, 0);
+  return Object.entries(mixture).reduce((sum, [genre, w]) => sum + (w / total) * byGenre[genre], 0);
+}

@@ -13,6 +13,7 @@ import type { RunTrainingSettings } from './run.ts';
 import type { PreparedCorpus } from '../data/corpus.ts';
 import { evaluationBatches, type Batch } from '../data/batches.ts';
 import { evaluate } from '../train/evaluate.ts';
+import { mixtureLoss } from '../data/partition.ts';
 import type { HeldOutPoint } from './engine-protocol.ts';
 
 export function peerModel(base: { config: Gpt2Config; weights: BaseWeights }, manifest: RunManifest, settings: RunTrainingSettings): Gpt2Model {
@@ -50,7 +51,5 @@ export async function evaluatePeer(model: Gpt2Model, sets: Map<string, Batch[]>,
 /** The all-genre mean and the own-mixture loss of per-genre losses. */
 export function lossesOf(byGenre: Record<string, number>, runGenres: string[], mixture: Record<string, number>): { own: number; allGenres: number } {
   const allGenres = runGenres.reduce((s, g) => s + byGenre[g], 0) / runGenres.length;
-  const weightSum = Object.values(mixture).reduce((a, b) => a + b, 0);
-  const own = Object.entries(mixture).reduce((s, [g, w]) => s + (w / weightSum) * byGenre[g], 0);
-  return { own, allGenres };
+  return { own: mixtureLoss(byGenre, mixture), allGenres };
 }
