@@ -57,7 +57,7 @@ export const DEFAULT_GRID: StudyGrid = {
   partitions: ['genre'],
   peers: [8],
   seeds: [1, 2, 3],
-  common: ['--steps', '60', '--h', '5', '--batch', '4', '--seq', '64', '--schedule', 'constant', '--eval', '20', '--eval-batches', '2'],
+  common: ['--threads', '1', '--steps', '60', '--h', '5', '--batch', '4', '--seq', '64', '--schedule', 'constant', '--eval', '20', '--eval-batches', '2'],
   tune: { lrs: [0.003, 0.01], seeds: [101] },
 };
 
@@ -211,29 +211,43 @@ async function main(): Promise<void> {
     options: {
       grid: { type: 'string' },
       out: { type: 'string' },
-      from: { type: 'string' },
+      from: { type: 'string', multiple: true, default: [] },
+      seeds: { type: 'string' },
       'dry-run': { type: 'boolean', default: false },
       'skip-tune': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) {
-    console.log(`usage: npm run study:learning -- [--grid grid.json] [--out docs/reports/<name>] [--from results.json] [--skip-tune] [--dry-run]
+    console.log(`usage: npm run study:learning -- [--grid grid.json] [--out docs/reports/<name>] [--from results.json ...] [--seeds a,b] [--skip-tune] [--dry-run]
 
 Runs the grid (default: ${DEFAULT_GRID.name}, declared in cli/simulate/study.ts; a JSON file of the same shape
 replaces it) on the node engine: first each arm at each candidate learning rate on the validation split, then every
 arm with its chosen rate on the reported held-out split. Writes README.md, table.md and results.json to the folder
 after every run; runs already in results.json (or in --from) are skipped. --skip-tune runs the report phase at the
-common options' learning rate (a later run with tuning reuses those runs where the tuned rate is the same).`);
+common options' learning rate (a later run with tuning reuses those runs where the tuned rate is the same).
+--seeds runs only some of the grid's seeds (parts of a grid in parallel processes, each with its own --out);
+--from (repeatable) joins their results.json files into this folder's.`);
     return;
   }
-  const grid = checkGrid(values.grid ? (JSON.parse(readFileSync(values.grid, 'utf8')) as StudyGrid) : DEFAULT_GRID);
+  const declared = checkGrid(values.grid ? (JSON.parse(readFileSync(values.grid, 'utf8')) as StudyGrid) : DEFAULT_GRID);
+  // --seeds 1,2: only these of the grid's seeds (to run parts of a grid in parallel processes; --from joins them).
+  const onlySeeds = values.seeds?.split(',').map(Number);
+  if (onlySeeds && !onlySeeds.every((x) => declared.seeds.includes(x))) throw new StudyGridError(`--seeds ${values.seeds}: the grid's seeds are ${declared.seeds.join(',')}`);
+  const grid = onlySeeds ? { ...declared, seeds: onlySeeds } : declared;
   const outDir = values.out ?? join('docs', 'reports', grid.name);
   const resultsFile = join(outDir, 'results.json');
-  const results = [...readResults(resultsFile), ...(values.from && values.from !== resultsFile ? readResults(values.from) : [])];
-  const done = new Set(results.map((r) => r.key));
+  const results: StudyResult[] = [];
+  const done = new Set<string>();
+  for (const file of [resultsFile, ...values.from.filter((f) => f !== resultsFile)]) {
+    for (const r of readResults(file)) {
+      if (done.has(r.key)) continue;
+      done.add(r.key);
+      results.push(r);
+    }
+  }
   const defaultLr = parseSimulateArgs(['--engine', 'node', ...grid.common]) as { base: SimulationSettings };
-  const commandLine = `npm run study:learning --${values.grid ? ` --grid ${values.grid}` : ''}${values.out ? ` --out ${values.out}` : ''}${values['skip-tune'] ? ' --skip-tune' : ''}`;
+  const commandLine = `npm run study:learning --${values.grid ? ` --grid ${values.grid}` : ''}${values.out ? ` --out ${values.out}` : ''}${values.seeds ? ` --seeds ${values.seeds}` : ''}${values['skip-tune'] ? ' --skip-tune' : ''}`;
   mkdirSync(outDir, { recursive: true });
   const started = { at: new Date().toISOString(), load: loadavg().map((l) => l.toFixed(2)).join(', ') };
   const write = () => {
