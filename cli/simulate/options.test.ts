@@ -53,6 +53,17 @@ describe('parseSimulateArgs', () => {
     expect(runs[3].kills).toHaveLength(1);
   });
 
+  it('plans the lockstep baselines after the others, and tuning runs on the validation split of the node engine only', () => {
+    const c = parse('--engine node --tabs 8 --baselines sync-dp,local,sync-avg,central');
+    expect(plannedRuns(c).map((r) => [r.label, r.lockstep, r.merge])).toEqual([
+      ['local-only', null, false], ['centralised', null, false], ['sync-avg', 'sync-avg', false], ['sync-dp', 'sync-dp', false], ['fedavg', null, true],
+    ]);
+    expect(c.base.evalSplit).toBe('heldout');
+    expect(parse('--engine node --eval-split validation').base.evalSplit).toBe('validation');
+    expect(() => parse('--eval-split validation')).toThrow(SimulateArgumentError);
+    expect(() => parse('--engine node --baselines sync')).toThrow(SimulateArgumentError);
+  });
+
   it('reads partitions', () => {
     expect(parse('--partition iid').base.partition).toEqual({ kind: 'iid' });
     expect(parse('--partition dirichlet:0.3').base.partition).toEqual({ kind: 'dirichlet', alpha: 0.3 });
