@@ -19,7 +19,7 @@ import { rendezvousDiscovery, type RendezvousDiscovery, type RendezvousDiscovery
 import { dialPolicy, isDirectConnection, isWebRtcAddress, type DialPolicy, type DialPolicyInit } from './dial-policy.ts';
 import type { KnownPeers } from './known-peers.ts';
 import { adapterExchange, PeerBans, type AdapterExchange, type AdapterExchangeInit } from './exchange.ts';
-import { runManifestService, type RunManifestService, type RunManifestServiceInit } from './run-manifest.ts';
+import { runManifestService, type RunManifestService, type RunManifestServiceInit } from './run-manifest-protocol.ts';
 
 export interface SwarmNodeInit {
   /** Bootstrap relay multiaddrs (each ending in /p2p/<relay id>); several are allowed, any one suffices. */

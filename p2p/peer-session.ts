@@ -7,7 +7,7 @@
 import { createSwarmNode, type SwarmNode, type SwarmNodeInit } from './node.ts';
 import { listenToTelemetry, publishTelemetry, type TelemetryFeed } from './telemetry-topic.ts';
 import { DEFAULT_RUN_LOOKUP_WARN_MS } from './constants.ts';
-import type { ManifestAnswer } from './run-manifest.ts';
+import type { ManifestAnswer } from './run-manifest-protocol.ts';
 import { explainRejection } from '../core/swarm/compatibility.ts';
 import { DEFAULT_TELEMETRY_INTERVAL_MS, TelemetryGate, telemetryReport } from '../core/swarm/telemetry.ts';
 import { adapterBuffers, type EngineStatus, type MainToWorker, type ReadyInfo, type WorkerToMain } from '../core/swarm/engine-protocol.ts';

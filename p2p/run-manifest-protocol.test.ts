@@ -6,7 +6,7 @@ import type { Stream } from '@libp2p/interface';
 import { createSwarmNode, type SwarmNode } from './node.ts';
 import { RUN_MANIFEST_PROTOCOL } from './constants.ts';
 import { startRelay, type SwarmRelay } from './relay.ts';
-import type { ManifestAnswer, RunManifestRejection } from './run-manifest.ts';
+import type { ManifestAnswer, RunManifestRejection } from './run-manifest-protocol.ts';
 import { defaultRunManifest } from '../core/swarm/run.ts';
 import { encodeRunManifest, runManifestId, type RunManifest } from '../core/wire/run-manifest.ts';
 import { MAX_RUN_MANIFEST_BYTES } from '../core/wire/constants.ts';
