@@ -254,7 +254,10 @@ common options' learning rate (a later run with tuning reuses those runs where t
     writeFileSync(resultsFile, `${JSON.stringify({ grid, command: commandLine, results }, null, 2)}\n`);
     const tables = studyTables(grid, results);
     writeFileSync(join(outDir, 'table.md'), tables);
-    writeFileSync(join(outDir, 'README.md'), readme(grid, commandLine, started, results, tables));
+    // What the numbers mean is written by hand in notes.md; the README carries it under the tables.
+    const notesFile = join(outDir, 'notes.md');
+    const notes = existsSync(notesFile) ? readFileSync(notesFile, 'utf8') : '';
+    writeFileSync(join(outDir, 'README.md'), `${readme(grid, commandLine, started, results, tables)}${notes ? `\n${notes}` : ''}`);
   };
   const sha = modelSha256(defaultLr.base.modelUrl);
   await initNodeBackend('wasm');
