@@ -215,11 +215,12 @@ async function main(): Promise<void> {
       seeds: { type: 'string' },
       'dry-run': { type: 'boolean', default: false },
       'skip-tune': { type: 'boolean', default: false },
+      'tables-only': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) {
-    console.log(`usage: npm run study:learning -- [--grid grid.json] [--out docs/reports/<name>] [--from results.json ...] [--seeds a,b] [--skip-tune] [--dry-run]
+    console.log(`usage: npm run study:learning -- [--grid grid.json] [--out docs/reports/<name>] [--from results.json ...] [--seeds a,b] [--skip-tune] [--tables-only] [--dry-run]
 
 Runs the grid (default: ${DEFAULT_GRID.name}, declared in cli/simulate/study.ts; a JSON file of the same shape
 replaces it) on the node engine: first each arm at each candidate learning rate on the validation split, then every
@@ -227,7 +228,8 @@ arm with its chosen rate on the reported held-out split. Writes README.md, table
 after every run; runs already in results.json (or in --from) are skipped. --skip-tune runs the report phase at the
 common options' learning rate (a later run with tuning reuses those runs where the tuned rate is the same).
 --seeds runs only some of the grid's seeds (parts of a grid in parallel processes, each with its own --out);
---from (repeatable) joins their results.json files into this folder's.`);
+--from (repeatable) joins their results.json files into this folder's; --tables-only only joins and rewrites
+the tables, training nothing.`);
     return;
   }
   const declared = checkGrid(values.grid ? (JSON.parse(readFileSync(values.grid, 'utf8')) as StudyGrid) : DEFAULT_GRID);
@@ -259,6 +261,11 @@ common options' learning rate (a later run with tuning reuses those runs where t
     const notes = existsSync(notesFile) ? readFileSync(notesFile, 'utf8') : '';
     writeFileSync(join(outDir, 'README.md'), `${readme(grid, commandLine, started, results, tables)}${notes ? `\n${notes}` : ''}`);
   };
+  if (values['tables-only']) {
+    // Joins parts (--from) and rewrites the tables from the results at hand; trains nothing.
+    write();
+    return;
+  }
   const sha = modelSha256(defaultLr.base.modelUrl);
   await initNodeBackend('wasm');
   // --skip-tune: the report phase at the common learning rate now; a later run with tuning reuses every report run
