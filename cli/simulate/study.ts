@@ -236,7 +236,10 @@ the tables, training nothing.`);
   // --seeds 1,2: only these of the grid's seeds (to run parts of a grid in parallel processes; --from joins them).
   const onlySeeds = values.seeds?.split(',').map(Number);
   if (onlySeeds && !onlySeeds.every((x) => declared.seeds.includes(x))) throw new StudyGridError(`--seeds ${values.seeds}: the grid's seeds are ${declared.seeds.join(',')}`);
-  const grid = onlySeeds ? { ...declared, seeds: onlySeeds } : declared;
+  // --skip-tune: the report phase at the common learning rate; a later run with tuning reuses every report run whose
+  // arm's tuned rate turns out to be that rate (the key holds the rate).
+  const seeded = onlySeeds ? { ...declared, seeds: onlySeeds } : declared;
+  const grid = values['skip-tune'] ? { ...seeded, tune: null } : seeded;
   const outDir = values.out ?? join('docs', 'reports', grid.name);
   const resultsFile = join(outDir, 'results.json');
   const results: StudyResult[] = [];
@@ -268,11 +271,8 @@ the tables, training nothing.`);
   }
   const sha = modelSha256(defaultLr.base.modelUrl);
   await initNodeBackend('wasm');
-  // --skip-tune: the report phase at the common learning rate now; a later run with tuning reuses every report run
-  // whose arm's tuned rate turns out to be that rate (the key holds the rate).
-  const plannedGrid = values['skip-tune'] ? { ...grid, tune: null } : grid;
   for (const phase of ['tune', 'report'] as const) {
-    const planned = phase === 'tune' ? tuningRuns(plannedGrid) : reportRuns(plannedGrid, results, defaultLr.base.lr);
+    const planned = phase === 'tune' ? tuningRuns(grid) : reportRuns(grid, results, defaultLr.base.lr);
     const todo = planned.filter((r) => !done.has(r.key));
     console.log(`${phase}: ${planned.length} runs, ${planned.length - todo.length} already done`);
     if (values['dry-run']) {
