@@ -9,6 +9,9 @@ export interface PeerProbe {
   ready: boolean;
   phase: string;
   backend: string | null;
+  /** WASM threads in use, as the backend read them back (null before ready or on another backend). */
+  threads: number | null;
+  backendReason: string | null;
   peerId: string | null;
   wireRunId: string | null;
   manifestId: string | null;
@@ -66,6 +69,8 @@ export function installProbe(controller: PeerController): void {
         ready: s.info !== null,
         phase: st?.phase ?? (s.joined ? 'loading' : 'idle'),
         backend: st?.backend ?? null,
+        threads: s.info?.threads ?? null,
+        backendReason: s.info?.backendReason ?? null,
         peerId: s.network.peerId,
         wireRunId: s.info?.wireRunId ?? null,
         manifestId: s.info?.manifestId ?? null,
