@@ -137,6 +137,11 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
     return shardsCount === 1 ? inProcessShard(init, backendName) : workerShard(init);
   });
 
+  const at = (ms: number) => VIRTUAL_EPOCH_MS + ms;
+  const link = { latencyMs: s.node.latencyMs + (s.network?.latencyMs ?? 0), bandwidthBps: s.node.bandwidthMbps * 1e6, drop: s.network?.drop ?? 0 };
+  // Nothing sent in a window may arrive inside it (it is routed when the window ends), so a window is at least one
+  // link latency, and a payload that would arrive earlier than the window's end arrives at its end.
+  const windowMs = Math.max(1, link.latencyMs, s.node.windowMs);
   const log = new RunLog({
     source: 'simulation',
     wireRunId: runId,
@@ -144,13 +149,10 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
     createdAtMs: VIRTUAL_EPOCH_MS,
     meta: {
       ...simulationMeta(s, peers, byzantineSlots),
-      'sim.network': `${topologyLabel(s.node.topology)}; latency ${s.node.latencyMs} ms; ${s.node.bandwidthMbps > 0 ? `${s.node.bandwidthMbps} Mbit/s` : 'unlimited bandwidth'}; drop ${s.network?.drop ?? 0}`,
+      'sim.network': `${topologyLabel(s.node.topology)}; latency ${s.node.latencyMs} ms; ${s.node.bandwidthMbps > 0 ? `${s.node.bandwidthMbps} Mbit/s` : 'unlimited bandwidth'}; drop ${s.network?.drop ?? 0}; synchronised every ${windowMs} ms`,
       'sim.stepMs': s.node.stepMs,
     },
   });
-  const at = (ms: number) => VIRTUAL_EPOCH_MS + ms;
-  const link = { latencyMs: s.node.latencyMs + (s.network?.latencyMs ?? 0), bandwidthBps: s.node.bandwidthMbps * 1e6, drop: s.network?.drop ?? 0 };
-  const windowMs = Math.max(1, link.latencyMs);
   const latest = new Map<number, PeerObservation>();
   const knownPeer = new Map<number, string>();
   const adoptedBy = new Map<number, string>();
@@ -163,10 +165,10 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
     for (const to of adjacency[p.slot]) {
       const when = arrival(link, s.seed, p.slot, to, p.version, p.atMs, p.bytes.length);
       bytesSent.set(p.slot, (bytesSent.get(p.slot) ?? 0) + p.bytes.length);
-      if (when !== null) inflight.push({ atMs: when, from: p.slot, to, version: p.version, step: p.step, samplesSeen: p.samplesSeen, localLoss: p.localLoss, bytes: p.bytes });
+      if (when !== null) inflight.push({ atMs: Math.max(when, nowMs), from: p.slot, to, version: p.version, step: p.step, samplesSeen: p.samplesSeen, localLoss: p.localLoss, bytes: p.bytes });
       for (let k = 0; k < p.flood; k++) {
         const junk = floodPayload(s.seed, floodIndex++, p.bytes.length);
-        inflight.push({ atMs: p.atMs + link.latencyMs, from: p.slot, to, version: p.version + k + 1, step: p.step, samplesSeen: p.samplesSeen, localLoss: p.localLoss, bytes: junk });
+        inflight.push({ atMs: Math.max(p.atMs + link.latencyMs, nowMs), from: p.slot, to, version: p.version + k + 1, step: p.step, samplesSeen: p.samplesSeen, localLoss: p.localLoss, bytes: junk });
       }
     }
   };
