@@ -144,8 +144,9 @@ export class DeltaReceiver {
    */
   receive(senderId: string, bytes: Uint8Array, version: number): Verdict<Reconstructed> {
     try {
-      const state = this.streams.get(senderId);
-      if (state && !(version > state.version)) return reject('replayed', `version ${version} is not newer than ${state.version} already applied from this peer`);
+      // No replay rule of its own: a delta applies only to the version held (so never twice), and a keyframe is a
+      // whole adapter, whose version the announcement check and the engine judge as for any full payload (a
+      // sender that restarted without its checkpoint numbers its versions anew).
       return isSparseDelta(bytes) ? this.applyDelta(senderId, bytes, version) : this.applyKeyframe(senderId, bytes, version);
     } catch (error) {
       return reject('malformed', `sparse stream update failed: ${error instanceof Error ? error.message : String(error)}`);
