@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { simulationManifest } from './run.ts';
-import { parseFaultTime, parseKill, parseRelayKill, parseSimulateArgs, plannedRuns, SimulateArgumentError, type SimulateCommand } from './options.ts';
+import { applySweepValue, parseFaultTime, parseKill, parseRelayKill, parseSimulateArgs, plannedRuns, SimulateArgumentError, type SimulateCommand } from './options.ts';
 
 const parse = (args: string) => parseSimulateArgs(args.split(' ').filter((a) => a !== ''), Date.UTC(2026, 0, 2, 3, 4, 5)) as SimulateCommand;
 
@@ -76,6 +76,20 @@ describe('parseSimulateArgs', () => {
     expect(() => parse('--codec fp8')).toThrow(/fp32, fp16 or int8/);
     expect(() => parse('--frobnicate 1')).toThrow(SimulateArgumentError);
     expect(() => parse('--sweep colour=red')).toThrow(/--sweep/);
+  });
+
+  it('reads --sparse k/C[:K] for the node engine, as an option and as a sweep', () => {
+    expect(parse('--engine node --sparse 8/256').base.sparse).toEqual({ keep: 8, chunk: 256, keyframeEvery: 16 });
+    expect(parse('--engine node --sparse 16/128:4').base.sparse).toEqual({ keep: 16, chunk: 128, keyframeEvery: 4 });
+    expect(parse('--engine node').base.sparse).toBeUndefined();
+    const sweep = parse('--engine node --sweep sparse=off,8/256:16');
+    expect(applySweepValue(sweep.base, 'sparse', 'off', {}).sparse).toBeUndefined();
+    expect(applySweepValue({ ...sweep.base, sparse: { keep: 1, chunk: 16, keyframeEvery: 1 } }, 'sparse', 'off', {}).sparse).toBeUndefined();
+    expect(applySweepValue(sweep.base, 'sparse', '8/256:16', {}).sparse).toEqual({ keep: 8, chunk: 256, keyframeEvery: 16 });
+    expect(() => parse('--engine node --sparse 200/256')).toThrow(/keep = 200 must be an integer in 1\.\.chunk\/2/);
+    expect(() => parse('--engine node --sparse top8')).toThrow(/--sparse must be off or <keep>\/<chunk>/);
+    expect(() => parse('--sparse 8/256')).toThrow(/--sparse needs --engine node/);
+    expect(() => parse('--sweep sparse=off,8/256')).toThrow(/--sparse needs --engine node/);
   });
 });
 

@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util';
 import { getStrategy, resolveParams } from '../../core/merge/registry.ts';
 import { isPayloadCodec, type PayloadCodec } from '../../core/wire/codec.ts';
+import { DEFAULT_SPARSE_CONFIG, sparseConfigProblem, type SparseConfig } from '../../core/wire/sparse-delta.ts';
 import type { MergeParams } from '../../core/merge/types.ts';
 import { availableParallelism } from 'node:os';
 import { BYZANTINE_MODES, PUBLISHED_VALUE_MODES, type ByzantineMode } from '../../core/swarm/byzantine.ts';
@@ -86,6 +87,8 @@ export interface SimulationSettings {
   genres: string[];
   localSteps: number;
   codec: PayloadCodec;
+  /** Sparse updates on the links (node engine only): keyframes in `codec`, top-k int8 deltas between. Absent: off. */
+  sparse?: SparseConfig;
   /** Local steps per tab (0 = until --minutes or --target-loss). */
   steps: number;
   minutes: number;
@@ -129,7 +132,7 @@ export interface SimulateCommand {
   seeds: number[];
 }
 
-export const SWEEP_KEYS = ['strategy', 'h', 'partition', 'codec', 'tabs', 'seed'] as const;
+export const SWEEP_KEYS = ['strategy', 'h', 'partition', 'codec', 'sparse', 'tabs', 'seed'] as const;
 export type SweepKey = (typeof SWEEP_KEYS)[number];
 
 export const DEFAULT_GENRES = ['fiction', 'mystery', 'science_fiction', 'adventure'];
@@ -164,6 +167,8 @@ The swarm
   --genres <a,b,...>        genres of the run (default ${DEFAULT_GENRES.join(',')})
   --h <n>                   local steps between merges (default 5)
   --codec <c>               fp32 | fp16 | int8 adapter payloads (default fp16)
+  --sparse <k/C[:K]|off>    node engine: between full adapters (keyframes, every K-th publication, default
+                            ${DEFAULT_SPARSE_CONFIG.keyframeEvery}) links carry top-k deltas, the k largest of every C values int8 (e.g. 8/256)
   --steps <n>               local steps per tab (default 40; 0 = run until --minutes or --target-loss)
   --minutes <m>             wall-clock limit of each run (default 10)
   --target-loss <x>         stop when the tabs' mean held-out loss over all genres is <= x; also the target of
@@ -338,6 +343,7 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
         genres: { type: 'string', default: DEFAULT_GENRES.join(',') },
         h: { type: 'string', default: '5' },
         codec: { type: 'string', default: 'fp16' },
+        sparse: { type: 'string', default: 'off' },
         steps: { type: 'string', default: '40' },
         minutes: { type: 'string', default: '10' },
         'target-loss': { type: 'string' },
@@ -460,6 +466,7 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     genres,
     localSteps: positiveInt('--h', v.h),
     codec: v.codec,
+    ...sparseSetting(v.sparse, '--sparse'),
     steps,
     minutes,
     targetLoss,
@@ -485,6 +492,10 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
   for (const s of strategies) strategyParams(s, sweep?.key === 'strategy' ? {} : unscoped, scopedParams);
   base.params = sweep?.key === 'strategy' ? {} : strategyParams(base.strategy, unscoped, scopedParams);
   if (sweep) for (const value of sweep.values) applySweepValue(base, sweep.key, value, scopedParams);
+  if (engine === 'browser' && (base.sparse || (sweep?.key === 'sparse' && sweep.values.some((x) => x !== 'off')))) {
+    // Real tabs would publish full adapters under a manifest that promises deltas: p2p/exchange has no delta stream yet.
+    throw new SimulateArgumentError('--sparse needs --engine node (real tabs do not send sparse deltas yet)');
+  }
   const stamp = new Date(nowMs).toISOString().replace(/[:.]/g, '-').slice(0, 19);
   return {
     base,
@@ -496,6 +507,17 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     progressEveryS: parseNumber('--progress', v.progress, (x) => x > 0, 'a positive number of seconds'),
     seeds: seeds ?? [base.seed],
   };
+}
+
+/** `off`, or `<keep>/<chunk>[:<keyframeEvery>]` (core/wire/sparse-delta.ts), as a settings fragment. */
+export function sparseSetting(raw: string, option: string): { sparse?: SparseConfig } {
+  if (raw === 'off') return {};
+  const m = /^(\d+)\/(\d+)(?::(\d+))?$/.exec(raw);
+  if (!m) throw new SimulateArgumentError(`${option} must be off or <keep>/<chunk>[:<keyframe every>], like 8/256:16, got '${raw}'`);
+  const config: SparseConfig = { keep: Number(m[1]), chunk: Number(m[2]), keyframeEvery: m[3] === undefined ? DEFAULT_SPARSE_CONFIG.keyframeEvery : Number(m[3]) };
+  const problem = sparseConfigProblem(config);
+  if (problem) throw new SimulateArgumentError(`${option}: ${problem}`);
+  return { sparse: config };
 }
 
 /** The settings of one run of a sweep: the base with the swept option set to one value. */
@@ -516,6 +538,10 @@ export function applySweepValue(base: SimulationSettings, key: SweepKey, value: 
     case 'codec':
       if (!isPayloadCodec(value)) throw new SimulateArgumentError(`--sweep codec: unknown codec '${value}'`);
       s.codec = value;
+      break;
+    case 'sparse':
+      delete s.sparse;
+      Object.assign(s, sparseSetting(value, '--sweep sparse'));
       break;
     case 'tabs':
       s.tabs = positiveInt('--sweep tabs', value);

@@ -77,6 +77,7 @@ export function simulationManifest(s: SimulationSettings, modelSha256: string): 
       seed: s.seed,
     },
     data,
+    ...(s.sparse ? { sparse: { ...s.sparse } } : {}),
   };
 }
 
@@ -96,6 +97,7 @@ export function simulationMeta(s: SimulationSettings, peers: number, byzantineSl
     'sim.seqLen': s.seqLen,
     'sim.localSteps': s.localSteps,
     'sim.codec': s.codec,
+    ...(s.sparse ? { 'sim.sparse': `${s.sparse.keep}/${s.sparse.chunk}:${s.sparse.keyframeEvery}` } : {}),
     'sim.seed': s.seed,
     'sim.byzantineSlots': byzantineSlots.join(','),
     'sim.byzantine': s.byzantine ? `${s.byzantine.mode} x${s.byzantine.scale}` : '',

@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Adapter, LoraConfig } from './adapter.ts';
 import { assertAdapterShapes, loraScale, schemaHash } from './adapter.ts';
 import type { BaseWeights, Gpt2Config } from './config.ts';
-import { gpt2ParameterShapes, loraModuleDims } from './config.ts';
+import { gpt2ParameterShapes, loraModuleDims, loraModuleName } from './config.ts';
 import { createNormal, createRng, deriveSeed } from '../util/random.ts';
 import { registerFastMatMulGradient, swapLastTwo } from './matmul-gradient.ts';
 
@@ -130,7 +130,7 @@ export class Gpt2Model {
     for (let layer = 0; layer < this.config.nLayer; layer++) {
       for (const target of config.targetModules) {
         const { inDim, outDim } = loraModuleDims(this.config, target);
-        const name = `transformer.h.${layer}.${target}`;
+        const name = loraModuleName(layer, target);
         const bound = 1 / Math.sqrt(inDim);
         const a = new Float32Array(config.r * inDim);
         for (let i = 0; i < a.length; i++) a[i] = (2 * rng() - 1) * bound;

@@ -20,6 +20,7 @@ import {
   type JsonObject,
 } from './json.ts';
 import type { Verdict } from './verdict.ts';
+import { SPARSE_MAX_CHUNK, SPARSE_MAX_KEYFRAME_EVERY, SPARSE_MIN_CHUNK, type SparseConfig } from './sparse-delta.ts';
 // The registry is the one list of strategies and of their parameters' declared ranges; a manifest naming anything
 // else, or a value outside those ranges, would make every peer that joins fail at its first merge.
 import { getStrategy, resolveParams } from '../merge/registry.ts';
@@ -43,6 +44,11 @@ export interface RunManifest {
   codec: PayloadCodec;
   /** Differential privacy for volunteers' own files (core/privacy); absent = off. */
   privacy?: PrivacyConfig;
+  /**
+   * Sparse updates for slow links (core/wire/sparse-delta.ts): between keyframes in `codec`, peers send top-k int8
+   * deltas of their public copy. Absent = every publication is a full adapter.
+   */
+  sparse?: SparseConfig;
 }
 
 const RUN_KEYS = ['formatVersion', 'runId', 'baseModel', 'lora', 'strategy', 'localSteps', 'schedule', 'data', 'codec'] as const;
@@ -143,7 +149,7 @@ function readRunManifest(obj: Record<string, unknown>): RunManifest {
   if (obj.formatVersion !== RUN_MANIFEST_FORMAT_VERSION) {
     throw new FieldRejection('unknown-version', `run manifest format version ${obj.formatVersion}; this build reads ${RUN_MANIFEST_FORMAT_VERSION}`);
   }
-  requireKeys(obj, RUN_KEYS, ['privacy'], where);
+  requireKeys(obj, RUN_KEYS, ['privacy', 'sparse'], where);
   const base = readObject(obj.baseModel, `${where}.baseModel`);
   requireKeys(base, ['id', 'url', 'sha256'], [], `${where}.baseModel`);
   const codec = obj.codec;
@@ -165,6 +171,19 @@ function readRunManifest(obj: Record<string, unknown>): RunManifest {
     data,
     codec,
     ...(obj.privacy === undefined ? {} : { privacy: parsePrivacyConfig(obj.privacy, `${where}.privacy`) }),
+    ...(obj.sparse === undefined ? {} : { sparse: readSparse(obj.sparse) }),
+  };
+}
+
+function readSparse(value: unknown): SparseConfig {
+  const where = 'run.sparse';
+  const obj = readObject(value, where);
+  requireKeys(obj, ['chunk', 'keep', 'keyframeEvery'], [], where);
+  const chunk = intField(obj, 'chunk', SPARSE_MIN_CHUNK, SPARSE_MAX_CHUNK, where);
+  return {
+    chunk,
+    keep: intField(obj, 'keep', 1, Math.floor(chunk / 2), where),
+    keyframeEvery: intField(obj, 'keyframeEvery', 1, SPARSE_MAX_KEYFRAME_EVERY, where),
   };
 }
 

@@ -157,6 +157,8 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
   const knownPeer = new Map<number, string>();
   const adoptedBy = new Map<number, string>();
   const bytesSent = new Map<number, number>();
+  // Payloads put on links and their bytes (honest and not): the per-link cost of a publication, sparse or full.
+  const linkPayloads = { count: 0, bytes: 0 };
   const inflight: Delivery[] = [];
   let floodIndex = 0;
   const lastPublication = new Map<number, Publication>();
@@ -165,6 +167,8 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
     for (const to of adjacency[p.slot]) {
       const when = arrival(link, s.seed, p.slot, to, p.version, p.atMs, p.bytes.length);
       bytesSent.set(p.slot, (bytesSent.get(p.slot) ?? 0) + p.bytes.length);
+      linkPayloads.count++;
+      linkPayloads.bytes += p.bytes.length;
       if (when !== null) inflight.push({ atMs: Math.max(when, nowMs), from: p.slot, to, version: p.version, step: p.step, samplesSeen: p.samplesSeen, localLoss: p.localLoss, bytes: p.bytes });
       for (let k = 0; k < p.flood; k++) {
         const junk = floodPayload(s.seed, floodIndex++, p.bytes.length);
@@ -252,6 +256,11 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
   env.log(
     `[${s.label}] stopped after ${((Date.now() - wallStart) / 1000).toFixed(0)} s wall (${(nowMs / 1000).toFixed(0)} s virtual), ` +
       `peak memory ${(peakRssBytes / 2 ** 20).toFixed(0)} MiB RSS: ${stopReason}`,
+  );
+  const streams = [...latest.values()].reduce((n, o) => ({ keyframes: n.keyframes + o.keyframes, deltas: n.deltas + o.deltas }), { keyframes: 0, deltas: 0 });
+  env.log(
+    `[${s.label}] ${linkPayloads.count} payloads on links, ${(linkPayloads.bytes / Math.max(1, linkPayloads.count)).toFixed(0)} bytes each on average` +
+      (s.sparse ? ` (sparse ${s.sparse.keep}/${s.sparse.chunk}:${s.sparse.keyframeEvery}: ${streams.keyframes} keyframes, ${streams.deltas} deltas)` : ''),
   );
   const runLog = log.toData();
   return {

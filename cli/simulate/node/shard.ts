@@ -10,6 +10,9 @@ import { PeerEngine, type EngineHost, type LoadedBase } from '../../../core/swar
 import type { EngineOptions, EngineStatus, HeldOutPoint, MainToWorker, WorkerToMain } from '../../../core/swarm/engine-protocol.ts';
 import { memoryStore, type KeyValueStore } from '../../../core/swarm/peer-checkpoint.ts';
 import { decodeAdapter } from '../../../core/wire/codec.ts';
+import { DeltaReceiver, DeltaSender } from '../../../core/wire/delta-stream.ts';
+import { loraModuleShapes } from '../../../core/model/config.ts';
+import { schemaHash, type Adapter } from '../../../core/model/adapter.ts';
 import type { RunManifest } from '../../../core/wire/run-manifest.ts';
 import type { RejectReason } from '../../../core/wire/verdict.ts';
 import { poisonPublished, type Attack, type AttackState } from '../../../core/swarm/byzantine.ts';
@@ -51,6 +54,9 @@ export interface PeerObservation {
   transportRejections: Partial<Record<RejectReason, number>>;
   bytesSent: number;
   bytesReceived: number;
+  /** Sparse runs: publications sent as keyframes and as deltas. */
+  keyframes: number;
+  deltas: number;
   errors: string[];
 }
 
@@ -107,6 +113,12 @@ interface SimPeer {
   rate: Map<string, number>;
   /** Something about this peer changed in the current window, so the coordinator gets a fresh observation of it. */
   dirty: boolean;
+  /** Sparse runs: this peer's outgoing stream and its reconstruction of each neighbour's (both new per incarnation). */
+  sender: DeltaSender | null;
+  receiver: DeltaReceiver | null;
+  /** Publications sent as a full adapter (a keyframe) and as a sparse delta. */
+  keyframes: number;
+  deltas: number;
 }
 
 export function simPeerId(runTag: string, slot: number, incarnation: number): string {
@@ -131,6 +143,7 @@ export class Shard {
         spec, store: memoryStore(), engine: null, incarnation: 0, peerId: '', seq: 0, parked: null, heldOut: [], status: null, finished: false,
         rejections: {}, bytesSent: 0, bytesReceived: 0, errors: [], pendingPublications: [], attack: { first: null, rounds: 0 }, rate: new Map(),
         dirty: true,
+        sender: null, receiver: null, keyframes: 0, deltas: 0,
       };
       this.peers.set(spec.slot, peer);
       this.push({ atMs: spec.joinAtMs, slot: spec.slot, seq: peer.seq++, kind: 'join' });
@@ -191,12 +204,24 @@ export class Shard {
     const heldOut = p.heldOut.splice(0);
     return {
       slot: p.spec.slot, peerId: p.peerId, incarnation: p.incarnation, heldOut, status: p.status, finished: p.finished,
-      transportRejections: { ...p.rejections }, bytesSent: p.bytesSent, bytesReceived: p.bytesReceived, errors: p.errors.splice(0),
+      transportRejections: { ...p.rejections }, bytesSent: p.bytesSent, bytesReceived: p.bytesReceived, keyframes: p.keyframes, deltas: p.deltas,
+      errors: p.errors.splice(0),
     };
+  }
+
+  /** A sparse run's streams for a (re)joining peer: it holds no public copy of its own or of anyone else's. */
+  private sparseStreams(): Pick<SimPeer, 'sender' | 'receiver'> {
+    const { sparse, lora, baseModel, codec } = this.init.manifest;
+    if (!sparse) return { sender: null, receiver: null };
+    const template = { baseModelId: baseModel.id, config: lora, modules: loraModuleShapes(this.base!.config, lora.targetModules) };
+    const empty = new Float32Array(0);
+    const shapeOnly: Adapter = { ...template, modules: new Map([...template.modules].map(([name, d]) => [name, { ...d, a: empty, b: empty }])) };
+    return { sender: new DeltaSender(sparse), receiver: new DeltaReceiver({ template, schemaHash: schemaHash(shapeOnly), codec, config: sparse }) };
   }
 
   private async join(peer: SimPeer): Promise<void> {
     peer.incarnation++;
+    Object.assign(peer, this.sparseStreams());
     peer.peerId = simPeerId(this.init.runTag, peer.spec.slot, peer.incarnation);
     peer.finished = false;
     const slot = peer.spec.slot;
@@ -255,15 +280,25 @@ export class Shard {
     peer.rate.set(second, count);
     if (count > this.init.maxDeliveriesPerSecond) return this.countRejection(peer, 'rate-limited');
     peer.bytesReceived += d.bytes.length;
-    // The transport's one decode and validation (as p2p/exchange does in a tab): the run's codec and schema.
-    const decoded = decodeAdapter(d.bytes);
-    if (!decoded.ok) return this.countRejection(peer, decoded.reason);
-    if (decoded.codec !== this.init.manifest.codec) return this.countRejection(peer, 'schema-mismatch');
     const from = this.peers.get(d.from);
+    const fromPeerId = simPeerId(this.init.runTag, d.from, from?.incarnation ?? 1);
+    let adapter: Adapter;
+    if (peer.receiver) {
+      // A sparse run: keyframes and deltas rebuild the sender's public copy, which the engine gets as a full adapter.
+      const rebuilt = peer.receiver.receive(`${d.from}`, d.bytes, d.version);
+      if (!rebuilt.ok) return this.countRejection(peer, rebuilt.reason);
+      adapter = rebuilt.value.adapter;
+    } else {
+      // The transport's one decode and validation (as p2p/exchange does in a tab): the run's codec and schema.
+      const decoded = decodeAdapter(d.bytes);
+      if (!decoded.ok) return this.countRejection(peer, decoded.reason);
+      if (decoded.codec !== this.init.manifest.codec) return this.countRejection(peer, 'schema-mismatch');
+      adapter = decoded.adapter;
+    }
     await peer.engine.handle({
       type: 'adapter',
-      adapter: decoded.adapter,
-      peerId: simPeerId(this.init.runTag, d.from, from?.incarnation ?? 1),
+      adapter,
+      peerId: fromPeerId,
       version: d.version,
       step: d.step,
       samplesSeen: d.samplesSeen,
@@ -295,6 +330,18 @@ export class Shard {
         let flood = 0;
         let bootstrapPoison: Uint8Array | undefined;
         if (peer.spec.byzantine) ({ bytes, flood, bootstrapPoison } = poisonPublished(peer.spec.byzantine, bytes, peer.attack, this.init.manifest.codec));
+        if (peer.sender) {
+          // The link carries the stream, not the engine's full adapter (a Byzantine peer's stream is of what it poisoned).
+          try {
+            const sent = peer.sender.publish(bytes, message.version);
+            bytes = sent.bytes;
+            if (sent.keyframe) peer.keyframes++;
+            else peer.deltas++;
+          } catch {
+            // Bytes that do not decode (an attacker's garbage) go out as they are, and receivers refuse them.
+            peer.keyframes++;
+          }
+        }
         peer.pendingPublications.push({
           atMs: this.nowMs, slot: peer.spec.slot, version: message.version, step: message.step, samplesSeen: message.samplesSeen,
           localLoss: message.localLoss, bytes, flood, bootstrapPoison,
