@@ -106,7 +106,11 @@ export class Gpt2Model {
       }
     }
     // Variables keep tfjs' generated names: names are global to the engine and two models may coexist.
-    for (const [name, shape] of shapes) this.params.set(name, tf.variable(tf.tensor(weights.get(name)!.data, shape), this.trainBase));
+    // tidy frees the tensor each variable is copied from (tidy never disposes variables); without it every model
+    // left one orphan tensor per weight behind.
+    tf.tidy(() => {
+      for (const [name, shape] of shapes) this.params.set(name, tf.variable(tf.tensor(weights.get(name)!.data, shape), this.trainBase));
+    });
     const t = config.nPositions;
     this.causalMask = tf.tidy(() => {
       const lower = tf.linalg.bandPart(tf.ones([t, t]), -1, 0);
@@ -134,10 +138,10 @@ export class Gpt2Model {
         const bound = 1 / Math.sqrt(inDim);
         const a = new Float32Array(config.r * inDim);
         for (let i = 0; i < a.length; i++) a[i] = (2 * rng() - 1) * bound;
-        this.lora.set(name, {
-          a: tf.variable(tf.tensor2d(a, [config.r, inDim]), true),
-          b: tf.variable(tf.zeros([outDim, config.r]), true),
-        });
+        this.lora.set(
+          name,
+          tf.tidy(() => ({ a: tf.variable(tf.tensor2d(a, [config.r, inDim]), true), b: tf.variable(tf.zeros([outDim, config.r]), true) })),
+        );
       }
     }
     this.loraConfig = { ...config, targetModules: [...config.targetModules] };
@@ -294,11 +298,14 @@ export class Gpt2Model {
     if (got !== expected) {
       throw new AdapterMismatchError(`setAdapter: adapter schema ${got} (base '${adapter.baseModelId}', r=${adapter.config.r}) differs from the model's ${expected}`);
     }
-    for (const [name, pair] of adapter.modules) {
-      const vars = this.lora.get(name)!;
-      vars.a.assign(tf.tensor2d(pair.a, vars.a.shape as [number, number]));
-      vars.b.assign(tf.tensor2d(pair.b, vars.b.shape as [number, number]));
-    }
+    // tidy: assign copies the values, so the tensors made from the arrays must be freed (every merge calls this).
+    tf.tidy(() => {
+      for (const [name, pair] of adapter.modules) {
+        const vars = this.lora.get(name)!;
+        vars.a.assign(tf.tensor2d(pair.a, vars.a.shape as [number, number]));
+        vars.b.assign(tf.tensor2d(pair.b, vars.b.shape as [number, number]));
+      }
+    });
   }
 
   /** Schema hash of the attached LoRA, computed from shapes only (no weight reads). */

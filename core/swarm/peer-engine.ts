@@ -247,6 +247,19 @@ export class PeerEngine {
     this.resumeWaiters.splice(0).forEach((wake) => wake());
   }
 
+  /**
+   * Stops the loop and frees the model's and optimiser's tensors. For hosts that run many engines in one tfjs
+   * (the simulator's in-process shard): without it, every finished or killed peer kept its copy of the model.
+   * Only call it once the loop can no longer run (it has finished, or it is parked in a sleep that never returns).
+   */
+  dispose(): void {
+    this.stop();
+    this.trainer?.dispose();
+    this.model?.dispose();
+    this.trainer = undefined;
+    this.model = undefined;
+  }
+
   private fail(error: unknown, fatal = false): void {
     const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
     let kind: ErrorKind = 'internal';

@@ -27,10 +27,13 @@ export class AdamW {
     private readonly variables: Map<string, tf.Variable>,
     private readonly config: AdamWConfig = ADAMW_DEFAULTS,
   ) {
-    for (const [name, variable] of variables) {
-      this.m.set(name, tf.variable(tf.zerosLike(variable), false));
-      this.v.set(name, tf.variable(tf.zerosLike(variable), false));
-    }
+    // tidy frees the zero tensors the moment variables are copied from (it never disposes variables).
+    tf.tidy(() => {
+      for (const [name, variable] of variables) {
+        this.m.set(name, tf.variable(tf.zerosLike(variable), false));
+        this.v.set(name, tf.variable(tf.zerosLike(variable), false));
+      }
+    });
   }
 
   get stepCount(): number {
@@ -78,8 +81,10 @@ export class AdamW {
       if (!saved || saved.m.length !== variable.size || saved.v.length !== variable.size) {
         throw new RangeError(`AdamW.importState: state for '${name}' is missing or has the wrong size`);
       }
-      this.m.get(name)!.assign(tf.tensor(saved.m, variable.shape));
-      this.v.get(name)!.assign(tf.tensor(saved.v, variable.shape));
+      tf.tidy(() => {
+        this.m.get(name)!.assign(tf.tensor(saved.m, variable.shape));
+        this.v.get(name)!.assign(tf.tensor(saved.v, variable.shape));
+      });
     }
     this.step = state.step;
   }

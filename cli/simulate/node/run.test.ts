@@ -1,5 +1,6 @@
 // The node engine is deterministic: the same seed and options give the same run log, whether its peers run in this
 // thread or spread over worker threads; and the log really depends on the seed.
+import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { useTestBackend } from '../../../core/test-backend.ts';
 import { runLogToJson } from '../../../core/swarm/run-log.ts';
@@ -37,6 +38,16 @@ describe('swarm simulate --engine node', () => {
     expect(again.json).toBe(first.json);
     expect(threaded.json).toBe(first.json);
     expect(otherSeed.json).not.toBe(first.json);
+  }, 300_000);
+
+  it('frees every engine it ran in this thread, so a long series of runs (the Byzantine matrix) does not run out of memory', async () => {
+    const before = tf.memory().numTensors;
+    // With a kill: the killed incarnation is dropped mid-run and its restart is a second engine.
+    await runLog(['--seed', '5', '--threads', '1', '--kill', '0.34@step2:restart=1']);
+    expect(tf.memory().numTensors).toBe(before);
+    // More steps, so more merges: nothing may grow with them either.
+    await runLog(['--seed', '5', '--threads', '1', '--steps', '8']);
+    expect(tf.memory().numTensors).toBe(before);
   }, 300_000);
 });
 

@@ -48,7 +48,7 @@ function inProcessShard(init: ShardInit, backendName: () => string): ShardHandle
     start: () => shard.start(),
     runUntil: (endMs, inbox) => shard.runUntil(endMs, inbox),
     kill: async (slot, restartAtMs) => shard.kill(slot, restartAtMs),
-    close: async () => undefined,
+    close: async () => shard.close(),
   };
 }
 

@@ -170,12 +170,22 @@ export class Shard {
   kill(slot: number, restartAtMs: number | null): void {
     const peer = this.peers.get(slot);
     if (!peer?.engine) return;
-    peer.engine.stop();
+    // Parked in a sleep that will never return: its tensors can go.
+    peer.engine.dispose();
     peer.engine = null;
     peer.dirty = true;
     peer.parked = null;
     for (let i = this.queue.length - 1; i >= 0; i--) if (this.queue[i].slot === slot) this.queue.splice(i, 1);
     if (restartAtMs !== null) this.push({ atMs: restartAtMs, slot, seq: peer.seq++, kind: 'join' });
+  }
+
+  /** Frees every engine's tensors: an in-process shard shares its tfjs with the next run. */
+  close(): void {
+    for (const peer of this.peers.values()) {
+      peer.engine?.dispose();
+      peer.engine = null;
+    }
+    this.queue.length = 0;
   }
 
   async runUntil(endMs: number, inbox: Delivery[]): Promise<ShardWindowResult> {
