@@ -281,6 +281,7 @@ export async function runSimulation(s: SimulationSettings, env: SimulationEnv): 
         peerId, runId, timeMs: now, step: probe.step, trainLoss: probe.trainLoss, heldOutLoss: probe.heldOut?.own ?? null, merges: probe.merges,
         bytesSent: probe.bytesSent, bytesReceived: probe.bytesReceived, versionsAnnounced: probe.publishedVersion, versionsFetched: probe.adaptersAccepted,
         neighbours: probe.neighbours, rejections: {}, tokensPerSecond: probe.tokensPerSecond, backend: probe.backend ?? 'other',
+        privacy: probe.privacy,
       }),
       now,
     );
