@@ -64,6 +64,7 @@ export function simulationManifest(s: SimulationSettings, modelSha256: string): 
         : { kind: 'genre', genres: s.genres, seed: s.seed };
   return {
     ...base,
+    ...(s.privacy ? { privacy: { ...s.privacy } } : {}),
     runId: `sim-${safeLabel(s.label)}`,
     baseModel: { ...base.baseModel, url: s.modelUrl },
     schedule: {
