@@ -222,6 +222,10 @@ test.describe.serial('peer: train, gossip, merge in real tabs', () => {
       expect(r.epsilonSpent).toBeGreaterThanOrEqual(0);
     }
     await page.screenshot({ path: `${SCREENSHOTS}/volunteer-privacy.png`, fullPage: true });
+    // The same tab's dashboard (it hears its own telemetry) shows the run's privacy setting and an ε column.
+    await page.getByRole('button', { name: 'Dashboard' }).click();
+    await expect(page.getByTestId('dashboard-privacy')).toContainText('ε ≤ 8 at δ = 1e-5', { timeout: 30_000 });
+    await expect.poll(async () => Number(await page.getByTestId('peer-epsilon').first().getAttribute('data-epsilon')), { timeout: 30_000 }).toBeGreaterThan(0);
     await page.close();
   });
 });
