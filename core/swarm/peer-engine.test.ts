@@ -319,6 +319,22 @@ describe('peer engine (tfjs WASM in Node, real Brown data)', () => {
     expect(lastStatus(third.messages)!.privacy).toMatchObject({ publishes: 2, exhausted: true });
   });
 
+  it('with differential privacy a run that ends mid-round ends on its last release, not on unreleased progress', async () => {
+    const manifest = dpManifest();
+    const h = harness(memoryStore(), undefined, 11);
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H + 2 } });
+    await h.send({ type: 'local-text', name: 'diary.txt', text: DIARY });
+    await h.until((m) => lastStatus(m)?.phase === 'done', 'done');
+    h.engine.stop();
+    const publishes = h.messages.filter((m) => m.type === 'publish');
+    expect(publishes).toHaveLength(1);
+    const released = adapterOf((publishes[0] as Extract<WorkerToMain, { type: 'publish' }>).bytes);
+    const saved = await newestCheckpoint(h.store, manifest);
+    expect(saved.counters.step).toBe(H + 2);
+    expectSameValues(saved.adapter, released);
+    expect(lastStatus(h.messages)!.heldOut!.step).toBe(H + 2);
+  });
+
   it('with differential privacy a file that δ cannot cover is refused in words; without it the status has no privacy', async () => {
     const h = harness(memoryStore(), undefined, 3);
     // δ = 0.01 covers fewer than 100 records; the file makes 117 of 17 bytes.

@@ -874,6 +874,11 @@ export class PeerEngine {
   }
 
   private async finish(): Promise<void> {
+    if (this.privacy && this.status.step % this.manifest.localSteps !== 0) {
+      // What a DP peer ends with (and reports the held-out loss of) must be public: the unreleased part of its last,
+      // partial round is dropped.
+      this.model!.setAdapter(this.anchor!);
+    }
     const last = this.heldOutHistory.at(-1);
     if (!last || last.step !== this.status.step) {
       const point = await this.evaluateHeldOut();
