@@ -3,6 +3,7 @@ import type { TelemetryReport } from '../../core/wire/telemetry.ts';
 import type { GuardCounts, HeldOutPoint, LossPoint, MergeRecord, PeerHealth } from '../../core/swarm/engine-protocol.ts';
 import type { PageError, PeerController, RunLookup } from './peer-controller.ts';
 import type { FaultCounters } from './faults.ts';
+import type { PrivacyStatus } from '../../core/privacy/budget.ts';
 
 export interface PeerProbe {
   joined: boolean;
@@ -46,6 +47,8 @@ export interface PeerProbe {
   /** What the update guard clipped or refused, and whether this peer is healthy. */
   guard: GuardCounts | null;
   health: PeerHealth | null;
+  /** What differential privacy has cost this tab's own files (null when the run does not use it). */
+  privacy: PrivacyStatus | null;
 }
 
 export interface SwarmPeerApi {
@@ -102,6 +105,7 @@ export function installProbe(controller: PeerController): void {
         faults: { ...controller.faults.counters },
         guard: st?.guard ?? null,
         health: st?.health ?? null,
+        privacy: st?.privacy ?? null,
       };
     },
     telemetry: () => controller.telemetry(),

@@ -22,6 +22,26 @@ describe('parseSimulateArgs', () => {
     expect(() => parse('--schedule linear')).toThrow(/--schedule must be cosine or constant, got 'linear'/);
   });
 
+  it('reads DP arms into the run manifest: off by default, a target ε per sweep value, bad settings refused in words', () => {
+    expect(parse('').base.privacy).toBeNull();
+    expect(simulationManifest(parse('').base, 'a'.repeat(64)).privacy).toBeUndefined();
+    const one = parse('--engine node --steps 40 --h 5 --privacy-epsilon 8 --privacy-clip 0.1');
+    expect(one.base.privacy).toEqual({ targetEpsilon: 8, delta: 1e-5, clipNorm: 0.1, samplingRate: 0.02, maxPublishes: 8 });
+    expect(simulationManifest(one.base, 'a'.repeat(64)).privacy).toEqual(one.base.privacy);
+    const swept = plannedRuns(parse('--engine node --steps 20 --h 5 --sweep epsilon=none,8,2 --privacy-publishes 10'));
+    expect(swept.map((r) => [r.label, r.privacy?.targetEpsilon ?? null, r.privacy?.maxPublishes ?? null])).toEqual([
+      ['no-dp', null, null], ['eps-8', 8, 10], ['eps-2', 2, 10],
+    ]);
+    // Sweeping h keeps the target ε and recounts the publishes the budget covers.
+    const byH = plannedRuns(parse('--steps 20 --privacy-epsilon 4 --sweep h=2,10'));
+    expect(byH.map((r) => r.privacy?.maxPublishes)).toEqual([10, 2]);
+    expect(() => parse('--privacy-epsilon 0')).toThrow(/ε must be above 0/);
+    expect(() => parse('--privacy-epsilon lots')).toThrow(/must be a number or none/);
+    expect(() => parse('--sweep epsilon=8,-1')).toThrow(/--sweep epsilon.*ε must be above 0/);
+    expect(() => parse('--privacy-epsilon 0.001 --privacy-sampling 1 --privacy-publishes 1000')).toThrow(/would need noise above 100 times the clip norm/);
+    expect(() => parse('--privacy-epsilon 8 --privacy-delta 2')).toThrow(SimulateArgumentError);
+  });
+
   it('returns help for -h', () => {
     expect(parseSimulateArgs(['-h'])).toBe('help');
   });

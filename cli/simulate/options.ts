@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { getStrategy, resolveParams } from '../../core/merge/registry.ts';
 import { isPayloadCodec, type PayloadCodec } from '../../core/wire/codec.ts';
 import { DEFAULT_SPARSE_CONFIG, sparseConfigProblem, type SparseConfig } from '../../core/wire/sparse-delta.ts';
+import { parsePrivacyConfig, PrivacyConfigError, type PrivacyConfig } from '../../core/privacy/config.ts';
 import type { MergeParams } from '../../core/merge/types.ts';
 import { availableParallelism } from 'node:os';
 import { BYZANTINE_MODES, PUBLISHED_VALUE_MODES, type ByzantineMode } from '../../core/swarm/byzantine.ts';
@@ -116,6 +117,18 @@ export interface SimulationSettings {
   merge: boolean;
   /** Centralised baseline: one tab on the union of the data, tabs × steps steps. */
   centralised: boolean;
+  /** Differential privacy of the run's manifest (every publish clipped and noised); null = off. */
+  privacy: PrivacyConfig | null;
+  /** How --privacy-* options turn a target ε into the manifest's privacy (kept so a sweep over ε can reuse it). */
+  privacyPlan: PrivacyPlan;
+}
+
+/** The --privacy-* options other than ε; maxPublishes 0 = the run's publishes, ceil(steps / h). */
+export interface PrivacyPlan {
+  delta: number;
+  clipNorm: number;
+  samplingRate: number;
+  maxPublishes: number;
 }
 
 export interface SimulateCommand {
@@ -132,7 +145,7 @@ export interface SimulateCommand {
   seeds: number[];
 }
 
-export const SWEEP_KEYS = ['strategy', 'h', 'partition', 'codec', 'sparse', 'tabs', 'seed'] as const;
+export const SWEEP_KEYS = ['strategy', 'h', 'partition', 'codec', 'sparse', 'tabs', 'seed', 'epsilon'] as const;
 export type SweepKey = (typeof SWEEP_KEYS)[number];
 
 export const DEFAULT_GENRES = ['fiction', 'mystery', 'science_fiction', 'adventure'];
@@ -198,6 +211,15 @@ Faults (times: 90 = 90 s, 2m, or step20 = when the live tabs' mean step reaches 
                                          growing aligned push), sybil (all attackers send the same poison);
                                          node engine also: joiner (poison a newcomer's bootstrap), flood (junk
                                          payloads with every adapter); summaries count honest tabs only
+
+Differential privacy (core/privacy; every publish is anchor + update clipped to C + Gaussian noise)
+  --privacy-epsilon <x>     target ε of the run (default none = off); the noise multiplier is chosen so that
+                            --privacy-publishes publishes spend at most x; \`--sweep epsilon=none,32,8,2\` runs arms
+  --privacy-delta <x>       δ (default 1e-5)
+  --privacy-clip <C>        clip norm of each published update (default 0.05)
+  --privacy-sampling <q>    Poisson rate of a volunteer's records per round, which the accountant assumes
+                            (default 0.02; simulated peers hold no own files, so q only sets the noise)
+  --privacy-publishes <n>   publishes the budget must cover (default: the run's, ceil(steps / h))
 
 Baselines and sweeps
   --baselines <list>        also run local,central (comma list; default none): local-only = same tabs with merging
@@ -376,6 +398,11 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
         'speed-spread': { type: 'string', default: '0.5' },
         threads: { type: 'string', default: String(availableParallelism()) },
         'window-ms': { type: 'string', default: '250' },
+        'privacy-epsilon': { type: 'string', default: 'none' },
+        'privacy-delta': { type: 'string', default: '1e-5' },
+        'privacy-clip': { type: 'string', default: '0.05' },
+        'privacy-sampling': { type: 'string', default: '0.02' },
+        'privacy-publishes': { type: 'string', default: '0' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -486,7 +513,15 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     byzantine: v.byzantine === undefined ? null : parseByzantine(v.byzantine, tabs, engine),
     merge: true,
     centralised: false,
+    privacy: null,
+    privacyPlan: {
+      delta: parseNumber('--privacy-delta', v['privacy-delta'], (x) => x > 0 && x < 1, 'in (0, 1)'),
+      clipNorm: parseNumber('--privacy-clip', v['privacy-clip'], (x) => x > 0, 'a positive norm'),
+      samplingRate: parseNumber('--privacy-sampling', v['privacy-sampling'], (x) => x > 0 && x <= 1, 'in (0, 1]'),
+      maxPublishes: nonNegativeInt('--privacy-publishes', v['privacy-publishes']),
+    },
   };
+  base.privacy = privacyFor(base, v['privacy-epsilon'], '--privacy-epsilon');
   // Check every strategy this command will run now, not after an hour of sweeping.
   const strategies = sweep?.key === 'strategy' ? sweep.values : [base.strategy];
   for (const s of strategies) strategyParams(s, sweep?.key === 'strategy' ? {} : unscoped, scopedParams);
@@ -550,8 +585,31 @@ export function applySweepValue(base: SimulationSettings, key: SweepKey, value: 
     case 'seed':
       s.seed = nonNegativeInt('--sweep seed', value);
       break;
+    case 'epsilon':
+      s.privacy = privacyFor(s, value, '--sweep epsilon');
+      s.label = value === 'none' ? 'no-dp' : `eps-${value}`;
+      break;
   }
+  if (key !== 'epsilon' && s.privacy) s.privacy = privacyFor(s, String(s.privacy.targetEpsilon), '--privacy-epsilon');
   return s;
+}
+
+/**
+ * The manifest's privacy for target ε `raw` ('none' = off), checked by core/privacy so a bad setting is refused in
+ * its words (ε ≤ 0, δ out of range, a budget no noise multiplier up to 100 can meet) before any run starts.
+ */
+export function privacyFor(s: Pick<SimulationSettings, 'privacyPlan' | 'steps' | 'localSteps'>, raw: string, option: string): PrivacyConfig | null {
+  if (raw === 'none') return null;
+  const targetEpsilon = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(targetEpsilon)) throw new SimulateArgumentError(`${option} must be a number or none, got '${raw}'`);
+  const { delta, clipNorm, samplingRate } = s.privacyPlan;
+  const maxPublishes = s.privacyPlan.maxPublishes > 0 ? s.privacyPlan.maxPublishes : Math.max(1, Math.ceil(s.steps / s.localSteps));
+  try {
+    return parsePrivacyConfig({ targetEpsilon, delta, clipNorm, samplingRate, maxPublishes }, option);
+  } catch (error) {
+    if (error instanceof PrivacyConfigError) throw new SimulateArgumentError(error.message);
+    throw error;
+  }
 }
 
 /** The runs a command makes, in order: baselines first (their final loss is the default target), then the swarm runs. */

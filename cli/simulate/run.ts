@@ -64,6 +64,7 @@ export function simulationManifest(s: SimulationSettings, modelSha256: string): 
         : { kind: 'genre', genres: s.genres, seed: s.seed };
   return {
     ...base,
+    ...(s.privacy ? { privacy: { ...s.privacy } } : {}),
     runId: `sim-${safeLabel(s.label)}`,
     baseModel: { ...base.baseModel, url: s.modelUrl },
     schedule: {
@@ -283,6 +284,7 @@ export async function runSimulation(s: SimulationSettings, env: SimulationEnv): 
         peerId, runId, timeMs: now, step: probe.step, trainLoss: probe.trainLoss, heldOutLoss: probe.heldOut?.own ?? null, merges: probe.merges,
         bytesSent: probe.bytesSent, bytesReceived: probe.bytesReceived, versionsAnnounced: probe.publishedVersion, versionsFetched: probe.adaptersAccepted,
         neighbours: probe.neighbours, rejections: {}, tokensPerSecond: probe.tokensPerSecond, backend: probe.backend ?? 'other',
+        privacy: probe.privacy,
       }),
       now,
     );

@@ -14,6 +14,9 @@ import type { AdamWState } from '../train/adamw.ts';
 import type { HeldOutPoint, LossPoint, MergeRecord } from './engine-protocol.ts';
 import { momentsProblem, storedAdapterProblem } from './guard.ts';
 import { utf8DecodeStrict, utf8Encode } from '../io/text.ts';
+import { PrivacyBudget, type PrivacyBudgetState } from '../privacy/budget.ts';
+import { ledgerMatches } from '../privacy/peer-privacy.ts';
+import type { PrivacyConfig } from '../privacy/config.ts';
 
 const MAGIC = [0x53, 0x57, 0x43, 0x4b];
 export const CHECKPOINT_FORMAT_VERSION = 1;
@@ -47,6 +50,11 @@ export interface PeerCheckpoint {
   baseHeldOut: HeldOutPoint | null;
   mergeHistory: MergeRecord[];
   adoptedFrom: { peerId: string; step: number } | null;
+  /**
+   * The privacy ledger of a run with differential privacy: how many releases the volunteer's records have paid for.
+   * Written before each release leaves the peer, so a reload never lowers the spend; absent in runs without DP.
+   */
+  privacyLedger?: PrivacyBudgetState;
 }
 
 export class CheckpointFormatError extends Error {
@@ -173,12 +181,21 @@ export function decodeCheckpoint(bytes: Uint8Array): PeerCheckpoint {
     const match = /^adam\/(.+)\/m$/.exec(t.name);
     if (match) moments[match[1]] = { m: tensors.get(t.name)!, v: take(`adam/${match[1]}/v`, t.length) };
   }
-  const { formatVersion: _v, adapter, optimizerStep, tensors: _t, ...rest } = header;
+  const { formatVersion: _v, adapter, optimizerStep, tensors: _t, privacyLedger, ...rest } = header;
+  let ledger: PrivacyBudgetState | undefined;
+  if (privacyLedger !== undefined) {
+    try {
+      ledger = PrivacyBudget.fromJSON(privacyLedger).toJSON();
+    } catch (error) {
+      throw new CheckpointFormatError(`checkpoint privacy ledger is damaged: ${(error as Error).message}`);
+    }
+  }
   return {
     ...rest,
     adapter: { baseModelId: adapter.baseModelId, config: adapter.config, modules },
     ...(anchor ? { anchor } : {}),
     optimizer: { step: optimizerStep, moments },
+    ...(ledger ? { privacyLedger: ledger } : {}),
   };
 }
 
@@ -212,10 +229,19 @@ export type CheckpointVerdict = { ok: true; checkpoint: PeerCheckpoint } | { ok:
 
 /**
  * Whether a decoded checkpoint may be restored into this peer: the same run, the same adapter schema (rank, alpha,
- * modules and their shapes) as the model it is loaded into, and every value finite and within the adapter bounds.
+ * modules and their shapes) as the model it is loaded into, every value finite and within the adapter bounds, and in
+ * a run with differential privacy a ledger of the run's privacy setting and a round anchor.
  */
-export function validateCheckpoint(c: PeerCheckpoint, expected: { wireRunId: string; adapter: Adapter }): CheckpointVerdict {
+export function validateCheckpoint(c: PeerCheckpoint, expected: { wireRunId: string; adapter: Adapter; privacy?: PrivacyConfig }): CheckpointVerdict {
   if (c.wireRunId !== expected.wireRunId) return { ok: false, reason: `it belongs to run ${c.wireRunId}, this tab is in ${expected.wireRunId}` };
+  if (expected.privacy) {
+    // Without its ledger the spend would restart at zero, and without the anchor the round could not restart from a public point.
+    if (!c.privacyLedger) return { ok: false, reason: 'it has no privacy ledger, which this run with differential privacy needs' };
+    if (!ledgerMatches(c.privacyLedger, expected.privacy)) return { ok: false, reason: 'its privacy ledger is for another privacy setting than this run\'s' };
+    if (!c.anchor) return { ok: false, reason: 'it has no round anchor, which this run with differential privacy needs' };
+  } else if (c.privacyLedger) {
+    return { ok: false, reason: 'it carries a privacy ledger, but this run does not use differential privacy' };
+  }
   const want = expected.adapter;
   if (c.adapter.config.r !== want.config.r || c.adapter.config.alpha !== want.config.alpha) {
     return { ok: false, reason: `its LoRA rank/alpha ${c.adapter.config.r}/${c.adapter.config.alpha} differ from the run's ${want.config.r}/${want.config.alpha}` };

@@ -36,6 +36,8 @@ import { defaultRunManifest, runTrainingSettings, wireRunId, type RunTrainingSet
 import { checkpointSlotKeys, decodeCheckpoint, encodeCheckpoint, StorageFullError, validateCheckpoint, type KeyValueStore, type PeerCheckpoint } from './peer-checkpoint.ts';
 import { MergeGuard, momentsProblem, storedAdapterProblem, type GuardEvent } from './guard.ts';
 import { ADAMW_DEFAULTS } from '../train/adamw.ts';
+import { PeerPrivacy, platformRandomness, type PrivacyRandomness } from '../privacy/peer-privacy.ts';
+import type { PrivacyBudgetState } from '../privacy/budget.ts';
 import type {
   DataSourceInfo,
   EngineOptions,
@@ -67,6 +69,11 @@ export interface EngineHost {
   /** Screens neighbours' adapters before a merge and judges the result (default: the update guard, core/swarm/guard.ts). */
   guard?: MergeGuard;
   now?(): number;
+  /**
+   * Randomness of a run with differential privacy: each round's Poisson sample and the noise. Default: seeded from
+   * crypto.getRandomValues (a volunteer's peer); tests and simulations pass seeded sources to repeat a run.
+   */
+  privacyRandomness?(): PrivacyRandomness;
   /** The engine's only way to wait: a tab or a Node peer uses a timer, the simulator its virtual clock. */
   sleep(ms: number): Promise<void>;
 }
@@ -91,6 +98,15 @@ function ownBuffer(bytes: Uint8Array): ArrayBuffer {
   return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer
     ? bytes.buffer
     : bytes.slice().buffer;
+}
+
+/**
+ * With differential privacy, held-out loss leaves the peer in telemetry, so it is measured only at a round boundary,
+ * where the model holds the public anchor: once per round in which an evaluation fell due.
+ */
+function evaluatedInRound(step: number, boundary: boolean, c: CadenceConfig): boolean {
+  if (!boundary || c.evaluateEvery <= 0) return false;
+  return Math.floor(step / c.evaluateEvery) > Math.floor((step - c.localSteps) / c.evaluateEvery);
 }
 
 function zeroB(adapter: Adapter): Adapter {
@@ -131,6 +147,9 @@ export class PeerEngine {
    * privacy measures an update against; saved in the checkpoint.
    */
   private anchor?: Adapter;
+  /** Differential privacy for the volunteer's files (core/privacy/peer-privacy.ts): absent in runs without it. */
+  private privacy?: PeerPrivacy;
+  private budgetSpentSaid = false;
   private bootstrapDone = false;
   private bootstrapOffers: Array<{ adapter: Adapter; peerId: string; step: number }> = [];
   private running?: Promise<void>;
@@ -284,15 +303,11 @@ export class PeerEngine {
         `the run expects base model sha256 ${manifest.baseModel.sha256.slice(0, 16)}…, but ${manifest.baseModel.url} serves ${this.base.sha256.slice(0, 16)}…`,
       );
     }
-    if (manifest.privacy) {
-      // core/privacy can clip, noise and account, but this engine does not publish through it yet: joining would
-      // promise the volunteer a protection their adapter does not get.
-      throw new RunMismatchError(
-        `this run asks for differential privacy (target ε = ${manifest.privacy.targetEpsilon}), which this build's peer does not apply yet; it cannot join without breaking that promise`,
-      );
-    }
     this.manifest = manifest;
     this.settings = runTrainingSettings(manifest);
+    if (manifest.privacy) {
+      this.privacy = new PeerPrivacy(manifest.privacy, this.settings.seqLen + 1, this.host.privacyRandomness?.() ?? platformRandomness());
+    }
     getStrategy(manifest.strategy.name);
     resolveParams(getStrategy(manifest.strategy.name), manifest.strategy.params);
     this.cadence = checkCadence({ localSteps: manifest.localSteps, checkpointEvery: options.checkpointEvery, evaluateEvery: options.evaluateEvery });
@@ -395,7 +410,16 @@ export class PeerEngine {
       this.host.post({ type: 'notice', level: 'warning', message: `${name} is too short to train on (${bytes.length} bytes; at least ${this.settings.seqLen + 2} needed)` });
       return;
     }
-    this.localTexts.push({ name, bytes: Uint8Array.from(bytes) });
+    const own = Uint8Array.from(bytes);
+    if (this.privacy) {
+      const problem = this.privacy.fileProblem(own);
+      if (problem) {
+        this.host.post({ type: 'notice', level: 'warning', message: `${name} is not used: ${problem}` });
+        return;
+      }
+      this.privacy.addFile(own);
+    }
+    this.localTexts.push({ name, bytes: own });
     if (persist) {
       const existing = await this.host.store.get(this.localTextKey);
       const list = existing ? (JSON.parse(utf8Decode(existing)) as Array<{ name: string; text: string }>) : [];
@@ -430,6 +454,12 @@ export class PeerEngine {
     this.lossHistory = c.lossHistory;
     this.heldOutHistory = c.heldOutHistory;
     this.mergeHistory = c.mergeHistory;
+    if (this.privacy && c.anchor) {
+      // Progress since the round anchor was trained on a sample that is lost with the reload; using it would let
+      // those records into the next release a second time. The round restarts from the public anchor instead.
+      this.model!.setAdapter(c.anchor);
+      this.startPrivateRound();
+    }
   }
 
   /**
@@ -441,6 +471,7 @@ export class PeerEngine {
     // The single key of earlier builds is read too, so an upgrade keeps what a volunteer trained.
     const keys = [...slots, this.checkpointKey];
     const usable: Array<{ checkpoint: PeerCheckpoint; key: string }> = [];
+    const ledgers: PrivacyBudgetState[] = [];
     let stored = 0;
     for (const key of keys) {
       const bytes = await this.host.store.get(key);
@@ -448,7 +479,9 @@ export class PeerEngine {
       stored++;
       let verdict: ReturnType<typeof validateCheckpoint>;
       try {
-        verdict = validateCheckpoint(decodeCheckpoint(bytes), { wireRunId: this.runWireId, adapter: await this.model!.getAdapter() });
+        const decoded = decodeCheckpoint(bytes);
+        if (decoded.privacyLedger && decoded.wireRunId === this.runWireId) ledgers.push(decoded.privacyLedger);
+        verdict = validateCheckpoint(decoded, { wireRunId: this.runWireId, adapter: await this.model!.getAdapter(), privacy: this.manifest.privacy });
       } catch (error) {
         verdict = { ok: false, reason: (error as Error).message };
       }
@@ -456,6 +489,8 @@ export class PeerEngine {
       else this.host.post({ type: 'notice', level: 'warning', message: `a stored checkpoint copy could not be used (${verdict.reason})` });
     }
     usable.sort((a, b) => b.checkpoint.counters.step - a.checkpoint.counters.step || b.checkpoint.savedAtMs - a.checkpoint.savedAtMs);
+    // The spend is the largest any readable copy records, even one that cannot be restored otherwise.
+    this.privacy?.restoreLedger(ledgers);
     const newest = usable[0];
     if (!newest) {
       if (stored > 0) this.host.post({ type: 'notice', level: 'warning', message: 'no stored checkpoint of this run could be used, so training starts fresh from the base model' });
@@ -467,7 +502,8 @@ export class PeerEngine {
     return true;
   }
 
-  private async checkpoint(): Promise<void> {
+  /** Writes a checkpoint; returns false (and says why) when its values cannot be trusted and it was skipped. */
+  private async checkpoint(): Promise<boolean> {
     const c: PeerCheckpoint = {
       wireRunId: this.runWireId,
       peerKey: this.options.peerKey,
@@ -490,23 +526,32 @@ export class PeerEngine {
       baseHeldOut: this.status.baseHeldOut,
       mergeHistory: this.mergeHistory,
       adoptedFrom: this.status.adoptedFrom,
+      ...(this.privacy ? { privacyLedger: this.privacy.ledger() } : {}),
     };
     const poisoned = storedAdapterProblem(c.adapter) ?? (c.anchor ? storedAdapterProblem(c.anchor) : null) ?? momentsProblem(c.optimizer);
     if (poisoned) {
       // Never overwrite a good checkpoint with values that cannot be trusted.
       this.markUnhealthy(`checkpoint skipped: ${poisoned}`);
-      return;
+      return false;
     }
     const bytes = encodeCheckpoint(c);
     const [first, second] = checkpointSlotKeys(this.checkpointKey);
     await this.host.store.put(this.nextSlot === 0 ? first : second, bytes);
     this.nextSlot = 1 - this.nextSlot;
     this.status.checkpoint = { step: c.counters.step, atMs: c.savedAtMs, bytes: bytes.length };
+    return true;
   }
 
   /** The adapter the model holds now becomes the anchor of the next local round. */
   private async startRound(): Promise<void> {
     this.anchor = await this.model!.getAdapter();
+    if (this.privacy) this.startPrivateRound();
+  }
+
+  /** A fresh optimiser and a fresh Poisson sample: nothing private of the last round reaches this one unreleased. */
+  private startPrivateRound(): void {
+    this.trainer!.optimizer.resetMoments();
+    this.privacy!.startRound();
   }
 
   private markUnhealthy(reason: string): void {
@@ -521,7 +566,17 @@ export class PeerEngine {
   private batchFor(step: number): Batch {
     // Seeded by (run seed, slot, step): the step counter is the data position a checkpoint needs.
     const rng = createRng(deriveSeed(this.settings.seed, `batch/${this.options.slot}/${step}`));
-    return new MixtureSampler(this.sources, rng).sample(this.settings.batchSize, this.settings.seqLen);
+    return new MixtureSampler(this.privacy ? this.privateRoundSources(step) : this.sources, rng).sample(this.settings.batchSize, this.settings.seqLen);
+  }
+
+  /**
+   * With differential privacy, the volunteer's records reach training only through the round's Poisson sample (the
+   * sampling rate the accountant assumes), and never outside a training step (step −1 scores bootstrap offers).
+   */
+  private privateRoundSources(step: number): MixtureSource[] {
+    const records = step >= 0 ? this.privacy!.sampledSources(LOCAL_SHARE) : [];
+    const corpusWeight = records.length > 0 ? 1 - LOCAL_SHARE : 1;
+    return [...this.corpusSources.map((s) => ({ ...s, weight: s.weight * corpusWeight })), ...records];
   }
 
   private async evaluateHeldOut(): Promise<HeldOutPoint> {
@@ -613,7 +668,7 @@ export class PeerEngine {
     if (actions.publish) await this.publish();
     if (actions.merge) newMerge = await this.merge();
     if (actions.publish) await this.startRound();
-    if (actions.evaluate) {
+    if (this.privacy ? evaluatedInRound(this.status.step, actions.publish, this.cadence) : actions.evaluate) {
       newHeldOut = await this.evaluateHeldOut();
       this.status.heldOut = newHeldOut;
       this.pushBounded(this.heldOutHistory, newHeldOut);
@@ -632,8 +687,14 @@ export class PeerEngine {
   }
 
   private async publish(): Promise<void> {
+    if (!this.options.mergeEnabled && !this.privacy) return;
+    let adapter = await this.model!.getAdapter();
+    if (this.privacy) {
+      const released = await this.releasePrivately(adapter);
+      if (!released) return;
+      adapter = released;
+    }
     if (!this.options.mergeEnabled) return;
-    const adapter = await this.model!.getAdapter();
     let bytes: Uint8Array;
     try {
       bytes = encodeAdapter(adapter, this.manifest.codec);
@@ -652,12 +713,44 @@ export class PeerEngine {
         version: this.status.publishedVersion,
         step: this.status.step,
         samplesSeen: this.status.samplesSeen,
-        localLoss: this.status.trainLoss,
+        // The training loss is measured on the volunteer's records, without noise: a DP run does not announce it.
+        localLoss: this.privacy ? null : this.status.trainLoss,
         codec: this.manifest.codec,
         schemaHash: this.schema,
       },
       [buffer],
     );
+  }
+
+  /**
+   * A round's release under differential privacy (core/privacy/peer-privacy.ts): anchor + clipped update + noise,
+   * which the peer keeps as its own adapter. Every round is released (and paid for) even in a local-only run, so
+   * what the peer holds after a round boundary is public either way. When the peer will send the bytes, the ledger
+   * is checkpointed first; returns null when nothing may be sent.
+   */
+  private async releasePrivately(current: Adapter): Promise<Adapter | null> {
+    const privacy = this.privacy!;
+    if (!privacy.canPublish()) {
+      if (!this.budgetSpentSaid) {
+        this.budgetSpentSaid = true;
+        this.host.post({ type: 'notice', level: 'info', message: `your files have spent their privacy budget (ε = ${privacy.status().epsilonSpent.toFixed(2)} of ${privacy.config.targetEpsilon}): this tab keeps training and merging, but no longer shares its updates` });
+      }
+      return null;
+    }
+    const { published } = privacy.release(current, this.anchor!);
+    this.model!.setAdapter(published);
+    if (!this.options.mergeEnabled) return published;
+    let saved = false;
+    try {
+      saved = await this.checkpoint();
+    } catch (error) {
+      this.fail(error);
+    }
+    if (!saved) {
+      this.markUnhealthy('update not shared: the privacy ledger could not be saved first, so a reload could under-count what was spent');
+      return null;
+    }
+    return published;
   }
 
   private async merge(): Promise<MergeRecord> {
@@ -794,6 +887,11 @@ export class PeerEngine {
   }
 
   private async finish(): Promise<void> {
+    if (this.privacy && this.status.step % this.manifest.localSteps !== 0) {
+      // What a DP peer ends with (and reports the held-out loss of) must be public: the unreleased part of its last,
+      // partial round is dropped.
+      this.model!.setAdapter(this.anchor!);
+    }
     const last = this.heldOutHistory.at(-1);
     if (!last || last.step !== this.status.step) {
       const point = await this.evaluateHeldOut();
@@ -851,6 +949,7 @@ export class PeerEngine {
   snapshot(): EngineStatus {
     return {
       ...this.status,
+      privacy: this.privacy ? this.privacy.status() : null,
       neighbours: this.table ? this.table.summary(this.now()) : [],
       data: [...this.status.data],
       adaptersRefused: { ...this.status.adaptersRefused },

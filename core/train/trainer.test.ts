@@ -66,6 +66,22 @@ describe('AdamW', () => {
     opt.dispose();
     opt2.dispose();
   });
+
+  it('after resetMoments the next update is a fresh optimiser\'s first one (lr·sign(g)), and the step count goes on', async () => {
+    const w = tf.variable(tf.tensor1d([1, 2, 3]));
+    const opt = new AdamW(new Map([['w', w]]), { beta1: 0.9, beta2: 0.999, epsilon: 0, weightDecay: 0 });
+    for (let i = 0; i < 5; i++) opt.apply(new Map([['w', tf.tensor1d([0.3, -0.2, 0.1])]]), 0.1);
+    opt.resetMoments();
+    expect(opt.stepCount).toBe(5);
+    const before = Array.from((await w.data()) as Float32Array);
+    // Gradients opposite to the earlier ones: kept moments would still push the old way; fresh ones follow sign(g).
+    opt.apply(new Map([['w', tf.tensor1d([-2, 0.5, -0.01])]]), 0.01);
+    const after = Array.from((await w.data()) as Float32Array);
+    [0.01, -0.01, 0.01].forEach((step, i) => expect(after[i] - before[i]).toBeCloseTo(step, 6));
+    expect(opt.stepCount).toBe(6);
+    tf.dispose(w);
+    opt.dispose();
+  });
 });
 
 describe('Trainer', () => {

@@ -313,6 +313,7 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
         bytesSent: bytesSent.get(o.slot) ?? 0, bytesReceived: o.bytesReceived, versionsAnnounced: st.publishedVersion, versionsFetched: st.adaptersAccepted,
         neighbours: adjacency[o.slot].map((n) => knownPeer.get(n)).filter((id): id is string => !!id), rejections, tokensPerSecond: null,
         backend: st.backend || 'wasm', consensusDistance: st.consensusDistance ?? null, health: st.health,
+        privacy: st.privacy,
       }),
       at(nowMs),
     );

@@ -16,6 +16,9 @@ import { schemaHash, type Adapter } from '../../../core/model/adapter.ts';
 import type { RunManifest } from '../../../core/wire/run-manifest.ts';
 import type { RejectReason } from '../../../core/wire/verdict.ts';
 import { poisonPublished, type Attack, type AttackState } from '../../../core/swarm/byzantine.ts';
+import { NoiseSource } from '../../../core/privacy/noise-source.ts';
+import { runTrainingSettings } from '../../../core/swarm/run.ts';
+import { deriveSeed } from '../../../core/util/random.ts';
 
 /** A payload on its way from one peer to another, with the time it arrives. */
 export interface Delivery {
@@ -242,6 +245,11 @@ export class Shard {
       post: (message) => this.onMessage(peer, message),
       backendName: () => this.io.backendName(),
       now: () => this.nowMs,
+      // A DP arm repeats exactly given the run seed (a volunteer's peer seeds from crypto.getRandomValues instead).
+      privacyRandomness: () => {
+        const seed = deriveSeed(runTrainingSettings(this.init.manifest).seed, `privacy/${slot}/${peer.incarnation}`);
+        return { sampling: NoiseSource.fromTestSeed(seed), noise: NoiseSource.fromTestSeed(seed + 0.5) };
+      },
       sleep: (ms) =>
         new Promise<void>((resolve) => {
           // A step costs its modelled compute time; the engine's own rest comes on top.
