@@ -36,6 +36,7 @@ const EXPLANATIONS: Record<RejectReason, string> = {
   timeout: 'did not deliver its adapter in time',
   'fetch-failed': 'could not be reached to fetch its adapter',
   'out-of-bounds': 'sent an adapter with values far beyond what training produces',
+  'frozen-factor': 'sent an adapter whose frozen LoRA A is not the run’s shared one',
 };
 
 /** One sentence for the volunteer page: "Peer 12D3…abcd is in a different run (…)". */

@@ -38,6 +38,8 @@ export const REJECT_REASONS = [
   'fetch-failed',
   /** Valid on the wire, but values the update guard refuses (beyond its absolute bound). */
   'out-of-bounds',
+  /** In a run whose LoRA A is frozen (lora.mode 'frozen-a'), an adapter whose A is not the run's shared A. */
+  'frozen-factor',
 ] as const;
 
 export type RejectReason = (typeof REJECT_REASONS)[number];
@@ -83,6 +85,7 @@ export const REJECTION_WEIGHTS: Record<RejectReason, number> = {
   timeout: 1,
   'fetch-failed': 1,
   'out-of-bounds': 1,
+  'frozen-factor': 1,
 };
 
 /**
