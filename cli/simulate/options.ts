@@ -7,6 +7,9 @@ import type { MergeParams } from '../../core/merge/types.ts';
 import { availableParallelism } from 'node:os';
 import { BYZANTINE_MODES, PUBLISHED_VALUE_MODES, type ByzantineMode } from '../../core/swarm/byzantine.ts';
 import { parseTopology, TopologyError, type Topology } from './node/links.ts';
+import { getOuterOptimizer, resolveOuterParams } from '../../core/outer/registry.ts';
+import { LORA_MODES, type LoraMode } from '../../core/model/adapter.ts';
+import type { OuterConfig } from '../../core/wire/run-manifest.ts';
 
 export class SimulateArgumentError extends Error {
   static override readonly name = 'SimulateArgumentError';
@@ -80,6 +83,9 @@ export interface SimulationSettings {
   genres: string[];
   localSteps: number;
   codec: PayloadCodec;
+  /** The run manifest's outer optimiser (null = none) and LoRA mode. */
+  outer: OuterConfig | null;
+  loraMode: LoraMode;
   /** Local steps per tab (0 = until --minutes or --target-loss). */
   steps: number;
   minutes: number;
@@ -156,6 +162,10 @@ The swarm
   --genres <a,b,...>        genres of the run (default ${DEFAULT_GENRES.join(',')})
   --h <n>                   local steps between merges (default 5)
   --codec <c>               fp32 | fp16 | int8 adapter payloads (default fp16)
+  --outer <name>            outer optimiser after each merge: none | sgd | nesterov (default none)
+  --outer-lr <x>            its outer learning rate (sgd default 1, nesterov 0.7)
+  --outer-momentum <x>      nesterov's momentum β (default 0.9)
+  --lora-mode <m>           standard (A and B train) | frozen-a (FFA-LoRA: the shared seeded A never trains) (default standard)
   --steps <n>               local steps per tab (default 40; 0 = run until --minutes or --target-loss)
   --minutes <m>             wall-clock limit of each run (default 10)
   --target-loss <x>         stop when the tabs' mean held-out loss over all genres is <= x; also the target of
@@ -330,6 +340,10 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
         genres: { type: 'string', default: DEFAULT_GENRES.join(',') },
         h: { type: 'string', default: '5' },
         codec: { type: 'string', default: 'fp16' },
+        outer: { type: 'string', default: 'none' },
+        'outer-lr': { type: 'string' },
+        'outer-momentum': { type: 'string' },
+        'lora-mode': { type: 'string', default: 'standard' },
         steps: { type: 'string', default: '40' },
         minutes: { type: 'string', default: '10' },
         'target-loss': { type: 'string' },
@@ -450,6 +464,7 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     genres,
     localSteps: positiveInt('--h', v.h),
     codec: v.codec,
+    ...parseOuterOptions(v.outer, v['outer-lr'], v['outer-momentum'], v['lora-mode']),
     steps,
     minutes,
     targetLoss,
@@ -486,6 +501,20 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     progressEveryS: parseNumber('--progress', v.progress, (x) => x > 0, 'a positive number of seconds'),
     seeds: seeds ?? [base.seed],
   };
+}
+
+/** --outer, --outer-lr, --outer-momentum and --lora-mode, checked against core/outer's declarations. */
+export function parseOuterOptions(name: string, lr: string | undefined, momentum: string | undefined, loraMode: string): { outer: OuterConfig | null; loraMode: LoraMode } {
+  if (!(LORA_MODES as readonly string[]).includes(loraMode)) throw new SimulateArgumentError(`--lora-mode must be one of ${LORA_MODES.join(', ')}, got '${loraMode}'`);
+  const params: Record<string, number> = {};
+  if (lr !== undefined) params.lr = parseNumber('--outer-lr', lr, () => true, 'a number');
+  if (momentum !== undefined) params.momentum = parseNumber('--outer-momentum', momentum, () => true, 'a number');
+  try {
+    resolveOuterParams(getOuterOptimizer(name), params);
+  } catch (error) {
+    throw new SimulateArgumentError(`--outer: ${(error as Error).message}`);
+  }
+  return { outer: name === 'none' ? null : { name, params }, loraMode: loraMode as LoraMode };
 }
 
 /** The settings of one run of a sweep: the base with the swept option set to one value. */
