@@ -42,6 +42,23 @@ describe('parseSimulateArgs', () => {
     expect(() => parse('--privacy-epsilon 8 --privacy-delta 2')).toThrow(SimulateArgumentError);
   });
 
+  it('puts the outer optimiser and the LoRA mode into the run manifest both engines start from', () => {
+    const plain = simulationManifest(parse('').base, 'a'.repeat(64));
+    expect(plain.outer).toBeUndefined();
+    expect(plain.lora.mode).toBeUndefined();
+    const c = parse('--outer nesterov --outer-lr 1 --outer-momentum 0.5 --lora-mode frozen-a');
+    expect(c.base).toMatchObject({ outer: { name: 'nesterov', params: { lr: 1, momentum: 0.5 } }, loraMode: 'frozen-a' });
+    const manifest = simulationManifest(c.base, 'a'.repeat(64));
+    expect(manifest.outer).toEqual({ name: 'nesterov', params: { lr: 1, momentum: 0.5 } });
+    expect(manifest.lora.mode).toBe('frozen-a');
+    expect(simulationManifest(parse('--outer sgd').base, 'a'.repeat(64)).outer).toEqual({ name: 'sgd', params: {} });
+    expect(() => parse('--outer adam')).toThrow(/--outer: unknown outer optimiser 'adam'/);
+    expect(() => parse('--outer sgd --outer-momentum 0.9')).toThrow(/has no parameter 'momentum'/);
+    expect(() => parse('--outer nesterov --outer-lr 5')).toThrow(/lr' must be <= 2/);
+    expect(() => parse('--outer nesterov --outer-lr x')).toThrow(/--outer-lr must be a number/);
+    expect(() => parse('--lora-mode frozen-b')).toThrow(/--lora-mode must be one of standard, frozen-a/);
+  });
+
   it('returns help for -h', () => {
     expect(parseSimulateArgs(['-h'])).toBe('help');
   });

@@ -9,6 +9,9 @@ import type { MergeParams } from '../../core/merge/types.ts';
 import { availableParallelism } from 'node:os';
 import { BYZANTINE_MODES, PUBLISHED_VALUE_MODES, type ByzantineMode } from '../../core/swarm/byzantine.ts';
 import { parseTopology, TopologyError, type Topology } from './node/links.ts';
+import { getOuterOptimizer, resolveOuterParams } from '../../core/outer/registry.ts';
+import { LORA_MODES, type LoraMode } from '../../core/model/adapter.ts';
+import type { OuterConfig } from '../../core/wire/run-manifest.ts';
 
 export class SimulateArgumentError extends Error {
   static override readonly name = 'SimulateArgumentError';
@@ -90,6 +93,9 @@ export interface SimulationSettings {
   codec: PayloadCodec;
   /** Sparse updates on the links (node engine only): keyframes in `codec`, top-k int8 deltas between. Absent: off. */
   sparse?: SparseConfig;
+  /** The run manifest's outer optimiser (null = none) and LoRA mode. */
+  outer: OuterConfig | null;
+  loraMode: LoraMode;
   /** Local steps per tab (0 = until --minutes or --target-loss). */
   steps: number;
   minutes: number;
@@ -182,6 +188,10 @@ The swarm
   --codec <c>               fp32 | fp16 | int8 adapter payloads (default fp16)
   --sparse <k/C[:K]|off>    node engine: between full adapters (keyframes, every K-th publication, default
                             ${DEFAULT_SPARSE_CONFIG.keyframeEvery}) links carry top-k deltas, the k largest of every C values int8 (e.g. 8/256)
+  --outer <name>            outer optimiser after each merge: none | sgd | nesterov (default none)
+  --outer-lr <x>            its outer learning rate (sgd default 1, nesterov 0.7)
+  --outer-momentum <x>      nesterov's momentum β (default 0.9)
+  --lora-mode <m>           standard (A and B train) | frozen-a (FFA-LoRA: the shared seeded A never trains) (default standard)
   --steps <n>               local steps per tab (default 40; 0 = run until --minutes or --target-loss)
   --minutes <m>             wall-clock limit of each run (default 10)
   --target-loss <x>         stop when the tabs' mean held-out loss over all genres is <= x; also the target of
@@ -366,6 +376,10 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
         h: { type: 'string', default: '5' },
         codec: { type: 'string', default: 'fp16' },
         sparse: { type: 'string', default: 'off' },
+        outer: { type: 'string', default: 'none' },
+        'outer-lr': { type: 'string' },
+        'outer-momentum': { type: 'string' },
+        'lora-mode': { type: 'string', default: 'standard' },
         steps: { type: 'string', default: '40' },
         minutes: { type: 'string', default: '10' },
         'target-loss': { type: 'string' },
@@ -494,6 +508,7 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     localSteps: positiveInt('--h', v.h),
     codec: v.codec,
     ...sparseSetting(v.sparse, '--sparse'),
+    ...parseOuterOptions(v.outer, v['outer-lr'], v['outer-momentum'], v['lora-mode']),
     steps,
     minutes,
     targetLoss,
@@ -553,6 +568,20 @@ export function sparseSetting(raw: string, option: string): { sparse?: SparseCon
   const problem = sparseConfigProblem(config);
   if (problem) throw new SimulateArgumentError(`${option}: ${problem}`);
   return { sparse: config };
+}
+
+/** --outer, --outer-lr, --outer-momentum and --lora-mode, checked against core/outer's declarations. */
+export function parseOuterOptions(name: string, lr: string | undefined, momentum: string | undefined, loraMode: string): { outer: OuterConfig | null; loraMode: LoraMode } {
+  if (!(LORA_MODES as readonly string[]).includes(loraMode)) throw new SimulateArgumentError(`--lora-mode must be one of ${LORA_MODES.join(', ')}, got '${loraMode}'`);
+  const params: Record<string, number> = {};
+  if (lr !== undefined) params.lr = parseNumber('--outer-lr', lr, () => true, 'a number');
+  if (momentum !== undefined) params.momentum = parseNumber('--outer-momentum', momentum, () => true, 'a number');
+  try {
+    resolveOuterParams(getOuterOptimizer(name), params);
+  } catch (error) {
+    throw new SimulateArgumentError(`--outer: ${(error as Error).message}`);
+  }
+  return { outer: name === 'none' ? null : { name, params }, loraMode: loraMode as LoraMode };
 }
 
 /** The settings of one run of a sweep: the base with the swept option set to one value. */

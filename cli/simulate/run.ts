@@ -78,6 +78,8 @@ export function simulationManifest(s: SimulationSettings, modelSha256: string): 
       seed: s.seed,
     },
     data,
+    lora: { ...base.lora, ...(s.loraMode === 'standard' ? {} : { mode: s.loraMode }) },
+    ...(s.outer ? { outer: { name: s.outer.name, params: { ...s.outer.params } } } : {}),
     ...(s.sparse ? { sparse: { ...s.sparse } } : {}),
   };
 }

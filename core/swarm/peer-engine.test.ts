@@ -5,6 +5,7 @@ import type { Gpt2Config } from '../model/config.ts';
 import { initGpt2Weights } from '../model/gpt2.ts';
 import type { Adapter } from '../model/adapter.ts';
 import { decodeAdapter } from '../wire/codec.ts';
+import { importPeft } from '../io/peft.ts';
 import { defaultRunManifest, wireRunId } from './run.ts';
 import type { RunManifest } from '../wire/run-manifest.ts';
 import { checkpointSlotKeys, decodeCheckpoint, encodeCheckpoint, memoryStore, CheckpointFormatError, validateCheckpoint, type PeerCheckpoint } from './peer-checkpoint.ts';
@@ -182,6 +183,26 @@ describe('checkpoint format', () => {
     expect(validateCheckpoint(c, { ...expected, privacy: { ...config, targetEpsilon: 4 } })).toMatchObject({ ok: false, reason: expect.stringMatching(/another privacy setting/) });
     expect(validateCheckpoint(c, { wireRunId: 'r', adapter })).toMatchObject({ ok: false, reason: expect.stringMatching(/does not use differential privacy/) });
     expect(validateCheckpoint(noLedger, { wireRunId: 'r', adapter })).toMatchObject({ ok: true });
+  });
+
+  it('carries the outer momentum buffer exactly, refuses one of another shape, and a restore refuses a non-finite one', () => {
+    const pair = (a: number[], b: number[]) => ({ a: Float32Array.from(a), b: Float32Array.from(b), inDim: 2, outDim: 2 });
+    const adapter: Adapter = { baseModelId: 'm', config: { r: 1, alpha: 2, targetModules: ['attn.c_attn'] }, modules: new Map([['m0', pair([1, 2], [3, 4])]]) };
+    const outerMomentum: Adapter = { ...adapter, modules: new Map([['m0', pair([0, 0], [-0.125, 1e-7])]]) };
+    const c: PeerCheckpoint = {
+      wireRunId: 'r', peerKey: 'k', slot: 0, savedAtMs: 1,
+      counters: { step: 5, samplesSeen: 10, tokensSeen: 100, merges: 1, publishedVersion: 1, donatedMs: 1, adaptersAccepted: 1 },
+      adapter, anchor: adapter, outerMomentum, optimizer: { step: 5, moments: {} }, lossHistory: [], heldOutHistory: [], baseHeldOut: null, mergeHistory: [], adoptedFrom: null,
+    };
+    const back = decodeCheckpoint(encodeCheckpoint(c));
+    expect(back).toEqual(c);
+    expect(Array.from(back.outerMomentum!.modules.get('m0')!.b)).toEqual([-0.125, Math.fround(1e-7)]);
+    const { outerMomentum: _none, ...without } = c;
+    expect(decodeCheckpoint(encodeCheckpoint(without)).outerMomentum).toBeUndefined();
+    const wrong: Adapter = { ...adapter, modules: new Map([['m0', { ...pair([1], [2]), inDim: 1, outDim: 1 }]]) };
+    expect(() => encodeCheckpoint({ ...c, outerMomentum: wrong })).toThrow(/outer momentum's module m0/);
+    const nan: Adapter = { ...adapter, modules: new Map([['m0', pair([0, 0], [Number.NaN, 0])]]) };
+    expect(validateCheckpoint(decodeCheckpoint(encodeCheckpoint({ ...c, outerMomentum: nan })), { wireRunId: 'r', adapter })).toEqual({ ok: false, reason: 'outer momentum: the adapter holds NaN or Infinity' });
   });
 });
 
@@ -441,6 +462,107 @@ describe('peer engine (tfjs WASM in Node, real Brown data)', () => {
   });
 });
 
+describe('outer optimiser and frozen A in the engine', () => {
+  /** Every value of the adapter after one outer Nesterov step from θ with zero momentum: θ − η·(Δ + β·m), m = Δ. */
+  const expectNesterovFromZero = (saved: PeerCheckpoint, theta: Adapter, lr: number, beta: number) => {
+    const m = saved.outerMomentum!;
+    expect(m).toBeDefined();
+    let moved = 0;
+    for (const [name, pair] of saved.adapter.modules) {
+      for (const k of ['a', 'b'] as const) {
+        const got = pair[k], start = theta.modules.get(name)![k], mom = m.modules.get(name)![k];
+        for (let i = 0; i < got.length; i++) {
+          expect(got[i]).toBeCloseTo(start[i] - lr * (1 + beta) * mom[i], 5);
+          moved = Math.max(moved, Math.abs(mom[i]));
+        }
+      }
+    }
+    expect(moved).toBeGreaterThan(1e-3); // the buffer is not trivially zero
+  };
+
+  it('nesterov steps from the round anchor after a merge, and its momentum survives a reload of the engine', async () => {
+    const now = 1_000_000;
+    const store = memoryStore();
+    const manifest = tinyManifest({ outer: { name: 'nesterov', params: { lr: 0.5, momentum: 0.5 } } });
+    const h = harness(store, () => now);
+    await h.send({ type: 'pause' });
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H } });
+    await h.send(adapterMessage(manifest, await neighbourAdapter(manifest, 0.5), 'peerNEIGHBOUR1', 1, now));
+    await h.send({ type: 'resume' });
+    await h.until((m) => lastStatus(m)?.phase === 'done', 'done');
+    h.engine.stop();
+    const saved = await newestCheckpoint(store, manifest);
+    expect(saved.counters.merges).toBe(1);
+    // The round started from the fresh adapter (the run's seeded A, B = 0); the neighbour arrived this round, so the
+    // whole Δ is fresh: m = Δ and the adapter is θ₀ − 0.5·(Δ + 0.5·Δ).
+    expectNesterovFromZero(saved, await freshAdapter(manifest), 0.5, 0.5);
+    expect(saved.anchor).toEqual(saved.adapter);
+
+    // A reloaded engine goes on with the same buffer: one more step (no boundary) and its checkpoint holds it unchanged.
+    const second = harness(store, () => now);
+    await second.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H + 1 } });
+    await second.until((m) => lastStatus(m)?.phase === 'done', 'second done');
+    second.engine.stop();
+    const resumed = await newestCheckpoint(store, manifest);
+    expect(resumed.counters.step).toBe(H + 1);
+    expect(resumed.outerMomentum).toEqual(saved.outerMomentum);
+  });
+
+  it('a late joiner adopts an adapter but not a momentum: its first outer step starts from zero', async () => {
+    const now = 2_000_000;
+    const manifest = tinyManifest({ outer: { name: 'nesterov', params: { lr: 1, momentum: 0.9 } } });
+    const veteran = harness(memoryStore(), () => now);
+    await veteran.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, peerKey: 'veteran', maxSteps: 2 * H } });
+    await veteran.until((m) => lastStatus(m)?.phase === 'done', 'veteran done');
+    veteran.engine.stop();
+    const trained = adapterOf([...veteran.messages].reverse().find((m) => m.type === 'publish')!.bytes as ArrayBuffer);
+
+    const store = memoryStore();
+    const h = harness(store, () => now);
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, bootstrapWaitMs: 60_000, maxSteps: H } });
+    for (const peer of ['peerVETERAN01', 'peerVETERAN02', 'peerVETERAN03']) await h.send(adapterMessage(manifest, trained, peer, 1, now));
+    await h.until((m) => lastStatus(m)?.phase === 'done', 'joiner done');
+    h.engine.stop();
+    expect(lastStatus(h.messages)!.adoptedFrom?.peerId).toMatch(/^peerVETERAN0/);
+    const saved = await newestCheckpoint(store, manifest);
+    expect(saved.counters.merges).toBe(1);
+    expectNesterovFromZero(saved, trained, 1, 0.9);
+  });
+
+  it("in a frozen-A run A never moves: not by training, not by a merge that re-factorises, not by a neighbour's A", async () => {
+    const now = 3_000_000;
+    const manifest = tinyManifest({ strategy: { name: 'exact-average', params: {} }, lora: { ...tinyManifest().lora, mode: 'frozen-a' } });
+    const store = memoryStore();
+    const h = harness(store, () => now);
+    await h.send({ type: 'pause' });
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H } });
+    const runA = await freshAdapter(manifest);
+    const onRunA = await neighbourAdapter(manifest, 0.05);
+    for (const [name, pair] of onRunA.modules) pair.a.set(runA.modules.get(name)!.a);
+    const movedA = await neighbourAdapter(manifest, 0.05);
+    for (const [name, pair] of movedA.modules) pair.a.set(runA.modules.get(name)!.a.map((v, i) => (i === 0 ? v + 1e-3 : v)));
+    await h.send(adapterMessage(manifest, onRunA, 'peerHONEST001', 1, now));
+    await h.send(adapterMessage(manifest, movedA, 'peerMOVEDA001', 1, now));
+    await h.send({ type: 'resume' });
+    await h.until((m) => lastStatus(m)?.phase === 'done', 'done');
+    await h.send({ type: 'export-peft', requestId: 7 });
+    h.engine.stop();
+    const verdicts = h.messages.filter((m) => m.type === 'adapter-verdict');
+    expect(verdicts).toMatchObject([{ peerId: 'peerHONEST001', ok: true }, { peerId: 'peerMOVEDA001', ok: false, reason: 'frozen-factor' }]);
+    const published = adapterOf(h.messages.find((m) => m.type === 'publish')!.bytes as ArrayBuffer);
+    const saved = await newestCheckpoint(store, manifest);
+    expect(saved.counters.merges).toBe(1);
+    const peft = h.messages.find((m) => m.type === 'peft');
+    if (peft?.type !== 'peft') throw new Error('no PEFT export');
+    const exported = importPeft({ adapterConfig: new Uint8Array(peft.files['adapter_config.json']), safetensors: new Uint8Array(peft.files['adapter_model.safetensors']) }, manifest.baseModel.id);
+    for (const [name, pair] of runA.modules) {
+      for (const held of [published, saved.adapter, saved.anchor!, exported]) expect(Array.from(held.modules.get(name)!.a)).toEqual(Array.from(pair.a));
+      // B trained and merged: it moved away from zero.
+      expect(saved.adapter.modules.get(name)!.b.some((v) => v !== 0)).toBe(true);
+    }
+  });
+});
+
 describe('a hostile neighbour or a damaged store never halts the peer', () => {
   it('a neighbour adapter beyond the bounds is refused at the merge: the checkpoint holds the peer\'s own adapter', async () => {
     const now = 1_000_000;
@@ -571,6 +693,16 @@ async function newestCheckpoint(store: ReturnType<typeof memoryStore>, manifest:
   copies.sort((a, b) => b.counters.step - a.counters.step || b.savedAtMs - a.savedAtMs);
   if (!copies[0]) throw new Error('no checkpoint stored');
   return copies[0];
+}
+
+/** The adapter a peer of this run starts from: the run's seeded A, B = 0 (built outside the engine). */
+async function freshAdapter(manifest: RunManifest): Promise<Adapter> {
+  const { Gpt2Model } = await import('../model/gpt2.ts');
+  const model = new Gpt2Model(TINY, initGpt2Weights(TINY, 7), { baseModelId: manifest.baseModel.id });
+  model.attachLora(manifest.lora, manifest.schedule.seed as number);
+  const adapter = await model.getAdapter();
+  model.dispose();
+  return adapter;
 }
 
 /** An adapter of the manifest's schema built outside the engine, every factor value set to `value`. */

@@ -26,6 +26,12 @@ import { ByteTokenizer } from '../io/tokenizer.ts';
 import { utf8Decode, utf8Encode } from '../io/text.ts';
 import { exportPeft } from '../io/peft.ts';
 import { mergeWith, getStrategy, resolveParams } from '../merge/registry.ts';
+import type { MergeInput, MergeParams } from '../merge/types.ts';
+import { getOuterOptimizer, resolveOuterParams } from '../outer/registry.ts';
+import { roundFreshness } from '../outer/freshness.ts';
+import type { OuterOptimizer, OuterStepResult } from '../outer/types.ts';
+import { FrozenFactor } from './frozen-factor.ts';
+import { checkCompatibility } from './compatibility.ts';
 import { encodeAdapter, expectedPayloadBytes } from '../wire/codec.ts';
 import { meanAdapterDistance } from './consensus.ts';
 import { runManifestId, type RunManifest } from '../wire/run-manifest.ts';
@@ -150,6 +156,15 @@ export class PeerEngine {
   /** Differential privacy for the volunteer's files (core/privacy/peer-privacy.ts): absent in runs without it. */
   private privacy?: PeerPrivacy;
   private budgetSpentSaid = false;
+  /** When the current round started (startRound), on this peer's clock: the unit an input's age is counted in. */
+  private roundStartedAtMs = 0;
+  /** The run's outer optimiser (core/outer) and its resolved parameters. */
+  private outer!: OuterOptimizer;
+  private outerParams: MergeParams = {};
+  /** The outer optimiser's momentum buffer; null is zero (a fresh start, a late joiner, a rebuilt model). */
+  private momentum: Adapter | null = null;
+  /** Set in a run whose LoRA A is frozen: the run's A, which nothing from outside may move. */
+  private frozen?: FrozenFactor;
   private bootstrapDone = false;
   private bootstrapOffers: Array<{ adapter: Adapter; peerId: string; step: number }> = [];
   private running?: Promise<void>;
@@ -310,9 +325,12 @@ export class PeerEngine {
     }
     getStrategy(manifest.strategy.name);
     resolveParams(getStrategy(manifest.strategy.name), manifest.strategy.params);
+    this.outer = getOuterOptimizer(manifest.outer?.name ?? 'none');
+    this.outerParams = resolveOuterParams(this.outer, manifest.outer?.params);
     this.cadence = checkCadence({ localSteps: manifest.localSteps, checkpointEvery: options.checkpointEvery, evaluateEvery: options.evaluateEvery });
     this.runWireId = wireRunId(manifest);
     this.buildModel();
+    this.frozen = manifest.lora.mode === 'frozen-a' ? new FrozenFactor(await this.model!.getAdapter(), manifest.codec) : undefined;
     this.table = new NeighbourTable(
       { runId: this.runWireId, baseModelSha256: manifest.baseModel.sha256, schemaHash: this.schema },
       { halfLifeMs: options.halfLifeMs, dropAfterMs: options.dropAfterMs },
@@ -353,8 +371,10 @@ export class PeerEngine {
     this.trainer?.dispose();
     this.model?.dispose();
     this.model = new Gpt2Model(this.base.config, this.base.weights, { baseModelId: this.manifest.baseModel.id });
-    // The same seed on every peer: all start from the same A, which keeps fedavg's cross terms small.
-    this.model.attachLora(this.manifest.lora, this.settings.seed);
+    // The same seed on every peer: all start from the same A, which keeps fedavg's cross terms small (and in
+    // 'frozen-a' mode makes them vanish: A never trains).
+    this.model.attachLora(this.manifest.lora, this.settings.seed, this.manifest.lora.mode ?? 'standard');
+    this.momentum = null;
     this.trainer = new Trainer(this.model, {
       schedule: this.settings.schedule,
       optimizer: { ...ADAMW_DEFAULTS, weightDecay: this.settings.weightDecay },
@@ -434,6 +454,8 @@ export class PeerEngine {
   private restore(c: PeerCheckpoint): void {
     this.model!.setAdapter(c.adapter);
     this.anchor = c.anchor ?? c.adapter;
+    this.roundStartedAtMs = this.now();
+    this.momentum = c.outerMomentum ?? null;
     this.trainer!.optimizer.importState(c.optimizer);
     Object.assign(this.status, {
       step: c.counters.step,
@@ -481,7 +503,12 @@ export class PeerEngine {
       try {
         const decoded = decodeCheckpoint(bytes);
         if (decoded.privacyLedger && decoded.wireRunId === this.runWireId) ledgers.push(decoded.privacyLedger);
-        verdict = validateCheckpoint(decoded, { wireRunId: this.runWireId, adapter: await this.model!.getAdapter(), privacy: this.manifest.privacy });
+        verdict = validateCheckpoint(decoded, {
+          wireRunId: this.runWireId,
+          adapter: await this.model!.getAdapter(),
+          privacy: this.manifest.privacy,
+          frozenA: this.frozen !== undefined,
+        });
       } catch (error) {
         verdict = { ok: false, reason: (error as Error).message };
       }
@@ -520,6 +547,7 @@ export class PeerEngine {
       },
       adapter: await this.model!.getAdapter(),
       ...(this.anchor ? { anchor: this.anchor } : {}),
+      ...(this.momentum ? { outerMomentum: this.momentum } : {}),
       optimizer: await this.trainer!.optimizer.exportState(),
       lossHistory: this.lossHistory,
       heldOutHistory: this.heldOutHistory,
@@ -528,7 +556,11 @@ export class PeerEngine {
       adoptedFrom: this.status.adoptedFrom,
       ...(this.privacy ? { privacyLedger: this.privacy.ledger() } : {}),
     };
-    const poisoned = storedAdapterProblem(c.adapter) ?? (c.anchor ? storedAdapterProblem(c.anchor) : null) ?? momentsProblem(c.optimizer);
+    const poisoned =
+      storedAdapterProblem(c.adapter) ??
+      (c.anchor ? storedAdapterProblem(c.anchor) : null) ??
+      (c.outerMomentum ? storedAdapterProblem(c.outerMomentum) : null) ??
+      momentsProblem(c.optimizer);
     if (poisoned) {
       // Never overwrite a good checkpoint with values that cannot be trusted.
       this.markUnhealthy(`checkpoint skipped: ${poisoned}`);
@@ -545,6 +577,7 @@ export class PeerEngine {
   /** The adapter the model holds now becomes the anchor of the next local round. */
   private async startRound(): Promise<void> {
     this.anchor = await this.model!.getAdapter();
+    this.roundStartedAtMs = this.now();
     if (this.privacy) this.startPrivateRound();
   }
 
@@ -770,16 +803,19 @@ export class PeerEngine {
     for (const event of screened.events) this.countGuardEvent(event);
     let outcome: MergeRecord['outcome'] = 'merged';
     if (screened.inputs.length > 1) {
-      let merged: Adapter | undefined;
+      let stepped: OuterStepResult | undefined;
       let problem: string | null;
       try {
-        merged = mergeWith(this.manifest.strategy.name, screened.inputs, this.manifest.strategy.params, { seed: deriveSeed(this.settings.seed, `merge/${this.status.step}`) });
-        problem = this.guard.checkResult(self, merged);
+        const merged = mergeWith(this.manifest.strategy.name, screened.inputs, this.manifest.strategy.params, { seed: deriveSeed(this.settings.seed, `merge/${this.status.step}`) });
+        stepped = this.outerStep(merged, screened.inputs, started);
+        // The guard judges what would replace the peer's adapter: the result after the outer step.
+        problem = this.guard.checkResult(self, stepped.adapter);
       } catch (error) {
         problem = `the ${this.manifest.strategy.name} merge failed: ${(error as Error).message}`;
       }
-      if (problem === null && merged) {
-        this.model!.setAdapter(merged);
+      if (problem === null && stepped) {
+        this.model!.setAdapter(stepped.adapter);
+        this.momentum = stepped.momentum;
         this.status.merges++;
       } else {
         // The peer keeps its own adapter: nothing a neighbour sent may replace it with unbounded values.
@@ -799,6 +835,23 @@ export class PeerEngine {
     this.status.lastMerge = record;
     this.pushBounded(this.mergeHistory, record);
     return record;
+  }
+
+  /**
+   * The run's outer optimiser on this round's aggregate (core/outer): Δ = anchor − merged, a step from the anchor.
+   * With `none` the merged adapter is returned as it is. In a frozen-A run the aggregate is first put back onto
+   * the run's A (a product strategy re-factorises it), so Δ has no A part and the step cannot move A.
+   *
+   * Only called with at least one usable neighbour: a peer alone at a boundary (none in its table, or all refused
+   * by the guard) keeps its own adapter and its momentum as they are. Its own Δ alone is the progress of its own
+   * optimiser, which a second step along it would only repeat; and momentum made of the swarm's past directions
+   * must not keep pushing a peer that has no fresh evidence from the swarm.
+   */
+  private outerStep(merged: Adapter, inputs: MergeInput[], nowMs: number): OuterStepResult {
+    const aggregate = this.frozen ? this.frozen.project(merged) : merged;
+    const exponent = typeof this.outerParams.stalenessExponent === 'number' ? this.outerParams.stalenessExponent : 0;
+    const freshness = roundFreshness(inputs.map((i) => ({ weight: i.weight, ageMs: i.meta.ageMs })), nowMs - this.roundStartedAtMs, exponent);
+    return this.outer.step({ anchor: this.anchor ?? aggregate, merged: aggregate, momentum: this.momentum, freshness }, this.outerParams);
   }
 
   private countGuardEvent(event: GuardEvent): void {
@@ -823,8 +876,15 @@ export class PeerEngine {
   private async receiveAdapter(m: Extract<MainToWorker, { type: 'adapter' }>): Promise<void> {
     if (!this.model || !this.options.mergeEnabled) return;
     const identity = { runId: m.runId, baseModelSha256: m.baseModelSha256, schemaHash: adapterSchemaHash(m.adapter) };
+    let adapter = m.adapter;
+    if (this.frozen && checkCompatibility(this.table.identity, identity).ok) {
+      // A hostile peer must not be able to move the factor this run keeps frozen, not even by a rounding.
+      const moved = this.frozen.problem(adapter);
+      if (moved) return this.refuse(m.peerId, m.version, 'frozen-factor', moved);
+      adapter = this.frozen.withRunA(adapter);
+    }
     const verdict = this.table.offer(
-      m.adapter,
+      adapter,
       { peerId: m.peerId, version: m.version, step: m.step, samplesSeen: m.samplesSeen, localLoss: m.localLoss, receivedAtMs: m.receivedAtMs },
       identity,
     );
@@ -832,7 +892,7 @@ export class PeerEngine {
     this.status.adaptersAccepted++;
     this.host.post({ type: 'adapter-verdict', peerId: m.peerId, version: m.version, ok: true });
     if (!this.bootstrapDone && !this.bootstrapOffers.some((o) => o.peerId === m.peerId)) {
-      this.bootstrapOffers.push({ adapter: m.adapter, peerId: m.peerId, step: m.step });
+      this.bootstrapOffers.push({ adapter, peerId: m.peerId, step: m.step });
     }
     this.status.neighbours = this.table.summary(this.now());
     this.postStatus();

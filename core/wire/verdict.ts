@@ -43,6 +43,8 @@ export const REJECT_REASONS = [
    * joined after the last keyframe): ignored until the sender's next keyframe.
    */
   'delta-base-mismatch',
+  /** In a run whose LoRA A is frozen (lora.mode 'frozen-a'), an adapter whose A is not the run's shared A. */
+  'frozen-factor',
 ] as const;
 
 export type RejectReason = (typeof REJECT_REASONS)[number];
@@ -90,6 +92,7 @@ export const REJECTION_WEIGHTS: Record<RejectReason, number> = {
   'out-of-bounds': 1,
   // A lost delivery or a late join causes it for honest senders; a sender repeating it gains nothing but bytes.
   'delta-base-mismatch': 0.25,
+  'frozen-factor': 1,
 };
 
 /**
