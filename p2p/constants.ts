@@ -94,6 +94,13 @@ export const RENDEZVOUS_PROTOCOL = '/swarm/rendezvous/1.0.0';
 export const INTRODUCTION_PROTOCOL = '/swarm/introduce/1.0.0';
 /** How soon a peer that still has free slots asks again after an answer that named someone new. */
 export const RENDEZVOUS_FAST_MS = 2_000;
+/**
+ * Neighbours after which a peer stops asking the relays for more and only refreshes its registration: half the
+ * neighbour cap. Its free slots still fill as newcomers are introduced to it, and a swarm whose every peer has 6
+ * random neighbours is one connected component with overwhelming probability, so asking on up to the cap would only
+ * cost answers (each naming up to 14 peers) that nobody needs.
+ */
+export const RENDEZVOUS_ENOUGH_NEIGHBOURS = 6;
 /** The longest a peer waits between two registrations (they also refresh its free slots at the relay). */
 export const RENDEZVOUS_REFRESH_MS = 60_000;
 /** A registration that has not been refreshed for this long is dropped (also when the peer's connection closes). */

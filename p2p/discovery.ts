@@ -19,11 +19,13 @@ import { reject, type Verdict } from '../core/wire/verdict.ts';
 import {
   DEFAULT_MAX_NEIGHBOURS,
   INTRODUCTION_PROTOCOL,
+  RENDEZVOUS_ENOUGH_NEIGHBOURS,
   RENDEZVOUS_FAST_MS,
   RENDEZVOUS_PROTOCOL,
   RENDEZVOUS_REFRESH_MS,
   RENDEZVOUS_TTL_MS,
 } from './constants.ts';
+import { isWebRtcAddress } from './dial-policy.ts';
 import { readAll } from './stream-io.ts';
 import { TelemetryRateLimiter } from './telemetry-topic.ts';
 
@@ -108,8 +110,19 @@ export function decodeRendezvousRequest(bytes: Uint8Array | null): Verdict<Rende
   return { ok: true, value: { v: RENDEZVOUS_VERSION, addrs: checked.value, room, want } };
 }
 
+/** `addr` without a trailing /p2p/<peerId> (the record's id says whose it is: 55 bytes less per address on the wire). */
+function withoutOwnId(addr: string, peerId: string): string {
+  const suffix = `/p2p/${peerId}`;
+  return addr.endsWith(suffix) ? addr.slice(0, -suffix.length) : addr;
+}
+
+/** `addr` ending in /p2p/<peerId>, as dialling a peer by address needs. */
+function withOwnId(addr: string, peerId: string): string {
+  return addr.endsWith(`/p2p/${peerId}`) ? addr : `${addr}/p2p/${peerId}`;
+}
+
 export function encodePeerList(peers: PeerRecord[]): Uint8Array {
-  return encoder.encode(JSON.stringify({ v: RENDEZVOUS_VERSION, peers: peers.map((p) => ({ id: p.id, addrs: p.addrs })) }));
+  return encoder.encode(JSON.stringify({ v: RENDEZVOUS_VERSION, peers: peers.map((p) => ({ id: p.id, addrs: p.addrs.map((a) => withoutOwnId(a, p.id)) })) }));
 }
 
 /** An answer or an introduction from a relay. Never throws. */
@@ -128,7 +141,7 @@ export function decodePeerList(bytes: Uint8Array | null): Verdict<PeerRecord[]> 
     const checked = checkAddrs(addrs, id, `peer ${id}`);
     if (!checked.ok) return checked;
     if (checked.value.length === 0) return reject('malformed', `peer ${id} has no address`);
-    out.push({ id, addrs: checked.value });
+    out.push({ id, addrs: checked.value.map((a) => withOwnId(a, id)) });
   }
   return { ok: true, value: out };
 }
@@ -212,10 +225,15 @@ export class RendezvousRegistry {
   }
 }
 
-/** Ends each address with /p2p/<peer id>, as dialling a peer by address needs. */
-function ownAddrs(addrs: Multiaddr[], peerId: string): string[] {
+/**
+ * The addresses worth registering: only those another peer's dial policy would dial (a tab's WebRTC addresses, not
+ * its bare circuit ones), without the trailing /p2p/<own id> (the relay adds it back). Half or less of what the
+ * address manager lists, and every answer that names this peer carries them.
+ */
+function ownAddrs(addrs: Multiaddr[], peerId: string, dialable: (ma: Multiaddr) => boolean): string[] {
   return addrs
-    .map((ma) => (ma.getComponents().at(-1)?.name === 'p2p' ? ma : ma.encapsulate(`/p2p/${peerId}`)).toString())
+    .filter(dialable)
+    .map((ma) => withoutOwnId(ma.toString(), peerId))
     .filter((a) => a.length <= MAX_ADDR_CHARS)
     .slice(0, MAX_REGISTERED_ADDRS);
 }
@@ -393,6 +411,14 @@ export interface RendezvousDiscoveryInit {
   /** The run's relays (multiaddrs ending in /p2p/<id>): the only ones asked, and the only ones whose introductions count. */
   relays: string[];
   maxNeighbours?: number;
+  /**
+   * Neighbours after which a peer stops asking and only refreshes its registration once per refreshMs (it stays
+   * named to others while it has free slots, so it still fills up as newcomers ask). Default
+   * RENDEZVOUS_ENOUGH_NEIGHBOURS, at most maxNeighbours.
+   */
+  enoughNeighbours?: number;
+  /** Which of this peer's addresses others can dial (the dial policy's isDirectAddress): only those are registered. */
+  dialableAddress?: (ma: Multiaddr) => boolean;
   /** First delay after an answer that named someone new; doubles up to refreshMs while answers bring no one new. */
   fastMs?: number;
   refreshMs?: number;
@@ -414,6 +440,17 @@ export interface RendezvousDiscovery extends PeerDiscovery {
   stats(): RendezvousStats;
 }
 
+/**
+ * What a peer with `neighbours` tells a relay: its free slots (`room`: the relay names it to others while above 0)
+ * and how many peers it asks for (`want`): what is missing up to `enough` plus 2 for dials that fail, and none once
+ * it has enough (the rest of its room fills as newcomers are introduced to it).
+ */
+export function rendezvousAsk(neighbours: number, maxNeighbours: number, enough: number): { room: number; want: number } {
+  const room = Math.max(0, Math.min(MAX_FREE_SLOTS, maxNeighbours - neighbours));
+  const want = neighbours < enough ? Math.min(MAX_PEERS_PER_ANSWER, room, enough - neighbours + 2) : 0;
+  return { room, want };
+}
+
 interface RelayAsk {
   nextAtMs: number;
   delayMs: number;
@@ -428,6 +465,8 @@ class SwarmRendezvousDiscovery extends TypedEventEmitter<PeerDiscoveryEvents> im
   private readonly asks = new Map<string, RelayAsk>();
   private readonly heard = new Set<string>();
   private readonly maxNeighbours: number;
+  private readonly enoughNeighbours: number;
+  private readonly dialable: (ma: Multiaddr) => boolean;
   private readonly fastMs: number;
   private readonly refreshMs: number;
   private readonly tickMs: number;
@@ -450,6 +489,8 @@ class SwarmRendezvousDiscovery extends TypedEventEmitter<PeerDiscoveryEvents> im
       }),
     );
     this.maxNeighbours = init.maxNeighbours ?? DEFAULT_MAX_NEIGHBOURS;
+    this.enoughNeighbours = Math.min(this.maxNeighbours, init.enoughNeighbours ?? RENDEZVOUS_ENOUGH_NEIGHBOURS);
+    this.dialable = init.dialableAddress ?? isWebRtcAddress;
     this.fastMs = init.fastMs ?? RENDEZVOUS_FAST_MS;
     this.refreshMs = init.refreshMs ?? RENDEZVOUS_REFRESH_MS;
     this.tickMs = init.tickMs ?? 500;
@@ -482,8 +523,10 @@ class SwarmRendezvousDiscovery extends TypedEventEmitter<PeerDiscoveryEvents> im
 
   useNeighbours(neighbours: () => number, onLost: (listener: () => void) => void): void {
     this.neighbours = neighbours;
-    // A lost neighbour frees a slot: ask soon.
-    onLost(() => this.hurry());
+    // A lost neighbour frees a slot: ask soon, if it leaves this peer short of enough.
+    onLost(() => {
+      if (this.neighbours() < this.enoughNeighbours) this.hurry();
+    });
   }
 
   stats(): RendezvousStats {
@@ -522,13 +565,12 @@ class SwarmRendezvousDiscovery extends TypedEventEmitter<PeerDiscoveryEvents> im
   private async ask(relay: string, connection: Connection, ask: RelayAsk): Promise<void> {
     ask.asking = true;
     const me = this.components.peerId.toString();
-    const room = Math.max(0, Math.min(MAX_FREE_SLOTS, this.maxNeighbours - this.neighbours()));
-    const want = room > 0 ? Math.min(MAX_PEERS_PER_ANSWER, room + 2) : 0;
+    const { room, want } = rendezvousAsk(this.neighbours(), this.maxNeighbours, this.enoughNeighbours);
     const signal = AbortSignal.timeout(STREAM_TIMEOUT_MS);
     let brought = 0;
     try {
       const stream = await connection.newStream(RENDEZVOUS_PROTOCOL, { signal });
-      const request = encodeRendezvousRequest({ addrs: ownAddrs(this.components.addressManager.getAddresses(), me), room, want });
+      const request = encodeRendezvousRequest({ addrs: ownAddrs(this.components.addressManager.getAddresses(), me, this.dialable), room, want });
       const response = readAll(stream, MAX_ANSWER_BYTES, signal, 'rendezvous answer not received in time');
       stream.send(request);
       void stream.close({ signal }).catch(() => undefined);
@@ -548,7 +590,7 @@ class SwarmRendezvousDiscovery extends TypedEventEmitter<PeerDiscoveryEvents> im
       this.log('rendezvous with %s failed: %e', relay, err);
     } finally {
       ask.asking = false;
-      const stillRoom = this.maxNeighbours - this.neighbours() > 0;
+      const stillRoom = this.neighbours() < this.enoughNeighbours;
       ask.delayMs = stillRoom && brought > 0 ? this.fastMs : stillRoom ? Math.min(this.refreshMs, ask.delayMs * 2) : this.refreshMs;
       // Jitter keeps a classroom that opened together from asking in lockstep.
       ask.nextAtMs = Date.now() + Math.round(ask.delayMs * (0.8 + 0.4 * Math.random()));
