@@ -3,9 +3,10 @@
 // A peer registers with each relay it keeps a connection to (its addresses and how many neighbour slots it has
 // free) and, while it has free slots, asks for a few peers with room. The relay answers with a random sample of its
 // registered peers and introduces the asker to each peer it named, so both sides know of each other at once and
-// the dial policy's rule (the smaller peer id dials) applies without waiting. A peer that is full only refreshes its
-// registration once a minute. What a peer hears no longer grows with the swarm: it asks for at most
-// (free slots + 2) peers, and is introduced about as often as newcomers pick it.
+// the dial policy's rule (the smaller peer id dials) applies without waiting. A peer with enough neighbours (6 of
+// its 12 slots) stops asking and only refreshes its registration once a minute, still offering its free slots to
+// newcomers. What a peer hears no longer grows with the swarm: it asks for at most (enough − neighbours + 2) peers,
+// and is introduced about as often as newcomers pick it.
 //
 // Everything a relay or a peer says is bounded and checked: requests and answers are small canonical JSON with
 // limits on every field; a registration is bound to the authenticated connection it came over; peers accept answers
