@@ -43,13 +43,13 @@ describe('rendezvous messages', () => {
     expect(decodePeerList(text(JSON.stringify({ v: 1, peers: [{ id: ID_A, addrs: [`${circuit}/p2p/${ID_A}`] }] })))).toEqual(decodePeerList(bytes));
   });
 
-  it('asks for what is missing up to enough neighbours, then only refreshes while still offering its room', () => {
-    expect(rendezvousAsk(0, 12, 6)).toEqual({ room: 12, want: 8 });
-    expect(rendezvousAsk(5, 12, 6)).toEqual({ room: 7, want: 3 });
+  it('asks for its free slots plus 2 until it has enough neighbours, then only refreshes while still offering its room', () => {
+    expect(rendezvousAsk(0, 12, 6)).toEqual({ room: 12, want: 14 });
+    expect(rendezvousAsk(5, 12, 6)).toEqual({ room: 7, want: 9 });
     expect(rendezvousAsk(6, 12, 6)).toEqual({ room: 6, want: 0 });
     expect(rendezvousAsk(12, 12, 6)).toEqual({ room: 0, want: 0 });
-    // Never more than the room (a dashboard with 2 slots) or than one answer may carry.
-    expect(rendezvousAsk(0, 2, 2)).toEqual({ room: 2, want: 2 });
+    // A node without neighbour slots (a dashboard) never asks; nobody asks for more than one answer may carry.
+    expect(rendezvousAsk(0, 0, 0)).toEqual({ room: 0, want: 0 });
     expect(rendezvousAsk(0, 64, 64)).toEqual({ room: 64, want: MAX_PEERS_PER_ANSWER });
   });
 
