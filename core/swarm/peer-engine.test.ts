@@ -529,6 +529,26 @@ describe('outer optimiser and frozen A in the engine', () => {
     expectNesterovFromZero(saved, trained, 1, 0.9);
   });
 
+  it("with differential privacy in a frozen-A run the release carries the run's A exactly (receivers refuse any other), and noised B", async () => {
+    const dp = dpManifest({ clipNorm: 0.01 });
+    const manifest: RunManifest = { ...dp, lora: { ...dp.lora, mode: 'frozen-a' } };
+    const h = harness(memoryStore(), undefined, 41);
+    await h.send({ type: 'pause' });
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H } });
+    await h.send({ type: 'local-text', name: 'diary.txt', text: DIARY });
+    await h.send({ type: 'resume' });
+    await h.until((m) => lastStatus(m)?.phase === 'done', 'done');
+    h.engine.stop();
+    const publish = h.messages.find((m) => m.type === 'publish');
+    if (publish?.type !== 'publish') throw new Error('nothing was published');
+    const published = adapterOf(publish.bytes);
+    const runA = await freshAdapter(manifest);
+    for (const [name, pair] of runA.modules) {
+      expect(Array.from(published.modules.get(name)!.a)).toEqual(Array.from(pair.a));
+      expect(published.modules.get(name)!.b.some((v) => v !== 0)).toBe(true);
+    }
+  });
+
   it("in a frozen-A run A never moves: not by training, not by a merge that re-factorises, not by a neighbour's A", async () => {
     const now = 3_000_000;
     const manifest = tinyManifest({ strategy: { name: 'exact-average', params: {} }, lora: { ...tinyManifest().lora, mode: 'frozen-a' } });

@@ -770,7 +770,10 @@ export class PeerEngine {
       }
       return null;
     }
-    const { published } = privacy.release(current, this.anchor!);
+    const released = privacy.release(current, this.anchor!).published;
+    // A frozen A never trains, so its part of the update is zero and its noise carries nothing: putting the run's A
+    // back is post-processing with public values, and receivers refuse any other A.
+    const published = this.frozen ? this.frozen.withRunA(released) : released;
     this.model!.setAdapter(published);
     if (!this.options.mergeEnabled) return published;
     let saved = false;
