@@ -41,18 +41,40 @@ function deployFiles(): Plugin {
   };
 }
 
+/**
+ * Threaded WASM in the production build. tfjs-backend-wasm 4.22 starts each pthread worker from a Blob holding the
+ * text of its module factory (`wasmFactoryThreadedSimd.toString()`); once bundled and minified, that text names
+ * variables of the bundle's scope (`_scriptDir` and the minifier's renamings) that the worker does not have, and the
+ * workers die with a ReferenceError. This swaps the Blob for the module's own unbundled script, served from
+ * public/tfjs/ (prepare-assets copies it from the package) at the URL the backend puts in WASM_THREADED_SCRIPT_GLOBAL
+ * (app/lib/backend.ts). A tfjs version whose code no longer matches fails the build instead of silently losing threads.
+ */
+function wasmThreadsInBuild(): Plugin {
+  const blob = /new Blob\(\[`var WasmBackendModuleThreadedSimd = ` \+\s*wasmFactoryThreadedSimd\.toString\(\)\], \{ type: 'text\/javascript' \}\)/;
+  return {
+    name: 'swarm-wasm-threads',
+    apply: 'build',
+    transform(code, id) {
+      if (!/tfjs-backend-wasm[\\/]dist[\\/]backend_wasm\.js$/.test(id)) return null;
+      if (!blob.test(code)) this.error('tfjs-backend-wasm changed: the threaded module Blob this build replaces is not in backend_wasm.js');
+      return { code: code.replace(blob, (original) => `(globalThis.__swarmWasmThreadedScript ?? ${original})`), map: null };
+    },
+  };
+}
+
 // The app lives in app/; static assets (the default base model, prepared corpus, tfjs .wasm files) in public/.
 export default defineConfig({
   root: 'app',
   publicDir: '../public',
   // Relative URLs: the built site works from any folder of any static host.
   base: './',
-  plugins: [react(), deployFiles()],
+  plugins: [react(), deployFiles(), wasmThreadsInBuild()],
   // Cross-origin isolation gives the page SharedArrayBuffer, which multi-threaded WASM needs.
   server: { host: '127.0.0.1', port: 5173, strictPort: true, headers: CROSS_ORIGIN_ISOLATION },
   preview: { host: '127.0.0.1', port: 4173, strictPort: true, headers: CROSS_ORIGIN_ISOLATION },
   build: { outDir: '../dist', emptyOutDir: true, target: 'es2022' },
-  worker: { format: 'es' },
+  // Workers are bundled by their own pipeline: the training worker is where threaded WASM starts.
+  worker: { format: 'es', plugins: () => [wasmThreadsInBuild()] },
   // Pre-bundle the dependencies of every page at start-up: discovering them on a first visit makes Vite reload
   // the page, which kills whatever a test or benchmark had started in it.
   optimizeDeps: { entries: ['**/*.html'] },

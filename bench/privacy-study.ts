@@ -18,7 +18,8 @@ import { DEFAULT_MODEL_ID } from '../core/model/defaults.ts';
 import { Gpt2Model } from '../core/model/gpt2.ts';
 import { parsePrivacyConfig, noiseMultiplierOf, volunteerRecordsProblem } from '../core/privacy/config.ts';
 import { NoiseSource } from '../core/privacy/noise-source.ts';
-import { privateRound, splitIntoRecords } from '../core/privacy/private-round.ts';
+import { splitIntoRecords } from '../core/privacy/peer-privacy.ts';
+import { privateRound } from '../core/privacy/private-round.ts';
 import { evaluate } from '../core/train/evaluate.ts';
 import { createRng, deriveSeed } from '../core/util/random.ts';
 

@@ -2,7 +2,7 @@
 // train and held-out parts, and the tfjs WASM binaries the browser loads.
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { BROWN_GENRES, brownToPlainText, splitTrainHeldOut, type BrownIndex } from '../core/data/brown.ts';
 
 const require = createRequire(import.meta.url);
@@ -40,10 +40,13 @@ export function prepareBrown(outDir: string): BrownIndex {
 function copyWasmBinaries(outDir: string): number {
   const dist = join(dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
   mkdirSync(outDir, { recursive: true });
-  const files = readdirSync(dist).filter((f) => f.endsWith('.wasm'));
-  for (const f of files) {
-    const target = join(outDir, f);
-    if (!existsSync(target) || statSync(target).size !== statSync(join(dist, f)).size) copyFileSync(join(dist, f), target);
+  const files = readdirSync(dist).filter((f) => f.endsWith('.wasm')).map((f) => join(dist, f));
+  // The threaded module's own script, unbundled: the production build starts WASM pthread workers from it (see
+  // WASM_THREADED_SCRIPT in app/lib/backend.ts and the swarm-wasm-threads plugin in vite.config.ts).
+  files.push(join(dist, '..', 'wasm-out', 'tfjs-backend-wasm-threaded-simd.js'));
+  for (const source of files) {
+    const target = join(outDir, basename(source));
+    if (!existsSync(target) || statSync(target).size !== statSync(source).size) copyFileSync(source, target);
   }
   return files.length;
 }
@@ -84,7 +87,7 @@ export function ensurePreparedAssets(root = REPOSITORY_ROOT, log: (line: string)
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
-    console.log('usage: swarm prepare-assets\n  writes public/data/brown/*.txt + index.json and public/tfjs/*.wasm');
+    console.log('usage: swarm prepare-assets\n  writes public/data/brown/*.txt + index.json and public/tfjs/ (the .wasm files and the threaded module script)');
     return 0;
   }
   const root = REPOSITORY_ROOT;
@@ -96,6 +99,6 @@ export async function main(argv: string[]): Promise<number> {
     console.log(`prepare-assets: Brown corpus, ${index.genres.length} genres, ${(bytes / 1e6).toFixed(1)} MB of text -> ${brownDir}`);
   }
   const n = copyWasmBinaries(join(root, 'public', 'tfjs'));
-  console.log(`prepare-assets: ${n} tfjs .wasm files -> public/tfjs/`);
+  console.log(`prepare-assets: ${n} tfjs files (.wasm binaries, threaded module script) -> public/tfjs/`);
   return 0;
 }

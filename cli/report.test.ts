@@ -276,6 +276,14 @@ describe('swarm report on bad input', () => {
     await expectRefused([file], file, /CSV export/);
   });
 
+  it("the dashboard's CSV export of an earlier build (without the privacy columns)", async () => {
+    const file = join(dir, 'old-run-log.csv');
+    const csv = liveLog().toCsv();
+    expect(csv).toContain(',epsilonSpent,privacyExhausted\n');
+    writeFileSync(file, csv.replace(/,epsilonSpent,privacyExhausted\n/, '\n'));
+    await expectRefused([file], file, /CSV export/);
+  });
+
   it('a run log with a report of another run', async () => {
     const file = join(dir, 'log.json');
     writeFileSync(file, liveLog().toJson().replace(`"runId":"${LIVE_RUN}"`, '"runId":"other.0123456789abcdef"'));

@@ -99,7 +99,8 @@ export function readRunLog(file: string): RunLogData {
     const code = (error as NodeJS.ErrnoException).code;
     throw new ReportInputError(`${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder, not a run log' : `cannot be read (${code ?? String(error)})`}`);
   }
-  if (text.startsWith(RUN_LOG_CSV_COLUMNS.join(','))) {
+  // The first columns only: exports of earlier builds have fewer columns at the end.
+  if (text.startsWith(`${RUN_LOG_CSV_COLUMNS.slice(0, 4).join(',')},`)) {
     throw new ReportInputError(`${file}: is the dashboard's CSV export; give its JSON export (only that holds the manifest and the events)`);
   }
   let parsed: unknown;

@@ -4,8 +4,8 @@
 // between the homes blocked) through TURN; a relay dies and a new tab joins through the other; bad configuration is
 // told in words. Needs root, iproute2, iptables, coturn and openssl (.ci/run installs them).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, expect, chromium, type Browser, type Page } from '@playwright/test';
 import { CHROMIUM_ARGS } from './chromium.ts';
@@ -173,6 +173,9 @@ test.describe.serial('a public swarm: production build, relays, NAT traversal', 
     await dashboard.waitForTimeout(3000);
     const workerChunk = readdirSync(`${dir}/dist/assets`).find((f) => f.startsWith('swarm.worker'))!;
     expect(requested.filter((u) => u.includes(workerChunk) || u.includes('/tfjs/'))).toEqual([]);
+    // The worker starts WASM pthreads from the module's own script, not from the text of a bundled function.
+    expect(readFileSync(`${dir}/dist/assets/${workerChunk}`, 'utf8')).toContain('__swarmWasmThreadedScript??');
+    expect(existsSync(`${dir}/dist/tfjs/tfjs-backend-wasm-threaded-simd.js`)).toBe(true);
     await dashboard.context().close();
 
     const noHeaders = await openTab(home1, 'no-headers', 'view=dashboard', SITE_NO_HEADERS);
@@ -195,6 +198,8 @@ test.describe.serial('a public swarm: production build, relays, NAT traversal', 
 
     const states = await waitForAll(tabs, 'a direct neighbour and a merge in each tab', (s) => s.neighbours.length >= 1 && s.merges >= 1, 360_000);
     for (const s of states) expect(s.mergeHistory.some((m) => m.inputs.length >= 2)).toBe(true);
+    // The production build's WASM pthread workers start (vite.config.ts, swarm-wasm-threads): every core is in use.
+    for (const s of states) if (s.backend === 'wasm') expect(s.threads).toBe(Math.min(8, cpus().length));
     const types = await Promise.all(tabs.map(candidateTypes));
     console.log(`[internet] direct: selected candidate pairs home1 ${JSON.stringify(types[0])} home2 ${JSON.stringify(types[1])}`);
     // The tab-to-tab connections (the others are WebRTC-Direct ones to a relay's host address) are direct.

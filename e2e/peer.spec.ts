@@ -196,4 +196,36 @@ test.describe.serial('peer: train, gossip, merge in real tabs', () => {
     await page.screenshot({ path: `${SCREENSHOTS}/volunteer-error.png`, fullPage: true });
     await page.close();
   });
+
+  test('in a run with differential privacy the page shows what the volunteer\'s files have spent, with a link to what it means', async () => {
+    test.setTimeout(300_000);
+    const privacy = { targetEpsilon: 8, delta: 1e-5, clipNorm: 0.05, samplingRate: 0.05, maxPublishes: 40 };
+    const dpRun = encodeRunLink({ ...testManifest('e2e-peer-dp', modelSha256()), privacy });
+    const page = await openPeer(0, '&bootstrap=0', 'e2e-dp', { run: dpRun });
+    await expect(page.getByTestId('privacy')).toHaveText('your files: ε = 0 of 8 at δ = 1e-5', { timeout: 120_000 });
+    const diary = Array.from({ length: 60 }, (_, i) => `day ${i}: nothing anyone else should read\n`).join('');
+    await page.getByTestId('files').setInputFiles({ name: 'diary.txt', mimeType: 'text/plain', buffer: Buffer.from(diary) });
+    const [state] = await waitFor([page], 'a release paid for by the ledger', (s) => (s.privacy?.publishes ?? 0) >= 1 && s.publishedVersion >= 1, 240_000);
+    expect(state.privacy).toMatchObject({ targetEpsilon: 8, delta: 1e-5, clipNorm: 0.05, samplingRate: 0.05, exhausted: false });
+    expect(state.privacy!.epsilonSpent).toBeGreaterThan(0);
+    const shown = (await page.getByTestId('privacy').textContent()) ?? '';
+    expect(shown).toMatch(/^your files: ε = \d+(\.\d+)? of 8 at δ = 1e-5$/);
+    expect(shown).not.toBe('your files: ε = 0 of 8 at δ = 1e-5');
+    // The link leads to the page that says what ε means.
+    const help = await page.request.get(new URL((await page.getByTestId('privacy-help').getAttribute('href'))!, page.url()).href);
+    expect(help.ok()).toBe(true);
+    expect(await help.text()).toContain('What “your files: ε = 2.1 of 8 at δ = 1e-5” means');
+    // Telemetry carries ε, and not the training loss (measured on the volunteer's records without noise).
+    await expect.poll(async () => (await page.evaluate(() => window.swarmPeer.telemetry())).some((r) => (r.epsilonSpent ?? 0) > 0), { timeout: 30_000 }).toBe(true);
+    for (const r of await page.evaluate(() => window.swarmPeer.telemetry())) {
+      expect(r.trainLoss).toBeNull();
+      expect(r.epsilonSpent).toBeGreaterThanOrEqual(0);
+    }
+    await page.screenshot({ path: `${SCREENSHOTS}/volunteer-privacy.png`, fullPage: true });
+    // The same tab's dashboard (it hears its own telemetry) shows the run's privacy setting and an ε column.
+    await page.getByRole('button', { name: 'Dashboard' }).click();
+    await expect(page.getByTestId('dashboard-privacy')).toContainText('ε ≤ 8 at δ = 1e-5', { timeout: 30_000 });
+    await expect.poll(async () => Number(await page.getByTestId('peer-epsilon').first().getAttribute('data-epsilon')), { timeout: 30_000 }).toBeGreaterThan(0);
+    await page.close();
+  });
 });

@@ -94,8 +94,22 @@ export const RENDEZVOUS_PROTOCOL = '/swarm/rendezvous/1.0.0';
 export const INTRODUCTION_PROTOCOL = '/swarm/introduce/1.0.0';
 /** How soon a peer that still has free slots asks again after an answer that named someone new. */
 export const RENDEZVOUS_FAST_MS = 2_000;
+/**
+ * Neighbours after which a peer stops asking the relays for more and only refreshes its registration: half the
+ * neighbour cap. Its free slots still fill as newcomers are introduced to it, and a swarm whose every peer has 6
+ * random neighbours is one connected component with overwhelming probability, so asking on up to the cap would only
+ * cost answers (each naming up to 14 peers) that nobody needs.
+ */
+export const RENDEZVOUS_ENOUGH_NEIGHBOURS = 6;
 /** The longest a peer waits between two registrations (they also refresh its free slots at the relay). */
 export const RENDEZVOUS_REFRESH_MS = 60_000;
+/**
+ * How often a peer with enough neighbours but free slots refreshes its registration (a request of ~150 bytes and an
+ * empty answer): the relay spends a peer's advertised room each time it names it, so without refreshes a peer that
+ * stopped asking looks full to the relay within seconds of a join burst. 16 peers in one thread
+ * (p2p/discovery.test.ts) left some with 1–2 neighbours for 90 s with only the 60 s refresh.
+ */
+export const RENDEZVOUS_ROOM_REFRESH_MS = 15_000;
 /** A registration that has not been refreshed for this long is dropped (also when the peer's connection closes). */
 export const RENDEZVOUS_TTL_MS = 3 * RENDEZVOUS_REFRESH_MS;
 /** Relays a peer keeps connections (and registrations) with; the rest of the run's list are fallbacks. */

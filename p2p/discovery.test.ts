@@ -16,6 +16,7 @@ import {
   MAX_PEERS_PER_ANSWER,
   MAX_REGISTERED_ADDRS,
   RendezvousRegistry,
+  rendezvousAsk,
 } from './discovery.ts';
 import { listenToTelemetry, publishTelemetry } from './telemetry-topic.ts';
 import { telemetryReport, telemetryTopic } from '../core/swarm/telemetry.ts';
@@ -31,6 +32,25 @@ describe('rendezvous messages', () => {
     expect(request).toEqual({ ok: true, value: { v: 1, addrs: ['/ip4/1.2.3.4/tcp/5/ws'], room: 3, want: 5 } });
     const peers = [{ id: ID_A, addrs: [`/ip4/1.2.3.4/tcp/5/ws/p2p/${ID_A}`] }];
     expect(decodePeerList(encodePeerList(peers))).toEqual({ ok: true, value: peers });
+  });
+
+  it('names a peer once per record: addresses travel without the trailing /p2p/<id> and come back with it', () => {
+    const circuit = `/ip4/1.2.3.4/tcp/5/ws/p2p/${ID_B}/p2p-circuit/webrtc`;
+    const bytes = encodePeerList([{ id: ID_A, addrs: [`${circuit}/p2p/${ID_A}`] }]);
+    expect(new TextDecoder().decode(bytes)).not.toContain(`webrtc/p2p/${ID_A}`);
+    expect(decodePeerList(bytes)).toEqual({ ok: true, value: [{ id: ID_A, addrs: [`${circuit}/p2p/${ID_A}`] }] });
+    // An older relay's answer, with the suffix, reads the same.
+    expect(decodePeerList(text(JSON.stringify({ v: 1, peers: [{ id: ID_A, addrs: [`${circuit}/p2p/${ID_A}`] }] })))).toEqual(decodePeerList(bytes));
+  });
+
+  it('asks for its free slots plus 2 until it has enough neighbours, then only refreshes while still offering its room', () => {
+    expect(rendezvousAsk(0, 12, 6)).toEqual({ room: 12, want: 14 });
+    expect(rendezvousAsk(5, 12, 6)).toEqual({ room: 7, want: 9 });
+    expect(rendezvousAsk(6, 12, 6)).toEqual({ room: 6, want: 0 });
+    expect(rendezvousAsk(12, 12, 6)).toEqual({ room: 0, want: 0 });
+    // A node without neighbour slots (a dashboard) never asks; nobody asks for more than one answer may carry.
+    expect(rendezvousAsk(0, 0, 0)).toEqual({ room: 0, want: 0 });
+    expect(rendezvousAsk(0, 64, 64)).toEqual({ room: 64, want: MAX_PEERS_PER_ANSWER });
   });
 
   it.each([

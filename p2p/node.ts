@@ -135,7 +135,7 @@ export async function createSwarmNode(init: SwarmNodeInit): Promise<SwarmNode> {
       dialPolicy: dialPolicy({ ...init.dial, relays }),
       exchange: adapterExchange({ ...init.exchange, runId: init.runId, ledger, bans }),
       runManifests: runManifestService({ ...init.runManifests, ledger, bans }),
-      discovery: rendezvousDiscovery({ ...init.discovery, relays, maxNeighbours: init.dial?.maxNeighbours }),
+      discovery: rendezvousDiscovery({ dialableAddress: init.dial?.isDirectAddress, ...init.discovery, relays, maxNeighbours: init.dial?.maxNeighbours }),
     },
   });
   const policy = libp2p.services.dialPolicy;

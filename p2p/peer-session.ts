@@ -409,6 +409,7 @@ export class PeerSession {
       backend: status.backend,
       consensusDistance: status.consensusDistance ?? null,
       health: status.health,
+      privacy: status.privacy,
     });
   }
 

@@ -1,5 +1,7 @@
 // Test harness: a hostile but real peer on a run's telemetry topic. ?run=<wire run id>&relays=<multiaddr>.
+import { peerIdFromString } from '@libp2p/peer-id';
 import { createSwarmNode, type SwarmNode } from '../../p2p/node.ts';
+import { isDirectConnection, isWebRtcAddress, withPeerId } from '../../p2p/dial-policy.ts';
 import { resolveRelays } from '../../p2p/relay-config.ts';
 import { telemetryTopic } from '../../core/swarm/telemetry.ts';
 import { encodeTelemetry } from '../../core/wire/telemetry.ts';
@@ -12,6 +14,14 @@ export interface FloodApi {
   peerId: string;
   neighbours(): string[];
   topicPeers(): string[];
+  /** Pending dials of the dial policy, in words, for a spec's progress log. */
+  pending(): string[];
+  /**
+   * Dials one peer directly on the WebRTC addresses the relays gave for it, once, with a generous timeout: the
+   * dashboard this harness attacks is one particular peer, which the dial policy's backoff between many candidates
+   * on a loaded machine may leave untried for minutes. Returns 'connected' or why not.
+   */
+  connectTo(peerId: string, timeoutMs: number): Promise<string>;
   /** Publishes `count` junk messages, `perSecond` a second, cycling through the kinds; returns how many went out. */
   flood(kinds: JunkKind[], count: number, perSecond: number, forgedPeerId?: string): Promise<number>;
 }
@@ -47,6 +57,20 @@ const api: FloodApi = {
   peerId: '',
   neighbours: () => node?.dialPolicy.neighbours() ?? [],
   topicPeers: () => node?.libp2p.services.pubsub.getSubscribers(topic).map((p) => p.toString()) ?? [],
+  pending: () => node?.dialPolicy.pending().map((p) => `…${p.peerId.slice(-4)}×${p.attempts}${p.lastError ? ` ${p.lastError.slice(0, 80)}` : ''}`) ?? [],
+  async connectTo(peerId, timeoutMs) {
+    if (!node) return 'no node';
+    const id = peerIdFromString(peerId);
+    if (node.libp2p.getConnections(id).some(isDirectConnection)) return 'connected';
+    try {
+      const addrs = (await node.libp2p.peerStore.get(id)).addresses.map((a) => a.multiaddr).filter(isWebRtcAddress).map((ma) => withPeerId(ma, peerId));
+      if (addrs.length === 0) return 'no WebRTC address known yet';
+      const connection = await node.libp2p.dial(addrs, { signal: AbortSignal.timeout(timeoutMs), force: true });
+      return isDirectConnection(connection) ? 'connected' : 'only a relayed connection';
+    } catch (err) {
+      return err instanceof Error ? `${err.name}: ${err.message.slice(0, 120)}` : String(err);
+    }
+  },
   async flood(kinds, count, perSecond, forgedPeerId = '12D3KooWForgedPeer0000') {
     let sent = 0;
     for (let i = 0; i < count; i++) {

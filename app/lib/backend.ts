@@ -28,6 +28,10 @@ export interface BackendOptions {
   wasmThreads?: number | 'auto';
 }
 
+/** The threaded WASM module's unbundled script in the wasm folder, and the global the built backend reads it from. */
+export const WASM_THREADED_SCRIPT = 'tfjs-backend-wasm-threaded-simd.js';
+export const WASM_THREADED_SCRIPT_GLOBAL = '__swarmWasmThreadedScript';
+
 /** XNNPACK's pool never exceeds the 8 web workers tfjs-backend-wasm 4.22 pre-creates (PTHREAD_POOL_SIZE=8). */
 export const MAX_WASM_THREADS = 8;
 
@@ -99,10 +103,10 @@ async function tryBackend(name: string): Promise<boolean> {
 export async function initBrowserBackend(preference: BackendPreference = 'auto', options: BackendOptions = {}): Promise<BackendChoice> {
   const wasmPath = options.wasmPath ?? '/tfjs/';
   setWasmPaths(wasmPath);
-  // In the production build threaded WASM cannot start: tfjs starts each pthread worker from the text of a function
-  // (fn.toString()) that reads `_scriptDir` from the scope around it, which the worker does not have once bundled
-  // ("ReferenceError: _scriptDir is not defined", seen on the built site served with COOP/COEP, mangled or not).
-  const threadsWanted = wasmThreadsFor(options.wasmThreads ?? (import.meta.env?.PROD ? 1 : 'auto'), globalThis.navigator?.hardwareConcurrency);
+  // Where the production build's pthread workers load the threaded module from (vite.config.ts, swarm-wasm-threads):
+  // an absolute URL, because they run from blob: URLs that cannot resolve a relative one.
+  (globalThis as Record<string, unknown>)[WASM_THREADED_SCRIPT_GLOBAL] = new URL(`${wasmPath}${WASM_THREADED_SCRIPT}`, globalThis.location?.href).href;
+  const threadsWanted = wasmThreadsFor(options.wasmThreads ?? 'auto', globalThis.navigator?.hardwareConcurrency);
   if (threadsWanted <= 1) tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
   else setThreadsCount(threadsWanted);
   const reasons: string[] = [];

@@ -3,12 +3,16 @@ import type { TelemetryReport } from '../../core/wire/telemetry.ts';
 import type { GuardCounts, HeldOutPoint, LossPoint, MergeRecord, PeerHealth } from '../../core/swarm/engine-protocol.ts';
 import type { PageError, PeerController, RunLookup } from './peer-controller.ts';
 import type { FaultCounters } from './faults.ts';
+import type { PrivacyStatus } from '../../core/privacy/budget.ts';
 
 export interface PeerProbe {
   joined: boolean;
   ready: boolean;
   phase: string;
   backend: string | null;
+  /** WASM threads in use, as the backend read them back (null before ready or on another backend). */
+  threads: number | null;
+  backendReason: string | null;
   peerId: string | null;
   wireRunId: string | null;
   manifestId: string | null;
@@ -43,6 +47,8 @@ export interface PeerProbe {
   /** What the update guard clipped or refused, and whether this peer is healthy. */
   guard: GuardCounts | null;
   health: PeerHealth | null;
+  /** What differential privacy has cost this tab's own files (null when the run does not use it). */
+  privacy: PrivacyStatus | null;
 }
 
 export interface SwarmPeerApi {
@@ -66,6 +72,8 @@ export function installProbe(controller: PeerController): void {
         ready: s.info !== null,
         phase: st?.phase ?? (s.joined ? 'loading' : 'idle'),
         backend: st?.backend ?? null,
+        threads: s.info?.threads ?? null,
+        backendReason: s.info?.backendReason ?? null,
         peerId: s.network.peerId,
         wireRunId: s.info?.wireRunId ?? null,
         manifestId: s.info?.manifestId ?? null,
@@ -97,6 +105,7 @@ export function installProbe(controller: PeerController): void {
         faults: { ...controller.faults.counters },
         guard: st?.guard ?? null,
         health: st?.health ?? null,
+        privacy: st?.privacy ?? null,
       };
     },
     telemetry: () => controller.telemetry(),

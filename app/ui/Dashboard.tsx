@@ -13,6 +13,7 @@ import {
   type Series,
 } from '../../core/swarm/run-log.ts';
 import type { TelemetryReport } from '../../core/wire/telemetry.ts';
+import { formatDelta, formatEpsilon } from '../../core/privacy/describe.ts';
 import { SeriesChart, type ChartSeries } from './dashboard/SeriesChart.tsx';
 import { TopologyGraph, type GraphPeer } from './dashboard/TopologyGraph.tsx';
 import './dashboard/dashboard.css';
@@ -155,7 +156,7 @@ function derive(records: readonly RunLogRecord[], createdAtMs: number): Derived 
 }
 
 /** One row of the peers table; re-rendered only when that peer sent a new report or came and went. */
-const PeerTableRow = memo(function PeerTableRow({ peerId, color, present, latest }: { peerId: string; color: string; present: boolean; latest: TelemetryReport }) {
+const PeerTableRow = memo(function PeerTableRow({ peerId, color, present, latest, showEpsilon }: { peerId: string; color: string; present: boolean; latest: TelemetryReport; showEpsilon: boolean }) {
   return (
     <tr data-testid="dashboard-peer-row" data-peer-id={peerId} data-present={present} className={present ? '' : 'left'}>
       <td><span className="swatch" style={{ background: color }} /> {shortId(peerId)}</td>
@@ -169,6 +170,11 @@ const PeerTableRow = memo(function PeerTableRow({ peerId, color, present, latest
       <td>{latest.versionsAnnounced}/{latest.versionsFetched}</td>
       <td>{latest.tokensPerSecond?.toFixed(0) ?? '–'}</td>
       <td>{latest.backend}</td>
+      {showEpsilon && (
+        <td data-testid="peer-epsilon" data-epsilon={latest.epsilonSpent ?? ''}>
+          {latest.epsilonSpent === undefined ? '–' : `${formatEpsilon(latest.epsilonSpent)}${latest.privacyExhausted ? ' (spent)' : ''}`}
+        </td>
+      )}
       <td data-testid="peer-health" data-health={latest.health ?? 'ok'} title={latest.healthReason}>
         {latest.health === 'unhealthy' ? `unhealthy${latest.healthReason ? `: ${latest.healthReason}` : ''}` : 'ok'}
       </td>
@@ -191,6 +197,12 @@ function RunPanel({ state }: { state: DashboardState }) {
           <dt>codec</dt><dd>{m.codec}</dd>
           <dt>data</dt><dd><code>{JSON.stringify(m.data)}</code></dd>
           <dt>schedule</dt><dd><code>{JSON.stringify(m.schedule)}</code></dd>
+          <dt>differential privacy</dt>
+          <dd data-testid="dashboard-privacy">
+            {m.privacy
+              ? `ε ≤ ${formatEpsilon(m.privacy.targetEpsilon)} at δ = ${formatDelta(m.privacy.delta)} per volunteer's files, clip ${m.privacy.clipNorm}, sampling rate ${m.privacy.samplingRate}, at most ${m.privacy.maxPublishes} releases`
+              : 'off'}
+          </dd>
         </dl>
       ) : (
         <p>Manifest not known yet.</p>
@@ -223,6 +235,8 @@ export function Dashboard({ controller }: { controller: PeerController }) {
     [state.relays, state.connections],
   );
   const edges = useMemo(() => d.edges, [d]);
+  // The ε column appears when the run uses differential privacy (from its manifest, or from what peers report).
+  const showEpsilon = state.manifest?.privacy !== undefined || d.peers.some((p) => p.latest.epsilonSpent !== undefined);
 
   return (
     <div className="dashboard" data-testid="dashboard" data-phase={state.phase}>
@@ -256,11 +270,11 @@ export function Dashboard({ controller }: { controller: PeerController }) {
           <h3>Peers</h3>
           <table data-testid="dashboard-peers">
             <thead>
-              <tr><th>peer</th><th>step</th><th>train</th><th>held-out</th><th>merges</th><th>neighbours</th><th>sent</th><th>received</th><th>ann./fetched</th><th>tok/s</th><th>backend</th><th>health</th></tr>
+              <tr><th>peer</th><th>step</th><th>train</th><th>held-out</th><th>merges</th><th>neighbours</th><th>sent</th><th>received</th><th>ann./fetched</th><th>tok/s</th><th>backend</th>{showEpsilon && <th title="privacy spent by each volunteer's own files (δ in the run panel)">ε</th>}<th>health</th></tr>
             </thead>
             <tbody>
               {d.peers.map((p) => (
-                <PeerTableRow key={p.peerId} peerId={p.peerId} color={p.color} present={p.present} latest={p.latest} />
+                <PeerTableRow key={p.peerId} peerId={p.peerId} color={p.color} present={p.present} latest={p.latest} showEpsilon={showEpsilon} />
               ))}
             </tbody>
             <tfoot>
@@ -268,7 +282,7 @@ export function Dashboard({ controller }: { controller: PeerController }) {
                 <td>total</td><td /><td /><td /><td>{d.merges} seen</td><td>{d.edges.length} links (incl. this dashboard)</td>
                 <td data-testid="dashboard-bytes-sent">{formatBytes(d.traffic.bytesSent)}</td>
                 <td data-testid="dashboard-bytes-received">{formatBytes(d.traffic.bytesReceived)}</td>
-                <td>{d.traffic.versionsAnnounced}/{d.traffic.versionsFetched}</td><td /><td />
+                <td>{d.traffic.versionsAnnounced}/{d.traffic.versionsFetched}</td><td /><td />{showEpsilon && <td />}
               </tr>
             </tfoot>
           </table>

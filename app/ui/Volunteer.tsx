@@ -1,6 +1,7 @@
 import { useState } from 'react';
 import type { PeerController, PeerState, RunLookup } from '../lib/peer-controller.ts';
 import { LossChart } from './LossChart.tsx';
+import { describePrivacySpent } from '../../core/privacy/describe.ts';
 
 function bytes(n: number): string {
   if (n < 1024) return `${n} B`;
@@ -128,6 +129,12 @@ export function Volunteer({ controller, state }: { controller: PeerController; s
             Add my own text files (they never leave this tab):
             <input type="file" accept=".txt,text/plain" multiple data-testid="files" onChange={(e) => e.target.files && controller.addLocalFiles(e.target.files)} />
           </label>
+          {st && (
+            <p className={`hint privacy${st.privacy?.exhausted ? ' warning' : ''}`}>
+              <span data-testid="privacy">{describePrivacySpent(st.privacy ?? null)}</span>
+              {' · '}<a href="privacy.html" target="_blank" rel="noopener" data-testid="privacy-help">what this means</a>
+            </p>
+          )}
           <div className="row">
             <button data-testid="download" onClick={() => controller.downloadPeft()} disabled={!info}>Download adapter (PEFT)</button>
           </div>

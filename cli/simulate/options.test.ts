@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { simulationManifest } from './run.ts';
-import { parseFaultTime, parseKill, parseRelayKill, parseSimulateArgs, plannedRuns, SimulateArgumentError, type SimulateCommand } from './options.ts';
+import { applySweepValue, parseFaultTime, parseKill, parseRelayKill, parseSimulateArgs, plannedRuns, SimulateArgumentError, type SimulateCommand } from './options.ts';
 
 const parse = (args: string) => parseSimulateArgs(args.split(' ').filter((a) => a !== ''), Date.UTC(2026, 0, 2, 3, 4, 5)) as SimulateCommand;
 
@@ -20,6 +20,43 @@ describe('parseSimulateArgs', () => {
     expect(simulationManifest(constant, 'a'.repeat(64)).schedule).toMatchObject({ minLrRatio: 1, totalSteps: 30 });
     expect(simulationManifest(parse('--steps 30').base, 'a'.repeat(64)).schedule).toMatchObject({ minLrRatio: 0.1 });
     expect(() => parse('--schedule linear')).toThrow(/--schedule must be cosine or constant, got 'linear'/);
+  });
+
+  it('reads DP arms into the run manifest: off by default, a target ε per sweep value, bad settings refused in words', () => {
+    expect(parse('').base.privacy).toBeNull();
+    expect(simulationManifest(parse('').base, 'a'.repeat(64)).privacy).toBeUndefined();
+    const one = parse('--engine node --steps 40 --h 5 --privacy-epsilon 8 --privacy-clip 0.1');
+    expect(one.base.privacy).toEqual({ targetEpsilon: 8, delta: 1e-5, clipNorm: 0.1, samplingRate: 0.02, maxPublishes: 8 });
+    expect(simulationManifest(one.base, 'a'.repeat(64)).privacy).toEqual(one.base.privacy);
+    const swept = plannedRuns(parse('--engine node --steps 20 --h 5 --sweep epsilon=none,8,2 --privacy-publishes 10'));
+    expect(swept.map((r) => [r.label, r.privacy?.targetEpsilon ?? null, r.privacy?.maxPublishes ?? null])).toEqual([
+      ['no-dp', null, null], ['eps-8', 8, 10], ['eps-2', 2, 10],
+    ]);
+    // Sweeping h keeps the target ε and recounts the publishes the budget covers.
+    const byH = plannedRuns(parse('--steps 20 --privacy-epsilon 4 --sweep h=2,10'));
+    expect(byH.map((r) => r.privacy?.maxPublishes)).toEqual([10, 2]);
+    expect(() => parse('--privacy-epsilon 0')).toThrow(/ε must be above 0/);
+    expect(() => parse('--privacy-epsilon lots')).toThrow(/must be a number or none/);
+    expect(() => parse('--sweep epsilon=8,-1')).toThrow(/--sweep epsilon.*ε must be above 0/);
+    expect(() => parse('--privacy-epsilon 0.001 --privacy-sampling 1 --privacy-publishes 1000')).toThrow(/would need noise above 100 times the clip norm/);
+    expect(() => parse('--privacy-epsilon 8 --privacy-delta 2')).toThrow(SimulateArgumentError);
+  });
+
+  it('puts the outer optimiser and the LoRA mode into the run manifest both engines start from', () => {
+    const plain = simulationManifest(parse('').base, 'a'.repeat(64));
+    expect(plain.outer).toBeUndefined();
+    expect(plain.lora.mode).toBeUndefined();
+    const c = parse('--outer nesterov --outer-lr 1 --outer-momentum 0.5 --lora-mode frozen-a');
+    expect(c.base).toMatchObject({ outer: { name: 'nesterov', params: { lr: 1, momentum: 0.5 } }, loraMode: 'frozen-a' });
+    const manifest = simulationManifest(c.base, 'a'.repeat(64));
+    expect(manifest.outer).toEqual({ name: 'nesterov', params: { lr: 1, momentum: 0.5 } });
+    expect(manifest.lora.mode).toBe('frozen-a');
+    expect(simulationManifest(parse('--outer sgd').base, 'a'.repeat(64)).outer).toEqual({ name: 'sgd', params: {} });
+    expect(() => parse('--outer adam')).toThrow(/--outer: unknown outer optimiser 'adam'/);
+    expect(() => parse('--outer sgd --outer-momentum 0.9')).toThrow(/has no parameter 'momentum'/);
+    expect(() => parse('--outer nesterov --outer-lr 5')).toThrow(/lr' must be <= 2/);
+    expect(() => parse('--outer nesterov --outer-lr x')).toThrow(/--outer-lr must be a number/);
+    expect(() => parse('--lora-mode frozen-b')).toThrow(/--lora-mode must be one of standard, frozen-a/);
   });
 
   it('returns help for -h', () => {
@@ -87,6 +124,20 @@ describe('parseSimulateArgs', () => {
     expect(() => parse('--codec fp8')).toThrow(/fp32, fp16 or int8/);
     expect(() => parse('--frobnicate 1')).toThrow(SimulateArgumentError);
     expect(() => parse('--sweep colour=red')).toThrow(/--sweep/);
+  });
+
+  it('reads --sparse k/C[:K] for the node engine, as an option and as a sweep', () => {
+    expect(parse('--engine node --sparse 8/256').base.sparse).toEqual({ keep: 8, chunk: 256, keyframeEvery: 16 });
+    expect(parse('--engine node --sparse 16/128:4').base.sparse).toEqual({ keep: 16, chunk: 128, keyframeEvery: 4 });
+    expect(parse('--engine node').base.sparse).toBeUndefined();
+    const sweep = parse('--engine node --sweep sparse=off,8/256:16');
+    expect(applySweepValue(sweep.base, 'sparse', 'off', {}).sparse).toBeUndefined();
+    expect(applySweepValue({ ...sweep.base, sparse: { keep: 1, chunk: 16, keyframeEvery: 1 } }, 'sparse', 'off', {}).sparse).toBeUndefined();
+    expect(applySweepValue(sweep.base, 'sparse', '8/256:16', {}).sparse).toEqual({ keep: 8, chunk: 256, keyframeEvery: 16 });
+    expect(() => parse('--engine node --sparse 200/256')).toThrow(/keep = 200 must be an integer in 1\.\.chunk\/2/);
+    expect(() => parse('--engine node --sparse top8')).toThrow(/--sparse must be off or <keep>\/<chunk>/);
+    expect(() => parse('--sparse 8/256')).toThrow(/--sparse needs --engine node/);
+    expect(() => parse('--sweep sparse=off,8/256')).toThrow(/--sparse needs --engine node/);
   });
 });
 

@@ -3,10 +3,15 @@
 import { parseArgs } from 'node:util';
 import { getStrategy, resolveParams } from '../../core/merge/registry.ts';
 import { isPayloadCodec, type PayloadCodec } from '../../core/wire/codec.ts';
+import { DEFAULT_SPARSE_CONFIG, sparseConfigProblem, type SparseConfig } from '../../core/wire/sparse-delta.ts';
+import { parsePrivacyConfig, PrivacyConfigError, type PrivacyConfig } from '../../core/privacy/config.ts';
 import type { MergeParams } from '../../core/merge/types.ts';
 import { availableParallelism } from 'node:os';
 import { BYZANTINE_MODES, PUBLISHED_VALUE_MODES, type ByzantineMode } from '../../core/swarm/byzantine.ts';
 import { parseTopology, TopologyError, type Topology } from './node/links.ts';
+import { getOuterOptimizer, resolveOuterParams } from '../../core/outer/registry.ts';
+import { LORA_MODES, type LoraMode } from '../../core/model/adapter.ts';
+import type { OuterConfig } from '../../core/wire/run-manifest.ts';
 
 export class SimulateArgumentError extends Error {
   static override readonly name = 'SimulateArgumentError';
@@ -68,6 +73,12 @@ export interface NodeEngineSettings {
   speedSpread: number;
   /** Worker threads (shards) the peers are spread over. */
   threads: number;
+  /**
+   * Virtual ms between the shards' synchronisations (at least the link latency): a payload reaches its receiver at
+   * its arrival time or at the next synchronisation, whichever is later. Longer windows give each thread more steps
+   * to run between barriers; 250 ms adds at most a quarter of a default step to a payload's age.
+   */
+  windowMs: number;
 }
 
 export interface SimulationSettings {
@@ -82,6 +93,11 @@ export interface SimulationSettings {
   genres: string[];
   localSteps: number;
   codec: PayloadCodec;
+  /** Sparse updates on the links (node engine only): keyframes in `codec`, top-k int8 deltas between. Absent: off. */
+  sparse?: SparseConfig;
+  /** The run manifest's outer optimiser (null = none) and LoRA mode. */
+  outer: OuterConfig | null;
+  loraMode: LoraMode;
   /** Local steps per tab (0 = until --minutes or --target-loss). */
   steps: number;
   minutes: number;
@@ -113,6 +129,18 @@ export interface SimulationSettings {
   lockstep: LockstepArm | null;
   /** What peers evaluate on: the reported held-out split, or validation (tuning runs). */
   evalSplit: 'heldout' | 'validation';
+  /** Differential privacy of the run's manifest (every publish clipped and noised); null = off. */
+  privacy: PrivacyConfig | null;
+  /** How --privacy-* options turn a target ε into the manifest's privacy (kept so a sweep over ε can reuse it). */
+  privacyPlan: PrivacyPlan;
+}
+
+/** The --privacy-* options other than ε; maxPublishes 0 = the run's publishes, ceil(steps / h). */
+export interface PrivacyPlan {
+  delta: number;
+  clipNorm: number;
+  samplingRate: number;
+  maxPublishes: number;
 }
 
 export interface SimulateCommand {
@@ -129,7 +157,7 @@ export interface SimulateCommand {
   seeds: number[];
 }
 
-export const SWEEP_KEYS = ['strategy', 'h', 'partition', 'codec', 'tabs', 'seed'] as const;
+export const SWEEP_KEYS = ['strategy', 'h', 'partition', 'codec', 'sparse', 'tabs', 'seed', 'epsilon'] as const;
 export type SweepKey = (typeof SWEEP_KEYS)[number];
 
 export const DEFAULT_GENRES = ['fiction', 'mystery', 'science_fiction', 'adventure'];
@@ -152,6 +180,8 @@ The engine
   --step-ms <ms>            virtual time of one training step on an average peer (default 1000)
   --speed-spread <x>        per-peer step times spread over ±x/2 (default 0.5)
   --threads <n>             worker threads (default: the machine's cores, ${availableParallelism()} here)
+  --window-ms <ms>          how often the threads synchronise, in virtual ms; a payload arrives at the earliest at
+                            the next synchronisation (default 250; at least the link latency)
 
 The swarm
   --tabs <n>                training tabs, or peers of the node engine (default 4)
@@ -162,6 +192,12 @@ The swarm
   --genres <a,b,...>        genres of the run (default ${DEFAULT_GENRES.join(',')})
   --h <n>                   local steps between merges (default 5)
   --codec <c>               fp32 | fp16 | int8 adapter payloads (default fp16)
+  --sparse <k/C[:K]|off>    node engine: between full adapters (keyframes, every K-th publication, default
+                            ${DEFAULT_SPARSE_CONFIG.keyframeEvery}) links carry top-k deltas, the k largest of every C values int8 (e.g. 8/256)
+  --outer <name>            outer optimiser after each merge: none | sgd | nesterov (default none)
+  --outer-lr <x>            its outer learning rate (sgd default 1, nesterov 0.7)
+  --outer-momentum <x>      nesterov's momentum β (default 0.9)
+  --lora-mode <m>           standard (A and B train) | frozen-a (FFA-LoRA: the shared seeded A never trains) (default standard)
   --steps <n>               local steps per tab (default 40; 0 = run until --minutes or --target-loss)
   --minutes <m>             wall-clock limit of each run (default 10)
   --target-loss <x>         stop when the tabs' mean held-out loss over all genres is <= x; also the target of
@@ -191,6 +227,15 @@ Faults (times: 90 = 90 s, 2m, or step20 = when the live tabs' mean step reaches 
                                          growing aligned push), sybil (all attackers send the same poison);
                                          node engine also: joiner (poison a newcomer's bootstrap), flood (junk
                                          payloads with every adapter); summaries count honest tabs only
+
+Differential privacy (core/privacy; every publish is anchor + update clipped to C + Gaussian noise)
+  --privacy-epsilon <x>     target ε of the run (default none = off); the noise multiplier is chosen so that
+                            --privacy-publishes publishes spend at most x; \`--sweep epsilon=none,32,8,2\` runs arms
+  --privacy-delta <x>       δ (default 1e-5)
+  --privacy-clip <C>        clip norm of each published update (default 0.05)
+  --privacy-sampling <q>    Poisson rate of a volunteer's records per round, which the accountant assumes
+                            (default 0.02; simulated peers hold no own files, so q only sets the noise)
+  --privacy-publishes <n>   publishes the budget must cover (default: the run's, ceil(steps / h))
 
 Baselines and sweeps
   --baselines <list>        also run local,central,sync-avg,sync-dp (comma list; default none): local-only = same
@@ -346,6 +391,11 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
         genres: { type: 'string', default: DEFAULT_GENRES.join(',') },
         h: { type: 'string', default: '5' },
         codec: { type: 'string', default: 'fp16' },
+        sparse: { type: 'string', default: 'off' },
+        outer: { type: 'string', default: 'none' },
+        'outer-lr': { type: 'string' },
+        'outer-momentum': { type: 'string' },
+        'lora-mode': { type: 'string', default: 'standard' },
         steps: { type: 'string', default: '40' },
         minutes: { type: 'string', default: '10' },
         'target-loss': { type: 'string' },
@@ -378,6 +428,12 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
         'step-ms': { type: 'string', default: '1000' },
         'speed-spread': { type: 'string', default: '0.5' },
         threads: { type: 'string', default: String(availableParallelism()) },
+        'window-ms': { type: 'string', default: '250' },
+        'privacy-epsilon': { type: 'string', default: 'none' },
+        'privacy-delta': { type: 'string', default: '1e-5' },
+        'privacy-clip': { type: 'string', default: '0.05' },
+        'privacy-sampling': { type: 'string', default: '0.02' },
+        'privacy-publishes': { type: 'string', default: '0' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -445,6 +501,7 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     stepMs: parseNumber('--step-ms', v['step-ms'], (x) => x >= 1, 'milliseconds >= 1'),
     speedSpread: parseNumber('--speed-spread', v['speed-spread'], (x) => x >= 0 && x < 2, 'in [0, 2)'),
     threads: positiveInt('--threads', v.threads),
+    windowMs: parseNumber('--window-ms', v['window-ms'], (x) => x >= 1 && x <= 600_000, 'milliseconds in [1, 600000]'),
   };
   const seeds = v.seeds === undefined ? null : v.seeds.split(',').map((x) => nonNegativeInt('--seeds', x.trim()));
   if (seeds && new Set(seeds).size !== seeds.length) throw new SimulateArgumentError('--seeds lists a seed twice');
@@ -468,6 +525,8 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     genres,
     localSteps: positiveInt('--h', v.h),
     codec: v.codec,
+    ...sparseSetting(v.sparse, '--sparse'),
+    ...parseOuterOptions(v.outer, v['outer-lr'], v['outer-momentum'], v['lora-mode']),
     steps,
     minutes,
     targetLoss,
@@ -489,12 +548,24 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     centralised: false,
     lockstep: null,
     evalSplit: parseEvalSplit(v['eval-split']),
+    privacy: null,
+    privacyPlan: {
+      delta: parseNumber('--privacy-delta', v['privacy-delta'], (x) => x > 0 && x < 1, 'in (0, 1)'),
+      clipNorm: parseNumber('--privacy-clip', v['privacy-clip'], (x) => x > 0, 'a positive norm'),
+      samplingRate: parseNumber('--privacy-sampling', v['privacy-sampling'], (x) => x > 0 && x <= 1, 'in (0, 1]'),
+      maxPublishes: nonNegativeInt('--privacy-publishes', v['privacy-publishes']),
+    },
   };
+  base.privacy = privacyFor(base, v['privacy-epsilon'], '--privacy-epsilon');
   // Check every strategy this command will run now, not after an hour of sweeping.
   const strategies = sweep?.key === 'strategy' ? sweep.values : [base.strategy];
   for (const s of strategies) strategyParams(s, sweep?.key === 'strategy' ? {} : unscoped, scopedParams);
   base.params = sweep?.key === 'strategy' ? {} : strategyParams(base.strategy, unscoped, scopedParams);
   if (sweep) for (const value of sweep.values) applySweepValue(base, sweep.key, value, scopedParams);
+  if (engine === 'browser' && (base.sparse || (sweep?.key === 'sparse' && sweep.values.some((x) => x !== 'off')))) {
+    // Real tabs would publish full adapters under a manifest that promises deltas: p2p/exchange has no delta stream yet.
+    throw new SimulateArgumentError('--sparse needs --engine node (real tabs do not send sparse deltas yet)');
+  }
   const stamp = new Date(nowMs).toISOString().replace(/[:.]/g, '-').slice(0, 19);
   return {
     base,
@@ -506,6 +577,31 @@ export function parseSimulateArgs(argv: string[], nowMs = Date.now()): SimulateC
     progressEveryS: parseNumber('--progress', v.progress, (x) => x > 0, 'a positive number of seconds'),
     seeds: seeds ?? [base.seed],
   };
+}
+
+/** `off`, or `<keep>/<chunk>[:<keyframeEvery>]` (core/wire/sparse-delta.ts), as a settings fragment. */
+export function sparseSetting(raw: string, option: string): { sparse?: SparseConfig } {
+  if (raw === 'off') return {};
+  const m = /^(\d+)\/(\d+)(?::(\d+))?$/.exec(raw);
+  if (!m) throw new SimulateArgumentError(`${option} must be off or <keep>/<chunk>[:<keyframe every>], like 8/256:16, got '${raw}'`);
+  const config: SparseConfig = { keep: Number(m[1]), chunk: Number(m[2]), keyframeEvery: m[3] === undefined ? DEFAULT_SPARSE_CONFIG.keyframeEvery : Number(m[3]) };
+  const problem = sparseConfigProblem(config);
+  if (problem) throw new SimulateArgumentError(`${option}: ${problem}`);
+  return { sparse: config };
+}
+
+/** --outer, --outer-lr, --outer-momentum and --lora-mode, checked against core/outer's declarations. */
+export function parseOuterOptions(name: string, lr: string | undefined, momentum: string | undefined, loraMode: string): { outer: OuterConfig | null; loraMode: LoraMode } {
+  if (!(LORA_MODES as readonly string[]).includes(loraMode)) throw new SimulateArgumentError(`--lora-mode must be one of ${LORA_MODES.join(', ')}, got '${loraMode}'`);
+  const params: Record<string, number> = {};
+  if (lr !== undefined) params.lr = parseNumber('--outer-lr', lr, () => true, 'a number');
+  if (momentum !== undefined) params.momentum = parseNumber('--outer-momentum', momentum, () => true, 'a number');
+  try {
+    resolveOuterParams(getOuterOptimizer(name), params);
+  } catch (error) {
+    throw new SimulateArgumentError(`--outer: ${(error as Error).message}`);
+  }
+  return { outer: name === 'none' ? null : { name, params }, loraMode: loraMode as LoraMode };
 }
 
 /** The settings of one run of a sweep: the base with the swept option set to one value. */
@@ -527,6 +623,10 @@ export function applySweepValue(base: SimulationSettings, key: SweepKey, value: 
       if (!isPayloadCodec(value)) throw new SimulateArgumentError(`--sweep codec: unknown codec '${value}'`);
       s.codec = value;
       break;
+    case 'sparse':
+      delete s.sparse;
+      Object.assign(s, sparseSetting(value, '--sweep sparse'));
+      break;
     case 'tabs':
       s.tabs = positiveInt('--sweep tabs', value);
       s.browsers = Math.min(s.browsers, s.tabs);
@@ -534,8 +634,31 @@ export function applySweepValue(base: SimulationSettings, key: SweepKey, value: 
     case 'seed':
       s.seed = nonNegativeInt('--sweep seed', value);
       break;
+    case 'epsilon':
+      s.privacy = privacyFor(s, value, '--sweep epsilon');
+      s.label = value === 'none' ? 'no-dp' : `eps-${value}`;
+      break;
   }
+  if (key !== 'epsilon' && s.privacy) s.privacy = privacyFor(s, String(s.privacy.targetEpsilon), '--privacy-epsilon');
   return s;
+}
+
+/**
+ * The manifest's privacy for target ε `raw` ('none' = off), checked by core/privacy so a bad setting is refused in
+ * its words (ε ≤ 0, δ out of range, a budget no noise multiplier up to 100 can meet) before any run starts.
+ */
+export function privacyFor(s: Pick<SimulationSettings, 'privacyPlan' | 'steps' | 'localSteps'>, raw: string, option: string): PrivacyConfig | null {
+  if (raw === 'none') return null;
+  const targetEpsilon = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(targetEpsilon)) throw new SimulateArgumentError(`${option} must be a number or none, got '${raw}'`);
+  const { delta, clipNorm, samplingRate } = s.privacyPlan;
+  const maxPublishes = s.privacyPlan.maxPublishes > 0 ? s.privacyPlan.maxPublishes : Math.max(1, Math.ceil(s.steps / s.localSteps));
+  try {
+    return parsePrivacyConfig({ targetEpsilon, delta, clipNorm, samplingRate, maxPublishes }, option);
+  } catch (error) {
+    if (error instanceof PrivacyConfigError) throw new SimulateArgumentError(error.message);
+    throw error;
+  }
 }
 
 /** The runs a command makes, in order: baselines first (their final loss is the default target), then the swarm runs. */

@@ -65,6 +65,7 @@ export function simulationManifest(s: SimulationSettings, modelSha256: string): 
         : { kind: 'genre', genres: s.genres, seed: s.seed };
   return {
     ...base,
+    ...(s.privacy ? { privacy: { ...s.privacy } } : {}),
     runId: `sim-${safeLabel(s.label)}`,
     baseModel: { ...base.baseModel, url: s.modelUrl },
     schedule: {
@@ -78,6 +79,9 @@ export function simulationManifest(s: SimulationSettings, modelSha256: string): 
       seed: s.seed,
     },
     data,
+    lora: { ...base.lora, ...(s.loraMode === 'standard' ? {} : { mode: s.loraMode }) },
+    ...(s.outer ? { outer: { name: s.outer.name, params: { ...s.outer.params } } } : {}),
+    ...(s.sparse ? { sparse: { ...s.sparse } } : {}),
   };
 }
 
@@ -100,6 +104,7 @@ export function simulationMeta(s: SimulationSettings, peers: number, byzantineSl
     'sim.seqLen': s.seqLen,
     'sim.localSteps': s.localSteps,
     'sim.codec': s.codec,
+    ...(s.sparse ? { 'sim.sparse': `${s.sparse.keep}/${s.sparse.chunk}:${s.sparse.keyframeEvery}` } : {}),
     'sim.seed': s.seed,
     'sim.byzantineSlots': byzantineSlots.join(','),
     'sim.byzantine': s.byzantine ? `${s.byzantine.mode} x${s.byzantine.scale}` : '',
@@ -292,6 +297,7 @@ export async function runSimulation(s: SimulationSettings, env: SimulationEnv): 
         peerId, runId, timeMs: now, step: probe.step, trainLoss: probe.trainLoss, heldOutLoss: probe.heldOut?.own ?? null, merges: probe.merges,
         bytesSent: probe.bytesSent, bytesReceived: probe.bytesReceived, versionsAnnounced: probe.publishedVersion, versionsFetched: probe.adaptersAccepted,
         neighbours: probe.neighbours, rejections: {}, tokensPerSecond: probe.tokensPerSecond, backend: probe.backend ?? 'other',
+        privacy: probe.privacy,
       }),
       now,
     );

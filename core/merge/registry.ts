@@ -12,7 +12,7 @@ import { ties } from './strategies/ties.ts';
 import { trimmedMean } from './strategies/trimmed-mean.ts';
 import { varianceCorrected } from './strategies/variance-corrected.ts';
 import { overflowSafe } from './overflow.ts';
-import type { MergeContext, MergeInput, MergeParams, MergeStrategy, OutputKind, ParamValue } from './types.ts';
+import type { MergeContext, MergeInput, MergeParams, MergeStrategy, OutputKind, ParamSpec, ParamValue } from './types.ts';
 import type { Adapter } from '../model/adapter.ts';
 
 export { MergeParamError, UnknownStrategyError } from './errors.ts';
@@ -44,16 +44,23 @@ export function getStrategy(name: string): MergeStrategy {
   return strategy;
 }
 
+/** Anything with declared parameters: a merge strategy, or an outer optimiser (core/outer), which says its kind. */
+export interface ParamOwner {
+  name: string;
+  kind?: string;
+  params: readonly ParamSpec[];
+}
+
 /**
  * Every declared parameter with its value: given ones checked (type, integer, range, choices), the rest defaulted.
  * Unknown names are refused, so a typo never silently falls back to a default.
  */
-export function resolveParams(strategy: MergeStrategy, given: Readonly<Record<string, unknown>> = {}): MergeParams {
+export function resolveParams(strategy: ParamOwner, given: Readonly<Record<string, unknown>> = {}): MergeParams {
   const specs = new Map(strategy.params.map((p) => [p.name, p]));
   for (const name of Object.keys(given)) {
     if (!specs.has(name)) {
       const known = strategy.params.map((p) => p.name).join(', ') || 'none';
-      throw new MergeParamError(`strategy '${strategy.name}' has no parameter '${name}' (parameters: ${known})`);
+      throw new MergeParamError(`${strategy.kind ?? 'strategy'} '${strategy.name}' has no parameter '${name}' (parameters: ${known})`);
     }
   }
   const resolved: MergeParams = {};

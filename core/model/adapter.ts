@@ -19,6 +19,15 @@ export interface LoraConfig {
   targetModules: string[];
 }
 
+/**
+ * How a run trains its LoRA pairs. 'standard': A and B both train (PEFT's default). 'frozen-a': FFA-LoRA (Sun et
+ * al. 2024, "Improving LoRA in Privacy-preserving Federated Learning", arXiv:2403.12313): every peer's A is the
+ * run's seeded initialisation and never trains, only B does, so averaging the Bs averages the products exactly,
+ * (1/n)·Σ BᵢA = ((1/n)·Σ Bᵢ)·A. Adapters stay ordinary PEFT pairs either way.
+ */
+export const LORA_MODES = ['standard', 'frozen-a'] as const;
+export type LoraMode = (typeof LORA_MODES)[number];
+
 /** One LoRA pair, row-major. ΔW = (alpha / r) · B · A has shape [outDim, inDim] (PEFT's layout). */
 export interface LoraPair {
   /** [r, inDim] */

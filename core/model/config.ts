@@ -117,5 +117,17 @@ export function loraModuleDims(config: Gpt2Config, target: string): { inDim: num
   }
 }
 
+/** The PEFT name of the LoRA module on `target` of block `layer`. */
+export function loraModuleName(layer: number, target: string): string {
+  return `transformer.h.${layer}.${target}`;
+}
+
+/** Every LoRA module's name and [in, out] for this model and these targets: an adapter's shape without values. */
+export function loraModuleShapes(config: Gpt2Config, targetModules: readonly string[]): Map<string, { inDim: number; outDim: number }> {
+  const shapes = new Map<string, { inDim: number; outDim: number }>();
+  for (let layer = 0; layer < config.nLayer; layer++) for (const target of targetModules) shapes.set(loraModuleName(layer, target), loraModuleDims(config, target));
+  return shapes;
+}
+
 /** The weights of a base model as plain arrays, keyed like gpt2ParameterShapes. */
 export type BaseWeights = Map<string, { shape: number[]; data: Float32Array }>;

@@ -5,6 +5,7 @@ import type { BaseWeights, Gpt2Config } from './config.ts';
 import { AdapterMismatchError, generate, Gpt2Model, initGpt2Weights } from './gpt2.ts';
 import { schemaHash } from './adapter.ts';
 import { createRng } from '../util/random.ts';
+import { AdamW } from '../train/adamw.ts';
 
 const TINY: Gpt2Config = { nEmbd: 16, nLayer: 2, nHead: 2, nPositions: 12, vocabSize: 23, nInner: 24, layerNormEpsilon: 1e-5 };
 const LORA = { r: 2, alpha: 4, targetModules: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'] };
@@ -232,6 +233,27 @@ describe('Gpt2Model', () => {
     expect(() => other.setAdapter(adapter)).toThrow(AdapterMismatchError);
     model.dispose();
     other.dispose();
+  });
+
+  it('leaves no tensor behind: a model with LoRA, its adapter set again and again, and its optimiser state restored, then disposed', async () => {
+    const before = tf.memory().numTensors;
+    const model = new Gpt2Model(TINY, randomWeights(TINY, 1), { baseModelId: 'tiny' });
+    model.attachLora(LORA, 2);
+    const optimizer = new AdamW(model.trainableVariables());
+    const adapter = await model.getAdapter();
+    const afterBuild = tf.memory().numTensors;
+    // A merge sets the adapter: each one used to orphan one tensor per LoRA factor.
+    for (let i = 0; i < 5; i++) model.setAdapter(adapter);
+    optimizer.importState(await optimizer.exportState());
+    expect(tf.memory().numTensors).toBe(afterBuild);
+    // What is left is exactly the model's variables, the LoRA pairs, the optimiser's two moments per LoRA factor,
+    // and the causal mask.
+    const weights = model.trainableVariables().size;
+    const baseWeights = (await model.exportBaseWeights()).size;
+    expect(afterBuild - before).toBe(baseWeights + weights + 2 * weights + 1);
+    optimizer.dispose();
+    model.dispose();
+    expect(tf.memory().numTensors).toBe(before);
   });
 
   it('generates greedily the argmax continuation and respects the context window', async () => {

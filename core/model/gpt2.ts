@@ -6,10 +6,10 @@
  * Shapes use B = batch, T = sequence length, D = n_embd, H = n_head, E = D / H, F = n_inner, V = vocab size.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { Adapter, LoraConfig } from './adapter.ts';
-import { assertAdapterShapes, loraScale, schemaHash } from './adapter.ts';
+import type { Adapter, LoraConfig, LoraMode } from './adapter.ts';
+import { assertAdapterShapes, LORA_MODES, loraScale, schemaHash } from './adapter.ts';
 import type { BaseWeights, Gpt2Config } from './config.ts';
-import { gpt2ParameterShapes, loraModuleDims } from './config.ts';
+import { gpt2ParameterShapes, loraModuleDims, loraModuleName } from './config.ts';
 import { createNormal, createRng, deriveSeed } from '../util/random.ts';
 import { registerFastMatMulGradient, swapLastTwo } from './matmul-gradient.ts';
 
@@ -88,6 +88,7 @@ export class Gpt2Model {
   /** LoRA pairs keyed by HF module name ('transformer.h.0.attn.c_attn'). */
   readonly lora = new Map<string, LoraVariables>();
   private loraConfig: LoraConfig | null = null;
+  private loraMode: LoraMode = 'standard';
   /** wteᵀ, made on first use when wte is frozen (see frozenHead). */
   private wteTransposed: tf.Tensor2D | null = null;
   /** [T_max, T_max]: 0 on and below the diagonal, a large negative number above. */
@@ -106,7 +107,11 @@ export class Gpt2Model {
       }
     }
     // Variables keep tfjs' generated names: names are global to the engine and two models may coexist.
-    for (const [name, shape] of shapes) this.params.set(name, tf.variable(tf.tensor(weights.get(name)!.data, shape), this.trainBase));
+    // tidy frees the tensor each variable is copied from (tidy never disposes variables); without it every model
+    // left one orphan tensor per weight behind.
+    tf.tidy(() => {
+      for (const [name, shape] of shapes) this.params.set(name, tf.variable(tf.tensor(weights.get(name)!.data, shape), this.trainBase));
+    });
     const t = config.nPositions;
     this.causalMask = tf.tidy(() => {
       const lower = tf.linalg.bandPart(tf.ones([t, t]), -1, 0);
@@ -120,27 +125,35 @@ export class Gpt2Model {
 
   /**
    * Adds LoRA pairs on every block's target modules. A is drawn like PEFT's default (Kaiming-uniform,
-   * bound 1/sqrt(in)) from the seed, B is zero, so the model's output is unchanged until B trains.
+   * bound 1/sqrt(in)) from the seed, B is zero, so the model's output is unchanged until B trains. In 'frozen-a'
+   * mode A is not trainable: trainableVariables() leaves it out, so no optimiser ever moves it.
    */
-  attachLora(config: LoraConfig, seed: number): void {
+  attachLora(config: LoraConfig, seed: number, mode: LoraMode = 'standard'): void {
     this.detachLora();
+    if (!(LORA_MODES as readonly string[]).includes(mode)) throw new AdapterMismatchError(`attachLora: unknown LoRA mode '${mode}' (known: ${LORA_MODES.join(', ')})`);
     if (!Number.isInteger(config.r) || config.r < 1) throw new AdapterMismatchError(`attachLora: rank must be a positive integer, got ${config.r}`);
     if (config.targetModules.length === 0) throw new AdapterMismatchError('attachLora: at least one target module is needed');
     const rng = createRng(deriveSeed(seed, 'lora-init'));
     for (let layer = 0; layer < this.config.nLayer; layer++) {
       for (const target of config.targetModules) {
         const { inDim, outDim } = loraModuleDims(this.config, target);
-        const name = `transformer.h.${layer}.${target}`;
+        const name = loraModuleName(layer, target);
         const bound = 1 / Math.sqrt(inDim);
         const a = new Float32Array(config.r * inDim);
         for (let i = 0; i < a.length; i++) a[i] = (2 * rng() - 1) * bound;
-        this.lora.set(name, {
-          a: tf.variable(tf.tensor2d(a, [config.r, inDim]), true),
-          b: tf.variable(tf.zeros([outDim, config.r]), true),
-        });
+        this.lora.set(
+          name,
+          tf.tidy(() => ({ a: tf.variable(tf.tensor2d(a, [config.r, inDim]), mode !== 'frozen-a'), b: tf.variable(tf.zeros([outDim, config.r]), true) })),
+        );
       }
     }
-    this.loraConfig = { ...config, targetModules: [...config.targetModules] };
+    // Only the adapter's own fields: a run manifest's lora object carries its mode too, which adapters do not.
+    this.loraConfig = { r: config.r, alpha: config.alpha, targetModules: [...config.targetModules] };
+    this.loraMode = mode;
+  }
+
+  get loraModeName(): LoraMode {
+    return this.loraMode;
   }
 
   detachLora(): void {
@@ -150,14 +163,15 @@ export class Gpt2Model {
     }
     this.lora.clear();
     this.loraConfig = null;
+    this.loraMode = 'standard';
   }
 
-  /** Variables the optimiser updates: LoRA factors, plus the base weights when pretraining. */
+  /** Variables the optimiser updates: LoRA factors (B only in 'frozen-a' mode), plus the base weights when pretraining. */
   trainableVariables(): Map<string, tf.Variable> {
     const vars = new Map<string, tf.Variable>();
     if (this.trainBase) for (const [name, v] of this.params) vars.set(name, v);
     for (const [name, { a, b }] of this.lora) {
-      vars.set(`${name}.lora_A`, a);
+      if (this.loraMode !== 'frozen-a') vars.set(`${name}.lora_A`, a);
       vars.set(`${name}.lora_B`, b);
     }
     return vars;
@@ -294,11 +308,14 @@ export class Gpt2Model {
     if (got !== expected) {
       throw new AdapterMismatchError(`setAdapter: adapter schema ${got} (base '${adapter.baseModelId}', r=${adapter.config.r}) differs from the model's ${expected}`);
     }
-    for (const [name, pair] of adapter.modules) {
-      const vars = this.lora.get(name)!;
-      vars.a.assign(tf.tensor2d(pair.a, vars.a.shape as [number, number]));
-      vars.b.assign(tf.tensor2d(pair.b, vars.b.shape as [number, number]));
-    }
+    // tidy: assign copies the values, so the tensors made from the arrays must be freed (every merge calls this).
+    tf.tidy(() => {
+      for (const [name, pair] of adapter.modules) {
+        const vars = this.lora.get(name)!;
+        vars.a.assign(tf.tensor2d(pair.a, vars.a.shape as [number, number]));
+        vars.b.assign(tf.tensor2d(pair.b, vars.b.shape as [number, number]));
+      }
+    });
   }
 
   /** Schema hash of the attached LoRA, computed from shapes only (no weight reads). */

@@ -10,7 +10,8 @@ import type { TrainerConfig } from '../train/trainer.ts';
 import { createRng, deriveSeed } from '../util/random.ts';
 import { chanceExposure, exposure, mean, membershipAuc } from './exposure.ts';
 import { NoiseSource } from './noise-source.ts';
-import { privateRound, splitIntoRecords, type RoundPrivacy } from './private-round.ts';
+import { splitIntoRecords } from './peer-privacy.ts';
+import { privateRound, type RoundPrivacy } from './private-round.ts';
 import { sequenceNll } from './scoring.ts';
 
 export interface CanaryExperimentOptions {

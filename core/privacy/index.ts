@@ -10,3 +10,4 @@ export * from './config.ts';
 export * from './budget.ts';
 export * from './describe.ts';
 export * from './exposure.ts';
+export * from './peer-privacy.ts';

@@ -12,14 +12,6 @@ import { Trainer, type TrainerConfig } from '../train/trainer.ts';
 import { poissonSample, privatizeUpdate, type ClipResult } from './mechanism.ts';
 import type { NoiseSource } from './noise-source.ts';
 
-/** Non-overlapping records of recordBytes bytes (the last partial one is dropped): the unit that DP protects. */
-export function splitIntoRecords(text: Uint8Array, recordBytes: number): Uint8Array[] {
-  if (!Number.isInteger(recordBytes) || recordBytes < 2) throw new RangeError(`a record needs at least 2 bytes, got ${recordBytes}`);
-  const records: Uint8Array[] = [];
-  for (let at = 0; at + recordBytes <= text.length; at += recordBytes) records.push(text.subarray(at, at + recordBytes));
-  return records;
-}
-
 export interface RoundPrivacy {
   clipNorm: number;
   noiseMultiplier: number;

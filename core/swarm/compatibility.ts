@@ -36,6 +36,8 @@ const EXPLANATIONS: Record<RejectReason, string> = {
   timeout: 'did not deliver its adapter in time',
   'fetch-failed': 'could not be reached to fetch its adapter',
   'out-of-bounds': 'sent an adapter with values far beyond what training produces',
+  'delta-base-mismatch': 'sent a sparse update to a version of its adapter this peer does not hold (it waits for the next full one)',
+  'frozen-factor': 'sent an adapter whose frozen LoRA A is not the run’s shared one',
 };
 
 /** One sentence for the volunteer page: "Peer 12D3…abcd is in a different run (…)". */

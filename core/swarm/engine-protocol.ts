@@ -10,6 +10,7 @@ import type { RejectReason } from '../wire/verdict.ts';
 import type { NeighbourSummary } from './neighbours.ts';
 import type { PayloadCodec } from '../wire/codec.ts';
 import type { Adapter } from '../model/adapter.ts';
+import type { PrivacyStatus } from '../privacy/budget.ts';
 
 export type BackendPreference = 'auto' | 'webgpu' | 'wasm' | 'cpu';
 
@@ -127,6 +128,12 @@ export interface EngineStatus {
   consensusDistance?: number | null;
   guard: GuardCounts;
   health: PeerHealth;
+  /**
+   * What differential privacy has cost the volunteer's own files so far (core/privacy/budget.ts): ε spent of the
+   * target at δ, releases made, and whether the budget is spent (the peer then shares nothing more). null (or absent,
+   * from hosts that build a status themselves) when the run does not use DP.
+   */
+  privacy?: PrivacyStatus | null;
 }
 
 export interface ReadyInfo {

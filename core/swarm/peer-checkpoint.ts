@@ -14,9 +14,13 @@ import type { AdamWState } from '../train/adamw.ts';
 import type { HeldOutPoint, LossPoint, MergeRecord } from './engine-protocol.ts';
 import { momentsProblem, storedAdapterProblem } from './guard.ts';
 import { utf8DecodeStrict, utf8Encode } from '../io/text.ts';
+import { PrivacyBudget, type PrivacyBudgetState } from '../privacy/budget.ts';
+import { ledgerMatches } from '../privacy/peer-privacy.ts';
+import type { PrivacyConfig } from '../privacy/config.ts';
 
 const MAGIC = [0x53, 0x57, 0x43, 0x4b];
 export const CHECKPOINT_FORMAT_VERSION = 1;
+const OUTER_MOMENTUM_PREFIX = 'outer-momentum';
 
 export interface CheckpointCounters {
   step: number;
@@ -41,12 +45,22 @@ export interface PeerCheckpoint {
    * earlier builds have none; the peer then starts its next round from the restored adapter.
    */
   anchor?: Adapter;
+  /**
+   * The outer optimiser's momentum buffer (core/outer), adapter-shaped; absent when the run's optimiser keeps none
+   * or has not stepped yet (the zero buffer).
+   */
+  outerMomentum?: Adapter;
   optimizer: AdamWState;
   lossHistory: LossPoint[];
   heldOutHistory: HeldOutPoint[];
   baseHeldOut: HeldOutPoint | null;
   mergeHistory: MergeRecord[];
   adoptedFrom: { peerId: string; step: number } | null;
+  /**
+   * The privacy ledger of a run with differential privacy: how many releases the volunteer's records have paid for.
+   * Written before each release leaves the peer, so a reload never lowers the spend; absent in runs without DP.
+   */
+  privacyLedger?: PrivacyBudgetState;
 }
 
 export class CheckpointFormatError extends Error {
@@ -59,7 +73,7 @@ interface TensorEntry {
   length: number;
 }
 
-interface Header extends Omit<PeerCheckpoint, 'adapter' | 'anchor' | 'optimizer'> {
+interface Header extends Omit<PeerCheckpoint, 'adapter' | 'anchor' | 'outerMomentum' | 'optimizer'> {
   formatVersion: number;
   adapter: { baseModelId: string; config: Adapter['config']; modules: Array<{ name: string; inDim: number; outDim: number }> };
   optimizerStep: number;
@@ -79,21 +93,23 @@ export function encodeCheckpoint(c: PeerCheckpoint): Uint8Array {
     add(`adapter/${name}/a`, p.a);
     add(`adapter/${name}/b`, p.b);
   }
-  if (c.anchor) {
+  const addLike = (what: string, prefix: string, like: Adapter) => {
     for (const name of moduleNames) {
-      const p = c.anchor.modules.get(name);
+      const p = like.modules.get(name);
       if (!p || p.a.length !== c.adapter.modules.get(name)!.a.length || p.b.length !== c.adapter.modules.get(name)!.b.length) {
-        throw new CheckpointFormatError(`the round anchor's module ${name} does not match the adapter's shape`);
+        throw new CheckpointFormatError(`the ${what}'s module ${name} does not match the adapter's shape`);
       }
-      add(`anchor/${name}/a`, p.a);
-      add(`anchor/${name}/b`, p.b);
+      add(`${prefix}/${name}/a`, p.a);
+      add(`${prefix}/${name}/b`, p.b);
     }
-  }
+  };
+  if (c.anchor) addLike('round anchor', 'anchor', c.anchor);
+  if (c.outerMomentum) addLike('outer momentum', OUTER_MOMENTUM_PREFIX, c.outerMomentum);
   for (const name of Object.keys(c.optimizer.moments).sort()) {
     add(`adam/${name}/m`, c.optimizer.moments[name].m);
     add(`adam/${name}/v`, c.optimizer.moments[name].v);
   }
-  const { adapter, anchor: _anchor, optimizer, ...rest } = c;
+  const { adapter, anchor: _anchor, outerMomentum: _momentum, optimizer, ...rest } = c;
   const header: Header = {
     ...rest,
     formatVersion: CHECKPOINT_FORMAT_VERSION,
@@ -160,25 +176,37 @@ export function decodeCheckpoint(bytes: Uint8Array): PeerCheckpoint {
   for (const m of header.adapter.modules) {
     modules.set(m.name, { a: take(`adapter/${m.name}/a`, r * m.inDim), b: take(`adapter/${m.name}/b`, m.outDim * r), inDim: m.inDim, outDim: m.outDim });
   }
-  let anchor: Adapter | undefined;
-  if (header.tensors.some((t) => t.name.startsWith('anchor/'))) {
-    const anchorModules = new Map<string, LoraPair>();
+  const adapterLike = (prefix: string): Adapter | undefined => {
+    if (!header.tensors.some((t) => t.name.startsWith(`${prefix}/`))) return undefined;
+    const likeModules = new Map<string, LoraPair>();
     for (const m of header.adapter.modules) {
-      anchorModules.set(m.name, { a: take(`anchor/${m.name}/a`, r * m.inDim), b: take(`anchor/${m.name}/b`, m.outDim * r), inDim: m.inDim, outDim: m.outDim });
+      likeModules.set(m.name, { a: take(`${prefix}/${m.name}/a`, r * m.inDim), b: take(`${prefix}/${m.name}/b`, m.outDim * r), inDim: m.inDim, outDim: m.outDim });
     }
-    anchor = { baseModelId: header.adapter.baseModelId, config: header.adapter.config, modules: anchorModules };
-  }
+    return { baseModelId: header.adapter.baseModelId, config: header.adapter.config, modules: likeModules };
+  };
+  const anchor = adapterLike('anchor');
+  const outerMomentum = adapterLike(OUTER_MOMENTUM_PREFIX);
   const moments: AdamWState['moments'] = {};
   for (const t of header.tensors) {
     const match = /^adam\/(.+)\/m$/.exec(t.name);
     if (match) moments[match[1]] = { m: tensors.get(t.name)!, v: take(`adam/${match[1]}/v`, t.length) };
   }
-  const { formatVersion: _v, adapter, optimizerStep, tensors: _t, ...rest } = header;
+  const { formatVersion: _v, adapter, optimizerStep, tensors: _t, privacyLedger, ...rest } = header;
+  let ledger: PrivacyBudgetState | undefined;
+  if (privacyLedger !== undefined) {
+    try {
+      ledger = PrivacyBudget.fromJSON(privacyLedger).toJSON();
+    } catch (error) {
+      throw new CheckpointFormatError(`checkpoint privacy ledger is damaged: ${(error as Error).message}`);
+    }
+  }
   return {
     ...rest,
     adapter: { baseModelId: adapter.baseModelId, config: adapter.config, modules },
     ...(anchor ? { anchor } : {}),
+    ...(outerMomentum ? { outerMomentum } : {}),
     optimizer: { step: optimizerStep, moments },
+    ...(ledger ? { privacyLedger: ledger } : {}),
   };
 }
 
@@ -212,10 +240,21 @@ export type CheckpointVerdict = { ok: true; checkpoint: PeerCheckpoint } | { ok:
 
 /**
  * Whether a decoded checkpoint may be restored into this peer: the same run, the same adapter schema (rank, alpha,
- * modules and their shapes) as the model it is loaded into, and every value finite and within the adapter bounds.
+ * modules and their shapes) as the model it is loaded into, every value finite and within the adapter bounds (the outer
+ * momentum buffer too), in a run with differential privacy a ledger of the run's privacy setting and a round anchor,
+ * and with `frozenA` the adapter and anchor holding the given adapter's A bit for bit: a damaged store must not move a
+ * factor the run keeps frozen.
  */
-export function validateCheckpoint(c: PeerCheckpoint, expected: { wireRunId: string; adapter: Adapter }): CheckpointVerdict {
+export function validateCheckpoint(c: PeerCheckpoint, expected: { wireRunId: string; adapter: Adapter; privacy?: PrivacyConfig; frozenA?: boolean }): CheckpointVerdict {
   if (c.wireRunId !== expected.wireRunId) return { ok: false, reason: `it belongs to run ${c.wireRunId}, this tab is in ${expected.wireRunId}` };
+  if (expected.privacy) {
+    // Without its ledger the spend would restart at zero, and without the anchor the round could not restart from a public point.
+    if (!c.privacyLedger) return { ok: false, reason: 'it has no privacy ledger, which this run with differential privacy needs' };
+    if (!ledgerMatches(c.privacyLedger, expected.privacy)) return { ok: false, reason: 'its privacy ledger is for another privacy setting than this run\'s' };
+    if (!c.anchor) return { ok: false, reason: 'it has no round anchor, which this run with differential privacy needs' };
+  } else if (c.privacyLedger) {
+    return { ok: false, reason: 'it carries a privacy ledger, but this run does not use differential privacy' };
+  }
   const want = expected.adapter;
   if (c.adapter.config.r !== want.config.r || c.adapter.config.alpha !== want.config.alpha) {
     return { ok: false, reason: `its LoRA rank/alpha ${c.adapter.config.r}/${c.adapter.config.alpha} differ from the run's ${want.config.r}/${want.config.alpha}` };
@@ -225,9 +264,32 @@ export function validateCheckpoint(c: PeerCheckpoint, expected: { wireRunId: str
     const got = c.adapter.modules.get(name);
     if (!got || got.inDim !== pair.inDim || got.outDim !== pair.outDim) return { ok: false, reason: `adapter module ${name} is missing or has another shape` };
   }
-  const problem = storedAdapterProblem(c.adapter) ?? (c.anchor ? storedAdapterProblem(c.anchor) : null) ?? momentsProblem(c.optimizer);
+  const problem =
+    storedAdapterProblem(c.adapter) ??
+    (c.anchor ? storedAdapterProblem(c.anchor) : null) ??
+    (c.outerMomentum ? outerMomentumProblem(c.outerMomentum) : null) ??
+    momentsProblem(c.optimizer);
   if (problem) return { ok: false, reason: problem };
+  if (expected.frozenA) {
+    for (const [what, held] of [['adapter', c.adapter], ['round anchor', c.anchor]] as const) {
+      if (held && !sameA(held, want)) return { ok: false, reason: `its ${what}'s LoRA A is not the run's frozen A` };
+    }
+  }
   return { ok: true, checkpoint: c };
+}
+
+function sameA(x: Adapter, y: Adapter): boolean {
+  for (const [name, p] of y.modules) {
+    const a = x.modules.get(name)?.a;
+    if (!a || a.length !== p.a.length || a.some((v, i) => !Object.is(v, p.a[i]))) return false;
+  }
+  return true;
+}
+
+/** The momentum buffer is bounded like a stored adapter (a sum of pseudo-gradients, each a difference of two). */
+function outerMomentumProblem(momentum: Adapter): string | null {
+  const problem = storedAdapterProblem(momentum);
+  return problem ? `outer momentum: ${problem}` : null;
 }
 
 /** Where checkpoints and local text are kept: IndexedDB in the browser, a Map in tests. */

@@ -5,9 +5,15 @@ import type { Gpt2Config } from '../model/config.ts';
 import { initGpt2Weights } from '../model/gpt2.ts';
 import type { Adapter } from '../model/adapter.ts';
 import { decodeAdapter } from '../wire/codec.ts';
+import { importPeft } from '../io/peft.ts';
 import { defaultRunManifest, wireRunId } from './run.ts';
 import type { RunManifest } from '../wire/run-manifest.ts';
-import { checkpointSlotKeys, decodeCheckpoint, encodeCheckpoint, memoryStore, CheckpointFormatError, type PeerCheckpoint } from './peer-checkpoint.ts';
+import { checkpointSlotKeys, decodeCheckpoint, encodeCheckpoint, memoryStore, CheckpointFormatError, validateCheckpoint, type PeerCheckpoint } from './peer-checkpoint.ts';
+import { NoiseSource } from '../privacy/noise-source.ts';
+import { addGaussianNoiseInPlace, adapterDifference, noiseStdFor, updateNorm } from '../privacy/mechanism.ts';
+import { describePrivacySpent } from '../privacy/describe.ts';
+import { cloneAdapter } from '../model/adapter.ts';
+import type { PrivacyConfig } from '../privacy/config.ts';
 import { PeerEngine, type EngineHost } from './peer-engine.ts';
 import type { EngineOptions, MainToWorker, WorkerToMain } from './engine-protocol.ts';
 
@@ -38,7 +44,7 @@ interface Harness {
   until(pred: (m: WorkerToMain[]) => boolean, what: string): Promise<void>;
 }
 
-function harness(store = memoryStore(), clock?: () => number): Harness {
+function harness(store = memoryStore(), clock?: () => number, privacySeed?: number): Harness {
   const messages: WorkerToMain[] = [];
   const host: EngineHost = {
     readCorpus: (path) => readFile(`public/data/brown/${path}`, 'utf8'),
@@ -48,6 +54,9 @@ function harness(store = memoryStore(), clock?: () => number): Harness {
     post: (message) => messages.push(structuredClone(message)),
     backendName: () => 'wasm',
     now: clock,
+    ...(privacySeed === undefined
+      ? {}
+      : { privacyRandomness: () => ({ sampling: NoiseSource.fromTestSeed(privacySeed), noise: NoiseSource.fromTestSeed(privacySeed + 1) }) }),
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms >= 1000 ? Math.min(ms, 3000) : 0)),
   };
   const engine = new PeerEngine(host);
@@ -150,6 +159,51 @@ describe('checkpoint format', () => {
     const wrong: Adapter = { ...adapter, modules: new Map([['m0', { ...pair([1], [2]), inDim: 1, outDim: 1 }]]) };
     expect(() => encodeCheckpoint({ ...c, anchor: wrong })).toThrow(CheckpointFormatError);
   });
+
+  it('carries the privacy ledger, refuses a damaged one by name, and a DP run takes only a copy with its own ledger', () => {
+    const pair = () => ({ a: Float32Array.of(0.5, -1), b: Float32Array.of(0, 0.25), inDim: 2, outDim: 2 });
+    const adapter: Adapter = { baseModelId: 'm', config: { r: 1, alpha: 2, targetModules: ['attn.c_attn'] }, modules: new Map([['m0', pair()]]) };
+    const config: PrivacyConfig = { targetEpsilon: 8, delta: 1e-5, clipNorm: 0.05, samplingRate: 0.5, maxPublishes: 3 };
+    const c: PeerCheckpoint = {
+      wireRunId: 'r', peerKey: 'k', slot: 0, savedAtMs: 1,
+      counters: { step: 6, samplesSeen: 12, tokensSeen: 100, merges: 0, publishedVersion: 2, donatedMs: 1, adaptersAccepted: 0 },
+      adapter, anchor: adapter, optimizer: { step: 6, moments: {} }, lossHistory: [], heldOutHistory: [], baseHeldOut: null, mergeHistory: [], adoptedFrom: null,
+      privacyLedger: { version: 1, config, publishes: 2 },
+    };
+    const bytes = encodeCheckpoint(c);
+    expect(decodeCheckpoint(bytes)).toEqual(c);
+    // Same length, so only the ledger is wrong.
+    const damaged = Buffer.from(Buffer.from(bytes).toString('latin1').replace('"version":1', '"version":2'), 'latin1');
+    expect(damaged.length).toBe(bytes.length);
+    expect(() => decodeCheckpoint(damaged)).toThrow(/privacy ledger is damaged: privacy ledger version 2; this build reads 1/);
+    const expected = { wireRunId: 'r', adapter, privacy: config };
+    expect(validateCheckpoint(c, expected)).toMatchObject({ ok: true });
+    const { privacyLedger: _l, ...noLedger } = c;
+    expect(validateCheckpoint(noLedger, expected)).toMatchObject({ ok: false, reason: expect.stringMatching(/no privacy ledger/) });
+    expect(validateCheckpoint(c, { ...expected, privacy: { ...config, targetEpsilon: 4 } })).toMatchObject({ ok: false, reason: expect.stringMatching(/another privacy setting/) });
+    expect(validateCheckpoint(c, { wireRunId: 'r', adapter })).toMatchObject({ ok: false, reason: expect.stringMatching(/does not use differential privacy/) });
+    expect(validateCheckpoint(noLedger, { wireRunId: 'r', adapter })).toMatchObject({ ok: true });
+  });
+
+  it('carries the outer momentum buffer exactly, refuses one of another shape, and a restore refuses a non-finite one', () => {
+    const pair = (a: number[], b: number[]) => ({ a: Float32Array.from(a), b: Float32Array.from(b), inDim: 2, outDim: 2 });
+    const adapter: Adapter = { baseModelId: 'm', config: { r: 1, alpha: 2, targetModules: ['attn.c_attn'] }, modules: new Map([['m0', pair([1, 2], [3, 4])]]) };
+    const outerMomentum: Adapter = { ...adapter, modules: new Map([['m0', pair([0, 0], [-0.125, 1e-7])]]) };
+    const c: PeerCheckpoint = {
+      wireRunId: 'r', peerKey: 'k', slot: 0, savedAtMs: 1,
+      counters: { step: 5, samplesSeen: 10, tokensSeen: 100, merges: 1, publishedVersion: 1, donatedMs: 1, adaptersAccepted: 1 },
+      adapter, anchor: adapter, outerMomentum, optimizer: { step: 5, moments: {} }, lossHistory: [], heldOutHistory: [], baseHeldOut: null, mergeHistory: [], adoptedFrom: null,
+    };
+    const back = decodeCheckpoint(encodeCheckpoint(c));
+    expect(back).toEqual(c);
+    expect(Array.from(back.outerMomentum!.modules.get('m0')!.b)).toEqual([-0.125, Math.fround(1e-7)]);
+    const { outerMomentum: _none, ...without } = c;
+    expect(decodeCheckpoint(encodeCheckpoint(without)).outerMomentum).toBeUndefined();
+    const wrong: Adapter = { ...adapter, modules: new Map([['m0', { ...pair([1], [2]), inDim: 1, outDim: 1 }]]) };
+    expect(() => encodeCheckpoint({ ...c, outerMomentum: wrong })).toThrow(/outer momentum's module m0/);
+    const nan: Adapter = { ...adapter, modules: new Map([['m0', pair([0, 0], [Number.NaN, 0])]]) };
+    expect(validateCheckpoint(decodeCheckpoint(encodeCheckpoint({ ...c, outerMomentum: nan })), { wireRunId: 'r', adapter })).toEqual({ ok: false, reason: 'outer momentum: the adapter holds NaN or Infinity' });
+  });
 });
 
 describe('peer engine (tfjs WASM in Node, real Brown data)', () => {
@@ -209,15 +263,113 @@ describe('peer engine (tfjs WASM in Node, real Brown data)', () => {
     }
   });
 
-  it('refuses a run that asks for differential privacy, which this peer does not apply yet, in words', async () => {
-    const h = harness();
-    const manifest = { ...tinyManifest(), privacy: { targetEpsilon: 8, delta: 1e-5, clipNorm: 1, samplingRate: 0.1, maxPublishes: 10 } } as RunManifest;
-    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: OPTIONS });
+  it('with differential privacy it publishes the round anchor + the update clipped to C + noise of σ = z·2C, and continues from that', async () => {
+    const clipNorm = 0.01;
+    const manifest = dpManifest({ clipNorm });
+    const h = harness(memoryStore(), undefined, 41);
+    await h.send({ type: 'pause' });
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H } });
+    await h.send({ type: 'local-text', name: 'diary.txt', text: DIARY });
+    await h.send({ type: 'resume' });
+    await h.until((m) => lastStatus(m)?.phase === 'done', 'done');
     h.engine.stop();
-    const error = h.messages.find((m) => m.type === 'error');
-    expect(error).toMatchObject({ kind: 'run-mismatch', fatal: true });
-    expect(error?.type === 'error' && error.message).toMatch(/differential privacy \(target ε = 8\).*does not apply yet/);
-    expect(h.messages.some((m) => m.type === 'publish')).toBe(false);
+    const publishes = h.messages.filter((m) => m.type === 'publish');
+    expect(publishes).toHaveLength(1);
+    if (publishes[0].type !== 'publish') throw new Error('unreachable');
+    // The training loss is measured on the volunteer's records without noise, so it is not announced.
+    expect(publishes[0].localLoss).toBeNull();
+    const published = adapterOf(publishes[0].bytes);
+    // The copy written before the bytes left: the released adapter as the peer's own, the round's anchor, the ledger.
+    const copies = await storedCheckpoints(h.store, manifest);
+    const beforeRelease = copies.find((c) => c.privacyLedger?.publishes === 1 && c.anchor && updateNorm(adapterDifference(c.adapter, c.anchor)) > 0);
+    if (!beforeRelease?.anchor) throw new Error('no checkpoint with the ledger was written before the release');
+    expectSameValues(beforeRelease.adapter, published);
+    const status = lastStatus(h.messages)!.privacy!;
+    expect(status).toMatchObject({ publishes: 1, maxPublishes: 3, targetEpsilon: 8, delta: 1e-5, clipNorm, samplingRate: 0.5, exhausted: false });
+    expect(status.epsilonSpent).toBeGreaterThan(0);
+    expect(status.epsilonSpent).toBeLessThan(8);
+    // Replay the noise stream: what is left of (published − anchor) is the clipped update, of norm C (3 Adam steps at
+    // lr 1e-2 move a few hundred values far more than 0.01).
+    const noiseStd = noiseStdFor(clipNorm, status.noiseMultiplier);
+    const noise = zeroLike(published);
+    addGaussianNoiseInPlace(noise, noiseStd, NoiseSource.fromTestSeed(42));
+    const released = adapterDifference(published, beforeRelease.anchor);
+    const clipped = adapterDifference(released, noise);
+    expect(updateNorm(clipped)).toBeLessThanOrEqual(clipNorm * (1 + 1e-4));
+    expect(updateNorm(clipped)).toBeGreaterThan(clipNorm * 0.999);
+    // And the scale on its own: the spread of (published − anchor) is σ, up to the clipped part and sampling error.
+    const values = [...released.modules.values()].flatMap((p) => [...p.a, ...p.b]);
+    const rms = Math.sqrt(values.reduce((s, v) => s + v * v, 0) / values.length);
+    expect(rms / noiseStd).toBeGreaterThan(0.8);
+    expect(rms / noiseStd).toBeLessThan(1.2);
+  });
+
+  it('with differential privacy the ledger survives a reload, and publishing stops when the budget is spent', async () => {
+    const store = memoryStore();
+    const manifest = dpManifest({ maxPublishes: 2 });
+    const first = harness(store, undefined, 7);
+    await first.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H } });
+    await first.send({ type: 'local-text', name: 'diary.txt', text: DIARY });
+    await first.until((m) => lastStatus(m)?.phase === 'done', 'first run done');
+    first.engine.stop();
+    const spentBefore = lastStatus(first.messages)!.privacy!;
+    expect(spentBefore.publishes).toBe(1);
+
+    const second = harness(store, undefined, 8);
+    await second.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: 4 * H } });
+    const ready = second.messages.find((m) => m.type === 'ready');
+    expect(ready?.type === 'ready' && ready.status.privacy).toMatchObject({ publishes: 1, epsilonSpent: spentBefore.epsilonSpent });
+    await second.until((m) => lastStatus(m)?.phase === 'done', 'second run done');
+    second.engine.stop();
+    // One more release (step 2H); at 3H and 4H the next one would overspend: training goes on, nothing is shared.
+    expect(second.messages.filter((m) => m.type === 'publish').map((m) => m.type === 'publish' && m.step)).toEqual([2 * H]);
+    expect(stepOf(second.messages)).toBe(4 * H);
+    const status = lastStatus(second.messages)!.privacy!;
+    expect(status).toMatchObject({ publishes: 2, exhausted: true });
+    expect(status.epsilonSpent).toBeLessThanOrEqual(8);
+    expect(status.epsilonSpent).toBeGreaterThan(spentBefore.epsilonSpent);
+    expect(second.messages.filter((m) => m.type === 'notice' && /spent their privacy budget/.test(m.message))).toHaveLength(1);
+    expect(describePrivacySpent(status)).toMatch(/^your files: ε = [\d.]+ of 8 at δ = 1e-5 \(budget spent/);
+
+    // A third load finds the spend and still shares nothing.
+    const third = harness(store, undefined, 9);
+    await third.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: 5 * H } });
+    await third.until((m) => lastStatus(m)?.phase === 'done', 'third run done');
+    third.engine.stop();
+    expect(third.messages.some((m) => m.type === 'publish')).toBe(false);
+    expect(lastStatus(third.messages)!.privacy).toMatchObject({ publishes: 2, exhausted: true });
+  });
+
+  it('with differential privacy a run that ends mid-round ends on its last release, not on unreleased progress', async () => {
+    const manifest = dpManifest();
+    const h = harness(memoryStore(), undefined, 11);
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H + 2 } });
+    await h.send({ type: 'local-text', name: 'diary.txt', text: DIARY });
+    await h.until((m) => lastStatus(m)?.phase === 'done', 'done');
+    h.engine.stop();
+    const publishes = h.messages.filter((m) => m.type === 'publish');
+    expect(publishes).toHaveLength(1);
+    const released = adapterOf((publishes[0] as Extract<WorkerToMain, { type: 'publish' }>).bytes);
+    const saved = await newestCheckpoint(h.store, manifest);
+    expect(saved.counters.step).toBe(H + 2);
+    expectSameValues(saved.adapter, released);
+    expect(lastStatus(h.messages)!.heldOut!.step).toBe(H + 2);
+  });
+
+  it('with differential privacy a file that δ cannot cover is refused in words; without it the status has no privacy', async () => {
+    const h = harness(memoryStore(), undefined, 3);
+    // δ = 0.01 covers fewer than 100 records; the file makes 117 of 17 bytes.
+    await h.send({ type: 'pause' });
+    await h.send({ type: 'init', manifest: dpManifest({ delta: 0.01 }), baseModelUrl: '/m/', backend: 'wasm', options: OPTIONS });
+    await h.send({ type: 'local-text', name: 'big.txt', text: DIARY });
+    h.engine.stop();
+    expect(h.messages.find((m) => m.type === 'notice' && m.level === 'warning')).toMatchObject({ message: expect.stringMatching(/^big\.txt is not used: δ = 0\.01 is not below 1\/117/) });
+    expect(lastStatus(h.messages)!.data.some((d) => d.kind === 'local')).toBe(false);
+    const plain = harness();
+    await plain.send({ type: 'pause' });
+    await plain.send({ type: 'init', manifest: tinyManifest(), baseModelUrl: '/m/', backend: 'wasm', options: OPTIONS });
+    plain.engine.stop();
+    expect(lastStatus(plain.messages)!.privacy).toBeNull();
   });
 
   it('reports the backend choice and its reason that the host gave it before init', async () => {
@@ -310,6 +462,127 @@ describe('peer engine (tfjs WASM in Node, real Brown data)', () => {
   });
 });
 
+describe('outer optimiser and frozen A in the engine', () => {
+  /** Every value of the adapter after one outer Nesterov step from θ with zero momentum: θ − η·(Δ + β·m), m = Δ. */
+  const expectNesterovFromZero = (saved: PeerCheckpoint, theta: Adapter, lr: number, beta: number) => {
+    const m = saved.outerMomentum!;
+    expect(m).toBeDefined();
+    let moved = 0;
+    for (const [name, pair] of saved.adapter.modules) {
+      for (const k of ['a', 'b'] as const) {
+        const got = pair[k], start = theta.modules.get(name)![k], mom = m.modules.get(name)![k];
+        for (let i = 0; i < got.length; i++) {
+          expect(got[i]).toBeCloseTo(start[i] - lr * (1 + beta) * mom[i], 5);
+          moved = Math.max(moved, Math.abs(mom[i]));
+        }
+      }
+    }
+    expect(moved).toBeGreaterThan(1e-3); // the buffer is not trivially zero
+  };
+
+  it('nesterov steps from the round anchor after a merge, and its momentum survives a reload of the engine', async () => {
+    const now = 1_000_000;
+    const store = memoryStore();
+    const manifest = tinyManifest({ outer: { name: 'nesterov', params: { lr: 0.5, momentum: 0.5 } } });
+    const h = harness(store, () => now);
+    await h.send({ type: 'pause' });
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H } });
+    await h.send(adapterMessage(manifest, await neighbourAdapter(manifest, 0.5), 'peerNEIGHBOUR1', 1, now));
+    await h.send({ type: 'resume' });
+    await h.until((m) => lastStatus(m)?.phase === 'done', 'done');
+    h.engine.stop();
+    const saved = await newestCheckpoint(store, manifest);
+    expect(saved.counters.merges).toBe(1);
+    // The round started from the fresh adapter (the run's seeded A, B = 0); the neighbour arrived this round, so the
+    // whole Δ is fresh: m = Δ and the adapter is θ₀ − 0.5·(Δ + 0.5·Δ).
+    expectNesterovFromZero(saved, await freshAdapter(manifest), 0.5, 0.5);
+    expect(saved.anchor).toEqual(saved.adapter);
+
+    // A reloaded engine goes on with the same buffer: one more step (no boundary) and its checkpoint holds it unchanged.
+    const second = harness(store, () => now);
+    await second.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H + 1 } });
+    await second.until((m) => lastStatus(m)?.phase === 'done', 'second done');
+    second.engine.stop();
+    const resumed = await newestCheckpoint(store, manifest);
+    expect(resumed.counters.step).toBe(H + 1);
+    expect(resumed.outerMomentum).toEqual(saved.outerMomentum);
+  });
+
+  it('a late joiner adopts an adapter but not a momentum: its first outer step starts from zero', async () => {
+    const now = 2_000_000;
+    const manifest = tinyManifest({ outer: { name: 'nesterov', params: { lr: 1, momentum: 0.9 } } });
+    const veteran = harness(memoryStore(), () => now);
+    await veteran.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, peerKey: 'veteran', maxSteps: 2 * H } });
+    await veteran.until((m) => lastStatus(m)?.phase === 'done', 'veteran done');
+    veteran.engine.stop();
+    const trained = adapterOf([...veteran.messages].reverse().find((m) => m.type === 'publish')!.bytes as ArrayBuffer);
+
+    const store = memoryStore();
+    const h = harness(store, () => now);
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, bootstrapWaitMs: 60_000, maxSteps: H } });
+    for (const peer of ['peerVETERAN01', 'peerVETERAN02', 'peerVETERAN03']) await h.send(adapterMessage(manifest, trained, peer, 1, now));
+    await h.until((m) => lastStatus(m)?.phase === 'done', 'joiner done');
+    h.engine.stop();
+    expect(lastStatus(h.messages)!.adoptedFrom?.peerId).toMatch(/^peerVETERAN0/);
+    const saved = await newestCheckpoint(store, manifest);
+    expect(saved.counters.merges).toBe(1);
+    expectNesterovFromZero(saved, trained, 1, 0.9);
+  });
+
+  it("with differential privacy in a frozen-A run the release carries the run's A exactly (receivers refuse any other), and noised B", async () => {
+    const dp = dpManifest({ clipNorm: 0.01 });
+    const manifest: RunManifest = { ...dp, lora: { ...dp.lora, mode: 'frozen-a' } };
+    const h = harness(memoryStore(), undefined, 41);
+    await h.send({ type: 'pause' });
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H } });
+    await h.send({ type: 'local-text', name: 'diary.txt', text: DIARY });
+    await h.send({ type: 'resume' });
+    await h.until((m) => lastStatus(m)?.phase === 'done', 'done');
+    h.engine.stop();
+    const publish = h.messages.find((m) => m.type === 'publish');
+    if (publish?.type !== 'publish') throw new Error('nothing was published');
+    const published = adapterOf(publish.bytes);
+    const runA = await freshAdapter(manifest);
+    for (const [name, pair] of runA.modules) {
+      expect(Array.from(published.modules.get(name)!.a)).toEqual(Array.from(pair.a));
+      expect(published.modules.get(name)!.b.some((v) => v !== 0)).toBe(true);
+    }
+  });
+
+  it("in a frozen-A run A never moves: not by training, not by a merge that re-factorises, not by a neighbour's A", async () => {
+    const now = 3_000_000;
+    const manifest = tinyManifest({ strategy: { name: 'exact-average', params: {} }, lora: { ...tinyManifest().lora, mode: 'frozen-a' } });
+    const store = memoryStore();
+    const h = harness(store, () => now);
+    await h.send({ type: 'pause' });
+    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H } });
+    const runA = await freshAdapter(manifest);
+    const onRunA = await neighbourAdapter(manifest, 0.05);
+    for (const [name, pair] of onRunA.modules) pair.a.set(runA.modules.get(name)!.a);
+    const movedA = await neighbourAdapter(manifest, 0.05);
+    for (const [name, pair] of movedA.modules) pair.a.set(runA.modules.get(name)!.a.map((v, i) => (i === 0 ? v + 1e-3 : v)));
+    await h.send(adapterMessage(manifest, onRunA, 'peerHONEST001', 1, now));
+    await h.send(adapterMessage(manifest, movedA, 'peerMOVEDA001', 1, now));
+    await h.send({ type: 'resume' });
+    await h.until((m) => lastStatus(m)?.phase === 'done', 'done');
+    await h.send({ type: 'export-peft', requestId: 7 });
+    h.engine.stop();
+    const verdicts = h.messages.filter((m) => m.type === 'adapter-verdict');
+    expect(verdicts).toMatchObject([{ peerId: 'peerHONEST001', ok: true }, { peerId: 'peerMOVEDA001', ok: false, reason: 'frozen-factor' }]);
+    const published = adapterOf(h.messages.find((m) => m.type === 'publish')!.bytes as ArrayBuffer);
+    const saved = await newestCheckpoint(store, manifest);
+    expect(saved.counters.merges).toBe(1);
+    const peft = h.messages.find((m) => m.type === 'peft');
+    if (peft?.type !== 'peft') throw new Error('no PEFT export');
+    const exported = importPeft({ adapterConfig: new Uint8Array(peft.files['adapter_config.json']), safetensors: new Uint8Array(peft.files['adapter_model.safetensors']) }, manifest.baseModel.id);
+    for (const [name, pair] of runA.modules) {
+      for (const held of [published, saved.adapter, saved.anchor!, exported]) expect(Array.from(held.modules.get(name)!.a)).toEqual(Array.from(pair.a));
+      // B trained and merged: it moved away from zero.
+      expect(saved.adapter.modules.get(name)!.b.some((v) => v !== 0)).toBe(true);
+    }
+  });
+});
+
 describe('a hostile neighbour or a damaged store never halts the peer', () => {
   it('a neighbour adapter beyond the bounds is refused at the merge: the checkpoint holds the peer\'s own adapter', async () => {
     const now = 1_000_000;
@@ -399,6 +672,38 @@ describe('a hostile neighbour or a damaged store never halts the peer', () => {
   });
 });
 
+const DIARY = Array.from({ length: 70 }, (_, i) => `day ${i}: a private line of my own\n`).join('').slice(0, 2000);
+
+function dpManifest(privacy: Partial<PrivacyConfig> = {}): RunManifest {
+  return { ...tinyManifest(), privacy: { targetEpsilon: 8, delta: 1e-5, clipNorm: 0.05, samplingRate: 0.5, maxPublishes: 3, ...privacy } };
+}
+
+async function storedCheckpoints(store: ReturnType<typeof memoryStore>, manifest: RunManifest): Promise<PeerCheckpoint[]> {
+  const copies: PeerCheckpoint[] = [];
+  for (const key of checkpointSlotKeys(`checkpoint/${wireRunId(manifest)}/tab-1`)) {
+    const bytes = await store.get(key);
+    if (bytes) copies.push(decodeCheckpoint(bytes));
+  }
+  return copies;
+}
+
+function zeroLike(adapter: Adapter): Adapter {
+  const z = cloneAdapter(adapter);
+  for (const p of z.modules.values()) {
+    p.a.fill(0);
+    p.b.fill(0);
+  }
+  return z;
+}
+
+function expectSameValues(x: Adapter, y: Adapter): void {
+  expect([...x.modules.keys()].sort()).toEqual([...y.modules.keys()].sort());
+  for (const [name, p] of x.modules) {
+    expect(Array.from(p.a)).toEqual(Array.from(y.modules.get(name)!.a));
+    expect(Array.from(p.b)).toEqual(Array.from(y.modules.get(name)!.b));
+  }
+}
+
 async function newestCheckpoint(store: ReturnType<typeof memoryStore>, manifest: RunManifest): Promise<PeerCheckpoint> {
   const copies = [];
   for (const key of checkpointSlotKeys(`checkpoint/${wireRunId(manifest)}/tab-1`)) {
@@ -408,6 +713,16 @@ async function newestCheckpoint(store: ReturnType<typeof memoryStore>, manifest:
   copies.sort((a, b) => b.counters.step - a.counters.step || b.savedAtMs - a.savedAtMs);
   if (!copies[0]) throw new Error('no checkpoint stored');
   return copies[0];
+}
+
+/** The adapter a peer of this run starts from: the run's seeded A, B = 0 (built outside the engine). */
+async function freshAdapter(manifest: RunManifest): Promise<Adapter> {
+  const { Gpt2Model } = await import('../model/gpt2.ts');
+  const model = new Gpt2Model(TINY, initGpt2Weights(TINY, 7), { baseModelId: manifest.baseModel.id });
+  model.attachLora(manifest.lora, manifest.schedule.seed as number);
+  const adapter = await model.getAdapter();
+  model.dispose();
+  return adapter;
 }
 
 /** An adapter of the manifest's schema built outside the engine, every factor value set to `value`. */

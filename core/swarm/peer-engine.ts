@@ -25,6 +25,12 @@ import { ByteTokenizer } from '../io/tokenizer.ts';
 import { utf8Decode, utf8Encode } from '../io/text.ts';
 import { exportPeft } from '../io/peft.ts';
 import { mergeWith, getStrategy, resolveParams } from '../merge/registry.ts';
+import type { MergeInput, MergeParams } from '../merge/types.ts';
+import { getOuterOptimizer, resolveOuterParams } from '../outer/registry.ts';
+import { roundFreshness } from '../outer/freshness.ts';
+import type { OuterOptimizer, OuterStepResult } from '../outer/types.ts';
+import { FrozenFactor } from './frozen-factor.ts';
+import { checkCompatibility } from './compatibility.ts';
 import { encodeAdapter, expectedPayloadBytes } from '../wire/codec.ts';
 import { meanAdapterDistance } from './consensus.ts';
 import { runManifestId, type RunManifest } from '../wire/run-manifest.ts';
@@ -35,6 +41,8 @@ import { defaultRunManifest, runTrainingSettings, wireRunId, type RunTrainingSet
 import { checkpointSlotKeys, decodeCheckpoint, encodeCheckpoint, StorageFullError, validateCheckpoint, type KeyValueStore, type PeerCheckpoint } from './peer-checkpoint.ts';
 import { MergeGuard, momentsProblem, storedAdapterProblem, type GuardEvent } from './guard.ts';
 import { evaluatePeer, evaluationSets, peerModel, peerTrainer } from './peer-model.ts';
+import { PeerPrivacy, platformRandomness, type PrivacyRandomness } from '../privacy/peer-privacy.ts';
+import type { PrivacyBudgetState } from '../privacy/budget.ts';
 import type {
   DataSourceInfo,
   EngineOptions,
@@ -66,6 +74,11 @@ export interface EngineHost {
   /** Screens neighbours' adapters before a merge and judges the result (default: the update guard, core/swarm/guard.ts). */
   guard?: MergeGuard;
   now?(): number;
+  /**
+   * Randomness of a run with differential privacy: each round's Poisson sample and the noise. Default: seeded from
+   * crypto.getRandomValues (a volunteer's peer); tests and simulations pass seeded sources to repeat a run.
+   */
+  privacyRandomness?(): PrivacyRandomness;
   /** The engine's only way to wait: a tab or a Node peer uses a timer, the simulator its virtual clock. */
   sleep(ms: number): Promise<void>;
 }
@@ -89,6 +102,15 @@ function ownBuffer(bytes: Uint8Array): ArrayBuffer {
   return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer
     ? bytes.buffer
     : bytes.slice().buffer;
+}
+
+/**
+ * With differential privacy, held-out loss leaves the peer in telemetry, so it is measured only at a round boundary,
+ * where the model holds the public anchor: once per round in which an evaluation fell due.
+ */
+function evaluatedInRound(step: number, boundary: boolean, c: CadenceConfig): boolean {
+  if (!boundary || c.evaluateEvery <= 0) return false;
+  return Math.floor(step / c.evaluateEvery) > Math.floor((step - c.localSteps) / c.evaluateEvery);
 }
 
 function zeroB(adapter: Adapter): Adapter {
@@ -129,6 +151,18 @@ export class PeerEngine {
    * privacy measures an update against; saved in the checkpoint.
    */
   private anchor?: Adapter;
+  /** Differential privacy for the volunteer's files (core/privacy/peer-privacy.ts): absent in runs without it. */
+  private privacy?: PeerPrivacy;
+  private budgetSpentSaid = false;
+  /** When the current round started (startRound), on this peer's clock: the unit an input's age is counted in. */
+  private roundStartedAtMs = 0;
+  /** The run's outer optimiser (core/outer) and its resolved parameters. */
+  private outer!: OuterOptimizer;
+  private outerParams: MergeParams = {};
+  /** The outer optimiser's momentum buffer; null is zero (a fresh start, a late joiner, a rebuilt model). */
+  private momentum: Adapter | null = null;
+  /** Set in a run whose LoRA A is frozen: the run's A, which nothing from outside may move. */
+  private frozen?: FrozenFactor;
   private bootstrapDone = false;
   private bootstrapOffers: Array<{ adapter: Adapter; peerId: string; step: number }> = [];
   private running?: Promise<void>;
@@ -245,6 +279,19 @@ export class PeerEngine {
     this.resumeWaiters.splice(0).forEach((wake) => wake());
   }
 
+  /**
+   * Stops the loop and frees the model's and optimiser's tensors. For hosts that run many engines in one tfjs
+   * (the simulator's in-process shard): without it, every finished or killed peer kept its copy of the model.
+   * Only call it once the loop can no longer run (it has finished, or it is parked in a sleep that never returns).
+   */
+  dispose(): void {
+    this.stop();
+    this.trainer?.dispose();
+    this.model?.dispose();
+    this.trainer = undefined;
+    this.model = undefined;
+  }
+
   private fail(error: unknown, fatal = false): void {
     const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
     let kind: ErrorKind = 'internal';
@@ -269,20 +316,19 @@ export class PeerEngine {
         `the run expects base model sha256 ${manifest.baseModel.sha256.slice(0, 16)}…, but ${manifest.baseModel.url} serves ${this.base.sha256.slice(0, 16)}…`,
       );
     }
-    if (manifest.privacy) {
-      // core/privacy can clip, noise and account, but this engine does not publish through it yet: joining would
-      // promise the volunteer a protection their adapter does not get.
-      throw new RunMismatchError(
-        `this run asks for differential privacy (target ε = ${manifest.privacy.targetEpsilon}), which this build's peer does not apply yet; it cannot join without breaking that promise`,
-      );
-    }
     this.manifest = manifest;
     this.settings = runTrainingSettings(manifest);
+    if (manifest.privacy) {
+      this.privacy = new PeerPrivacy(manifest.privacy, this.settings.seqLen + 1, this.host.privacyRandomness?.() ?? platformRandomness());
+    }
     getStrategy(manifest.strategy.name);
     resolveParams(getStrategy(manifest.strategy.name), manifest.strategy.params);
+    this.outer = getOuterOptimizer(manifest.outer?.name ?? 'none');
+    this.outerParams = resolveOuterParams(this.outer, manifest.outer?.params);
     this.cadence = checkCadence({ localSteps: manifest.localSteps, checkpointEvery: options.checkpointEvery, evaluateEvery: options.evaluateEvery });
     this.runWireId = wireRunId(manifest);
     this.buildModel();
+    this.frozen = manifest.lora.mode === 'frozen-a' ? new FrozenFactor(await this.model!.getAdapter(), manifest.codec) : undefined;
     this.table = new NeighbourTable(
       { runId: this.runWireId, baseModelSha256: manifest.baseModel.sha256, schemaHash: this.schema },
       { halfLifeMs: options.halfLifeMs, dropAfterMs: options.dropAfterMs },
@@ -323,6 +369,7 @@ export class PeerEngine {
     this.trainer?.dispose();
     this.model?.dispose();
     this.model = peerModel(this.base, this.manifest, this.settings);
+    this.momentum = null;
     this.trainer = peerTrainer(this.model, this.settings);
     this.schema = this.model.adapterSchemaHash();
     this.status.backend = this.host.backendName();
@@ -366,7 +413,16 @@ export class PeerEngine {
       this.host.post({ type: 'notice', level: 'warning', message: `${name} is too short to train on (${bytes.length} bytes; at least ${this.settings.seqLen + 2} needed)` });
       return;
     }
-    this.localTexts.push({ name, bytes: Uint8Array.from(bytes) });
+    const own = Uint8Array.from(bytes);
+    if (this.privacy) {
+      const problem = this.privacy.fileProblem(own);
+      if (problem) {
+        this.host.post({ type: 'notice', level: 'warning', message: `${name} is not used: ${problem}` });
+        return;
+      }
+      this.privacy.addFile(own);
+    }
+    this.localTexts.push({ name, bytes: own });
     if (persist) {
       const existing = await this.host.store.get(this.localTextKey);
       const list = existing ? (JSON.parse(utf8Decode(existing)) as Array<{ name: string; text: string }>) : [];
@@ -381,6 +437,8 @@ export class PeerEngine {
   private restore(c: PeerCheckpoint): void {
     this.model!.setAdapter(c.adapter);
     this.anchor = c.anchor ?? c.adapter;
+    this.roundStartedAtMs = this.now();
+    this.momentum = c.outerMomentum ?? null;
     this.trainer!.optimizer.importState(c.optimizer);
     Object.assign(this.status, {
       step: c.counters.step,
@@ -401,6 +459,12 @@ export class PeerEngine {
     this.lossHistory = c.lossHistory;
     this.heldOutHistory = c.heldOutHistory;
     this.mergeHistory = c.mergeHistory;
+    if (this.privacy && c.anchor) {
+      // Progress since the round anchor was trained on a sample that is lost with the reload; using it would let
+      // those records into the next release a second time. The round restarts from the public anchor instead.
+      this.model!.setAdapter(c.anchor);
+      this.startPrivateRound();
+    }
   }
 
   /**
@@ -412,6 +476,7 @@ export class PeerEngine {
     // The single key of earlier builds is read too, so an upgrade keeps what a volunteer trained.
     const keys = [...slots, this.checkpointKey];
     const usable: Array<{ checkpoint: PeerCheckpoint; key: string }> = [];
+    const ledgers: PrivacyBudgetState[] = [];
     let stored = 0;
     for (const key of keys) {
       const bytes = await this.host.store.get(key);
@@ -419,7 +484,14 @@ export class PeerEngine {
       stored++;
       let verdict: ReturnType<typeof validateCheckpoint>;
       try {
-        verdict = validateCheckpoint(decodeCheckpoint(bytes), { wireRunId: this.runWireId, adapter: await this.model!.getAdapter() });
+        const decoded = decodeCheckpoint(bytes);
+        if (decoded.privacyLedger && decoded.wireRunId === this.runWireId) ledgers.push(decoded.privacyLedger);
+        verdict = validateCheckpoint(decoded, {
+          wireRunId: this.runWireId,
+          adapter: await this.model!.getAdapter(),
+          privacy: this.manifest.privacy,
+          frozenA: this.frozen !== undefined,
+        });
       } catch (error) {
         verdict = { ok: false, reason: (error as Error).message };
       }
@@ -427,6 +499,8 @@ export class PeerEngine {
       else this.host.post({ type: 'notice', level: 'warning', message: `a stored checkpoint copy could not be used (${verdict.reason})` });
     }
     usable.sort((a, b) => b.checkpoint.counters.step - a.checkpoint.counters.step || b.checkpoint.savedAtMs - a.checkpoint.savedAtMs);
+    // The spend is the largest any readable copy records, even one that cannot be restored otherwise.
+    this.privacy?.restoreLedger(ledgers);
     const newest = usable[0];
     if (!newest) {
       if (stored > 0) this.host.post({ type: 'notice', level: 'warning', message: 'no stored checkpoint of this run could be used, so training starts fresh from the base model' });
@@ -438,7 +512,8 @@ export class PeerEngine {
     return true;
   }
 
-  private async checkpoint(): Promise<void> {
+  /** Writes a checkpoint; returns false (and says why) when its values cannot be trusted and it was skipped. */
+  private async checkpoint(): Promise<boolean> {
     const c: PeerCheckpoint = {
       wireRunId: this.runWireId,
       peerKey: this.options.peerKey,
@@ -455,29 +530,44 @@ export class PeerEngine {
       },
       adapter: await this.model!.getAdapter(),
       ...(this.anchor ? { anchor: this.anchor } : {}),
+      ...(this.momentum ? { outerMomentum: this.momentum } : {}),
       optimizer: await this.trainer!.optimizer.exportState(),
       lossHistory: this.lossHistory,
       heldOutHistory: this.heldOutHistory,
       baseHeldOut: this.status.baseHeldOut,
       mergeHistory: this.mergeHistory,
       adoptedFrom: this.status.adoptedFrom,
+      ...(this.privacy ? { privacyLedger: this.privacy.ledger() } : {}),
     };
-    const poisoned = storedAdapterProblem(c.adapter) ?? (c.anchor ? storedAdapterProblem(c.anchor) : null) ?? momentsProblem(c.optimizer);
+    const poisoned =
+      storedAdapterProblem(c.adapter) ??
+      (c.anchor ? storedAdapterProblem(c.anchor) : null) ??
+      (c.outerMomentum ? storedAdapterProblem(c.outerMomentum) : null) ??
+      momentsProblem(c.optimizer);
     if (poisoned) {
       // Never overwrite a good checkpoint with values that cannot be trusted.
       this.markUnhealthy(`checkpoint skipped: ${poisoned}`);
-      return;
+      return false;
     }
     const bytes = encodeCheckpoint(c);
     const [first, second] = checkpointSlotKeys(this.checkpointKey);
     await this.host.store.put(this.nextSlot === 0 ? first : second, bytes);
     this.nextSlot = 1 - this.nextSlot;
     this.status.checkpoint = { step: c.counters.step, atMs: c.savedAtMs, bytes: bytes.length };
+    return true;
   }
 
   /** The adapter the model holds now becomes the anchor of the next local round. */
   private async startRound(): Promise<void> {
     this.anchor = await this.model!.getAdapter();
+    this.roundStartedAtMs = this.now();
+    if (this.privacy) this.startPrivateRound();
+  }
+
+  /** A fresh optimiser and a fresh Poisson sample: nothing private of the last round reaches this one unreleased. */
+  private startPrivateRound(): void {
+    this.trainer!.optimizer.resetMoments();
+    this.privacy!.startRound();
   }
 
   private markUnhealthy(reason: string): void {
@@ -490,7 +580,17 @@ export class PeerEngine {
   }
 
   private batchFor(step: number): Batch {
-    return slotBatch(this.sources, this.settings.seed, this.options.slot, step, this.settings.batchSize, this.settings.seqLen);
+    return slotBatch(this.privacy ? this.privateRoundSources(step) : this.sources, this.settings.seed, this.options.slot, step, this.settings.batchSize, this.settings.seqLen);
+  }
+
+  /**
+   * With differential privacy, the volunteer's records reach training only through the round's Poisson sample (the
+   * sampling rate the accountant assumes), and never outside a training step (step −1 scores bootstrap offers).
+   */
+  private privateRoundSources(step: number): MixtureSource[] {
+    const records = step >= 0 ? this.privacy!.sampledSources(LOCAL_SHARE) : [];
+    const corpusWeight = records.length > 0 ? 1 - LOCAL_SHARE : 1;
+    return [...this.corpusSources.map((s) => ({ ...s, weight: s.weight * corpusWeight })), ...records];
   }
 
   private async evaluateHeldOut(): Promise<HeldOutPoint> {
@@ -576,7 +676,7 @@ export class PeerEngine {
     if (actions.publish) await this.publish();
     if (actions.merge) newMerge = await this.merge();
     if (actions.publish) await this.startRound();
-    if (actions.evaluate) {
+    if (this.privacy ? evaluatedInRound(this.status.step, actions.publish, this.cadence) : actions.evaluate) {
       newHeldOut = await this.evaluateHeldOut();
       this.status.heldOut = newHeldOut;
       this.pushBounded(this.heldOutHistory, newHeldOut);
@@ -595,8 +695,14 @@ export class PeerEngine {
   }
 
   private async publish(): Promise<void> {
+    if (!this.options.mergeEnabled && !this.privacy) return;
+    let adapter = await this.model!.getAdapter();
+    if (this.privacy) {
+      const released = await this.releasePrivately(adapter);
+      if (!released) return;
+      adapter = released;
+    }
     if (!this.options.mergeEnabled) return;
-    const adapter = await this.model!.getAdapter();
     let bytes: Uint8Array;
     try {
       bytes = encodeAdapter(adapter, this.manifest.codec);
@@ -615,12 +721,47 @@ export class PeerEngine {
         version: this.status.publishedVersion,
         step: this.status.step,
         samplesSeen: this.status.samplesSeen,
-        localLoss: this.status.trainLoss,
+        // The training loss is measured on the volunteer's records, without noise: a DP run does not announce it.
+        localLoss: this.privacy ? null : this.status.trainLoss,
         codec: this.manifest.codec,
         schemaHash: this.schema,
       },
       [buffer],
     );
+  }
+
+  /**
+   * A round's release under differential privacy (core/privacy/peer-privacy.ts): anchor + clipped update + noise,
+   * which the peer keeps as its own adapter. Every round is released (and paid for) even in a local-only run, so
+   * what the peer holds after a round boundary is public either way. When the peer will send the bytes, the ledger
+   * is checkpointed first; returns null when nothing may be sent.
+   */
+  private async releasePrivately(current: Adapter): Promise<Adapter | null> {
+    const privacy = this.privacy!;
+    if (!privacy.canPublish()) {
+      if (!this.budgetSpentSaid) {
+        this.budgetSpentSaid = true;
+        this.host.post({ type: 'notice', level: 'info', message: `your files have spent their privacy budget (ε = ${privacy.status().epsilonSpent.toFixed(2)} of ${privacy.config.targetEpsilon}): this tab keeps training and merging, but no longer shares its updates` });
+      }
+      return null;
+    }
+    const released = privacy.release(current, this.anchor!).published;
+    // A frozen A never trains, so its part of the update is zero and its noise carries nothing: putting the run's A
+    // back is post-processing with public values, and receivers refuse any other A.
+    const published = this.frozen ? this.frozen.withRunA(released) : released;
+    this.model!.setAdapter(published);
+    if (!this.options.mergeEnabled) return published;
+    let saved = false;
+    try {
+      saved = await this.checkpoint();
+    } catch (error) {
+      this.fail(error);
+    }
+    if (!saved) {
+      this.markUnhealthy('update not shared: the privacy ledger could not be saved first, so a reload could under-count what was spent');
+      return null;
+    }
+    return published;
   }
 
   private async merge(): Promise<MergeRecord> {
@@ -640,16 +781,19 @@ export class PeerEngine {
     for (const event of screened.events) this.countGuardEvent(event);
     let outcome: MergeRecord['outcome'] = 'merged';
     if (screened.inputs.length > 1) {
-      let merged: Adapter | undefined;
+      let stepped: OuterStepResult | undefined;
       let problem: string | null;
       try {
-        merged = mergeWith(this.manifest.strategy.name, screened.inputs, this.manifest.strategy.params, { seed: deriveSeed(this.settings.seed, `merge/${this.status.step}`) });
-        problem = this.guard.checkResult(self, merged);
+        const merged = mergeWith(this.manifest.strategy.name, screened.inputs, this.manifest.strategy.params, { seed: deriveSeed(this.settings.seed, `merge/${this.status.step}`) });
+        stepped = this.outerStep(merged, screened.inputs, started);
+        // The guard judges what would replace the peer's adapter: the result after the outer step.
+        problem = this.guard.checkResult(self, stepped.adapter);
       } catch (error) {
         problem = `the ${this.manifest.strategy.name} merge failed: ${(error as Error).message}`;
       }
-      if (problem === null && merged) {
-        this.model!.setAdapter(merged);
+      if (problem === null && stepped) {
+        this.model!.setAdapter(stepped.adapter);
+        this.momentum = stepped.momentum;
         this.status.merges++;
       } else {
         // The peer keeps its own adapter: nothing a neighbour sent may replace it with unbounded values.
@@ -669,6 +813,23 @@ export class PeerEngine {
     this.status.lastMerge = record;
     this.pushBounded(this.mergeHistory, record);
     return record;
+  }
+
+  /**
+   * The run's outer optimiser on this round's aggregate (core/outer): Δ = anchor − merged, a step from the anchor.
+   * With `none` the merged adapter is returned as it is. In a frozen-A run the aggregate is first put back onto
+   * the run's A (a product strategy re-factorises it), so Δ has no A part and the step cannot move A.
+   *
+   * Only called with at least one usable neighbour: a peer alone at a boundary (none in its table, or all refused
+   * by the guard) keeps its own adapter and its momentum as they are. Its own Δ alone is the progress of its own
+   * optimiser, which a second step along it would only repeat; and momentum made of the swarm's past directions
+   * must not keep pushing a peer that has no fresh evidence from the swarm.
+   */
+  private outerStep(merged: Adapter, inputs: MergeInput[], nowMs: number): OuterStepResult {
+    const aggregate = this.frozen ? this.frozen.project(merged) : merged;
+    const exponent = typeof this.outerParams.stalenessExponent === 'number' ? this.outerParams.stalenessExponent : 0;
+    const freshness = roundFreshness(inputs.map((i) => ({ weight: i.weight, ageMs: i.meta.ageMs })), nowMs - this.roundStartedAtMs, exponent);
+    return this.outer.step({ anchor: this.anchor ?? aggregate, merged: aggregate, momentum: this.momentum, freshness }, this.outerParams);
   }
 
   private countGuardEvent(event: GuardEvent): void {
@@ -693,8 +854,15 @@ export class PeerEngine {
   private async receiveAdapter(m: Extract<MainToWorker, { type: 'adapter' }>): Promise<void> {
     if (!this.model || !this.options.mergeEnabled) return;
     const identity = { runId: m.runId, baseModelSha256: m.baseModelSha256, schemaHash: adapterSchemaHash(m.adapter) };
+    let adapter = m.adapter;
+    if (this.frozen && checkCompatibility(this.table.identity, identity).ok) {
+      // A hostile peer must not be able to move the factor this run keeps frozen, not even by a rounding.
+      const moved = this.frozen.problem(adapter);
+      if (moved) return this.refuse(m.peerId, m.version, 'frozen-factor', moved);
+      adapter = this.frozen.withRunA(adapter);
+    }
     const verdict = this.table.offer(
-      m.adapter,
+      adapter,
       { peerId: m.peerId, version: m.version, step: m.step, samplesSeen: m.samplesSeen, localLoss: m.localLoss, receivedAtMs: m.receivedAtMs },
       identity,
     );
@@ -702,7 +870,7 @@ export class PeerEngine {
     this.status.adaptersAccepted++;
     this.host.post({ type: 'adapter-verdict', peerId: m.peerId, version: m.version, ok: true });
     if (!this.bootstrapDone && !this.bootstrapOffers.some((o) => o.peerId === m.peerId)) {
-      this.bootstrapOffers.push({ adapter: m.adapter, peerId: m.peerId, step: m.step });
+      this.bootstrapOffers.push({ adapter, peerId: m.peerId, step: m.step });
     }
     this.status.neighbours = this.table.summary(this.now());
     this.postStatus();
@@ -757,6 +925,11 @@ export class PeerEngine {
   }
 
   private async finish(): Promise<void> {
+    if (this.privacy && this.status.step % this.manifest.localSteps !== 0) {
+      // What a DP peer ends with (and reports the held-out loss of) must be public: the unreleased part of its last,
+      // partial round is dropped.
+      this.model!.setAdapter(this.anchor!);
+    }
     const last = this.heldOutHistory.at(-1);
     if (!last || last.step !== this.status.step) {
       const point = await this.evaluateHeldOut();
@@ -814,6 +987,7 @@ export class PeerEngine {
   snapshot(): EngineStatus {
     return {
       ...this.status,
+      privacy: this.privacy ? this.privacy.status() : null,
       neighbours: this.table ? this.table.summary(this.now()) : [],
       data: [...this.status.data],
       adaptersRefused: { ...this.status.adaptersRefused },

@@ -18,7 +18,8 @@ import type { HeldOutPoint } from './engine-protocol.ts';
 
 export function peerModel(base: { config: Gpt2Config; weights: BaseWeights }, manifest: RunManifest, settings: RunTrainingSettings): Gpt2Model {
   const model = new Gpt2Model(base.config, base.weights, { baseModelId: manifest.baseModel.id });
-  model.attachLora(manifest.lora, settings.seed);
+  // In 'frozen-a' mode every peer's A is this same seeded A and never trains, so fedavg's cross terms vanish.
+  model.attachLora(manifest.lora, settings.seed, manifest.lora.mode ?? 'standard');
   return model;
 }
 

@@ -14,6 +14,7 @@ import {
   trafficTotals,
 } from './run-log.ts';
 import { decodeTelemetry, encodeTelemetry, type TelemetryReport } from '../wire/telemetry.ts';
+import { telemetryReport } from './telemetry.ts';
 
 const SHA = 'a'.repeat(64);
 const MANIFEST = defaultRunManifest(SHA);
@@ -33,7 +34,7 @@ function report(peerId: string, timeMs: number, patch: Partial<TelemetryReport> 
 function sampleLog(): RunLog {
   const log = new RunLog({ source: 'live', wireRunId: RUN, manifest: MANIFEST, createdAtMs: 1000, meta: { observer: P3, tabs: 4, headless: true } });
   log.addReport(report(P1, 1000, { step: 10, trainLoss: 3.5, neighbours: [P2], bytesSent: 100, bytesReceived: 50, backend: 'webgpu' }), 1010);
-  log.addReport(report(P2, 1500, { step: 8, trainLoss: 3.25, heldOutLoss: 3.75, neighbours: [P1], bytesSent: 40, tokensPerSecond: 1234.5 }), 1510);
+  log.addReport(report(P2, 1500, { step: 8, trainLoss: 3.25, heldOutLoss: 3.75, neighbours: [P1], bytesSent: 40, tokensPerSecond: 1234.5, epsilonSpent: 2.125, privacyExhausted: false }), 1510);
   log.addReport(report(P1, 3000, { step: 20, trainLoss: 3.0, merges: 1, neighbours: [P2], bytesSent: 300, bytesReceived: 150, consensusDistance: 0.125, rejections: { 'bad-hash': 2, malformed: 1 } }), 3010);
   log.addRejection(P3, 'malformed', 'telemetry is not JSON', 3100);
   log.addReport(report(P3, 3200, { step: 1, trainLoss: 4.5, health: 'unhealthy', healthReason: 'could not publish: 1e30, beyond fp16' }), 3210);
@@ -67,16 +68,17 @@ describe('run log', () => {
   it('writes one CSV row per report with the documented columns, and reads them back', () => {
     const csv = sampleLog().toCsv();
     const lines = csv.trimEnd().split('\n');
-    expect(lines[0]).toBe('atMs,peerId,timeMs,step,trainLoss,heldOutLoss,consensusDistance,merges,bytesSent,bytesReceived,versionsAnnounced,versionsFetched,tokensPerSecond,backend,neighbours,rejections,health,healthReason');
+    expect(lines[0]).toBe('atMs,peerId,timeMs,step,trainLoss,heldOutLoss,consensusDistance,merges,bytesSent,bytesReceived,versionsAnnounced,versionsFetched,tokensPerSecond,backend,neighbours,rejections,health,healthReason,epsilonSpent,privacyExhausted');
     expect(lines).toHaveLength(5);
-    expect(lines[2]).toBe(`1510,${P2},1500,8,3.25,3.75,,0,40,0,0,0,1234.5,wasm,${P1},,,`);
-    expect(lines[3]).toBe(`3010,${P1},3000,20,3,,0.125,1,300,150,0,0,,wasm,${P2},bad-hash=2;malformed=1,,`);
+    expect(lines[2]).toBe(`1510,${P2},1500,8,3.25,3.75,,0,40,0,0,0,1234.5,wasm,${P1},,,,2.125,false`);
+    expect(lines[3]).toBe(`3010,${P1},3000,20,3,,0.125,1,300,150,0,0,,wasm,${P2},bad-hash=2;malformed=1,,,,`);
     // A reason in words (commas included) stays one cell.
-    expect(lines[4]).toBe(`3210,${P3},3200,1,4.5,,,0,0,0,0,0,,wasm,,,unhealthy,could%20not%20publish%3A%201e30%2C%20beyond%20fp16`);
+    expect(lines[4]).toBe(`3210,${P3},3200,1,4.5,,,0,0,0,0,0,,wasm,,,unhealthy,could%20not%20publish%3A%201e30%2C%20beyond%20fp16,,`);
     const rows = runLogCsvRows(csv, RUN);
     const expected = sampleLog().records.flatMap((r) => (r.type === 'report' ? [{ atMs: r.atMs, report: r.report }] : []));
     expect(rows).toEqual(expected);
-    expect(RUN_LOG_CSV_COLUMNS).toHaveLength(18);
+    expect(RUN_LOG_CSV_COLUMNS).toHaveLength(20);
+    expect(() => runLogCsvRows(csv.replace(',2.125,false', ',2.125,yes'), RUN)).toThrow(/privacyExhausted/);
   });
 
   it('refuses malformed logs with a RunLogFormatError that names the place', () => {
@@ -145,6 +147,37 @@ describe('run log', () => {
     expect(log.expireSilent(30_000, 15_000)).toEqual([P2]);
     expect(log.presentPeers()).toEqual([]);
     expect(log.records.filter((r) => r.type === 'left')).toHaveLength(3);
+  });
+});
+
+describe('telemetry epsilonSpent and privacyExhausted (optional fields of DP runs)', () => {
+  const base = report(P1, 1000, { trainLoss: 3 });
+  const reasonOf = (patch: Record<string, unknown>) => {
+    const v = decodeTelemetry(new TextEncoder().encode(JSON.stringify({ ...base, ...patch })));
+    return v.ok ? 'accepted' : `${v.reason}: ${v.detail}`;
+  };
+
+  it('round-trips when present, and is checked strictly', () => {
+    const dp = { ...base, epsilonSpent: 2.5, privacyExhausted: true };
+    expect(decodeTelemetry(encodeTelemetry(dp))).toEqual({ ok: true, value: dp });
+    expect(reasonOf({ epsilonSpent: 0 })).toBe('accepted');
+    expect(reasonOf({ epsilonSpent: -1 })).toMatch(/^malformed/);
+    expect(reasonOf({ epsilonSpent: 1e5 })).toMatch(/^malformed/);
+    expect(reasonOf({ epsilonSpent: '2' })).toMatch(/^malformed/);
+    expect(reasonOf({ epsilonSpent: 1, privacyExhausted: 'yes' })).toMatch(/privacyExhausted must be true or false/);
+    expect(reasonOf({ privacyExhausted: false })).toMatch(/privacyExhausted belongs to a report with epsilonSpent only/);
+  });
+
+  it('a DP peer reports ε and not its training loss (measured on private records); a peer without DP reports no ε', () => {
+    const snapshot = {
+      peerId: P1, runId: RUN, timeMs: 5, step: 3, trainLoss: 2.5, heldOutLoss: 2.75, merges: 0, bytesSent: 0, bytesReceived: 0,
+      versionsAnnounced: 0, versionsFetched: 0, neighbours: [], rejections: {}, tokensPerSecond: null, backend: 'wasm',
+    };
+    const dp = telemetryReport({ ...snapshot, privacy: { epsilonSpent: 1.25, exhausted: false } });
+    expect(dp).toMatchObject({ trainLoss: null, heldOutLoss: 2.75, epsilonSpent: 1.25, privacyExhausted: false });
+    const plain = telemetryReport({ ...snapshot, privacy: null });
+    expect(plain.trainLoss).toBe(2.5);
+    expect('epsilonSpent' in plain || 'privacyExhausted' in plain).toBe(false);
   });
 });
 

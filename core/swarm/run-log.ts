@@ -25,7 +25,8 @@
  *
  * CSV layout (toCsv): one row per report record, header row first, columns RUN_LOG_CSV_COLUMNS:
  *   atMs, peerId, timeMs, step, trainLoss, heldOutLoss, consensusDistance, merges, bytesSent, bytesReceived,
- *   versionsAnnounced, versionsFetched, tokensPerSecond, backend, neighbours, rejections, health, healthReason
+ *   versionsAnnounced, versionsFetched, tokensPerSecond, backend, neighbours, rejections, health, healthReason,
+ *   epsilonSpent, privacyExhausted (runs with differential privacy; 'true'/'false')
  * Empty cell = null/absent. neighbours: peer ids joined by ';'. rejections: 'reason=count' joined by ';'.
  * healthReason is percent-encoded (it is free text in words). No cell ever needs quoting: peer ids, backend names
  * and reasons are restricted to [A-Za-z0-9-].
@@ -78,6 +79,7 @@ export class RunLogFormatError extends Error {
 export const RUN_LOG_CSV_COLUMNS = [
   'atMs', 'peerId', 'timeMs', 'step', 'trainLoss', 'heldOutLoss', 'consensusDistance', 'merges', 'bytesSent', 'bytesReceived',
   'versionsAnnounced', 'versionsFetched', 'tokensPerSecond', 'backend', 'neighbours', 'rejections', 'health', 'healthReason',
+  'epsilonSpent', 'privacyExhausted',
 ] as const;
 
 export interface RunLogInit {
@@ -336,6 +338,7 @@ export function runLogToCsv(data: RunLogData): string {
       r.atMs, t.peerId, t.timeMs, t.step, cell(t.trainLoss), cell(t.heldOutLoss), cell(t.consensusDistance), t.merges, t.bytesSent,
       t.bytesReceived, t.versionsAnnounced, t.versionsFetched, cell(t.tokensPerSecond), t.backend, t.neighbours.join(';'), rejections,
       cell(t.health), t.healthReason === undefined ? '' : encodeURIComponent(t.healthReason),
+      cell(t.epsilonSpent), t.privacyExhausted === undefined ? '' : String(t.privacyExhausted),
     ].join(','));
   }
   return `${rows.join('\n')}\n`;
@@ -440,6 +443,11 @@ export function runLogCsvRows(csv: string, wireRunId: string): RunLogCsvRow[] {
         fail(`${where}.healthReason`, 'is not percent-encoded text');
       }
     }
+    if (c.epsilonSpent !== '') report.epsilonSpent = num('epsilonSpent');
+    if (c.privacyExhausted !== '') {
+      if (c.privacyExhausted !== 'true' && c.privacyExhausted !== 'false') fail(`${where}.privacyExhausted`, "must be 'true' or 'false'");
+      report.privacyExhausted = c.privacyExhausted === 'true';
+    }
     const verdict = telemetryFromObject(report);
     if (!verdict.ok) fail(where, `${verdict.reason}: ${verdict.detail}`);
     return { atMs: checkTime(num('atMs'), `${where}.atMs`), report: verdict.value };
@@ -448,7 +456,7 @@ export function runLogCsvRows(csv: string, wireRunId: string): RunLogCsvRow[] {
 
 // ─── Derived series (for charts and for comparing runs) ─────────────────────────────────────────────────────────
 
-export type ReportMetric = 'trainLoss' | 'heldOutLoss' | 'consensusDistance' | 'bytesSent' | 'bytesReceived' | 'tokensPerSecond' | 'step';
+export type ReportMetric = 'trainLoss' | 'heldOutLoss' | 'consensusDistance' | 'bytesSent' | 'bytesReceived' | 'tokensPerSecond' | 'step' | 'epsilonSpent';
 
 export interface Series {
   /** Times in ms (the peer's own report clock, timeMs). */

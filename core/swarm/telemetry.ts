@@ -34,6 +34,8 @@ export interface PeerSnapshot {
   consensusDistance?: number | null;
   /** The engine's health (EngineStatus.health); a peer in trouble keeps reporting, with the reason. */
   health?: { state: 'ok' | 'unhealthy'; reason: string | null };
+  /** The engine's privacy status (EngineStatus.privacy); null or absent when the run does not use DP. */
+  privacy?: { epsilonSpent: number; exhausted: boolean } | null;
 }
 
 const MAX_LOSS = 1e6;
@@ -62,7 +64,8 @@ export function telemetryReport(s: PeerSnapshot): TelemetryReport {
     runId: s.runId,
     timeMs: counter(s.timeMs),
     step: counter(s.step),
-    trainLoss: loss(s.trainLoss),
+    // In a DP run the training loss is measured on the volunteer's records without noise: it is not gossiped.
+    trainLoss: s.privacy ? null : loss(s.trainLoss),
     heldOutLoss: loss(s.heldOutLoss),
     merges: counter(s.merges),
     bytesSent: counter(s.bytesSent),
@@ -75,6 +78,10 @@ export function telemetryReport(s: PeerSnapshot): TelemetryReport {
     backend: BACKEND_PATTERN.test(s.backend) ? s.backend : 'other',
   };
   if (distance !== undefined && distance !== null && Number.isFinite(distance) && distance >= 0 && distance <= 1e9) report.consensusDistance = distance;
+  if (s.privacy && Number.isFinite(s.privacy.epsilonSpent) && s.privacy.epsilonSpent >= 0) {
+    report.epsilonSpent = s.privacy.epsilonSpent;
+    report.privacyExhausted = s.privacy.exhausted;
+  }
   if (s.health) {
     report.health = s.health.state;
     if (s.health.state === 'unhealthy' && s.health.reason) report.healthReason = s.health.reason.replace(/[^ -~]/g, '?').slice(0, 200);

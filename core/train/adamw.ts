@@ -20,6 +20,8 @@ export interface AdamWState {
 
 export class AdamW {
   private step = 0;
+  /** The step at which the moments were last restarted: their bias correction counts from there. */
+  private momentsFrom = 0;
   private readonly m = new Map<string, tf.Variable>();
   private readonly v = new Map<string, tf.Variable>();
 
@@ -27,10 +29,13 @@ export class AdamW {
     private readonly variables: Map<string, tf.Variable>,
     private readonly config: AdamWConfig = ADAMW_DEFAULTS,
   ) {
-    for (const [name, variable] of variables) {
-      this.m.set(name, tf.variable(tf.zerosLike(variable), false));
-      this.v.set(name, tf.variable(tf.zerosLike(variable), false));
-    }
+    // tidy frees the zero tensors the moment variables are copied from (it never disposes variables).
+    tf.tidy(() => {
+      for (const [name, variable] of variables) {
+        this.m.set(name, tf.variable(tf.zerosLike(variable), false));
+        this.v.set(name, tf.variable(tf.zerosLike(variable), false));
+      }
+    });
   }
 
   get stepCount(): number {
@@ -42,8 +47,8 @@ export class AdamW {
     this.step += 1;
     const { beta1, beta2, epsilon, weightDecay } = this.config;
     const decays = this.config.decay ?? ((_n: string, v: tf.Variable) => v.rank >= 2);
-    const correction1 = 1 - beta1 ** this.step;
-    const correction2 = 1 - beta2 ** this.step;
+    const correction1 = 1 - beta1 ** (this.step - this.momentsFrom);
+    const correction2 = 1 - beta2 ** (this.step - this.momentsFrom);
     tf.tidy(() => {
       for (const [name, variable] of this.variables) {
         const g = grads.get(name);
@@ -78,18 +83,27 @@ export class AdamW {
       if (!saved || saved.m.length !== variable.size || saved.v.length !== variable.size) {
         throw new RangeError(`AdamW.importState: state for '${name}' is missing or has the wrong size`);
       }
-      this.m.get(name)!.assign(tf.tensor(saved.m, variable.shape));
-      this.v.get(name)!.assign(tf.tensor(saved.v, variable.shape));
+      tf.tidy(() => {
+        this.m.get(name)!.assign(tf.tensor(saved.m, variable.shape));
+        this.v.get(name)!.assign(tf.tensor(saved.v, variable.shape));
+      });
     }
     this.step = state.step;
+    this.momentsFrom = 0;
   }
 
-  /** Restarts the moments (after a merge replaces the weights the moments were estimated for). */
+  /**
+   * Restarts the moments as a fresh optimiser would (zero, bias correction from the next step), keeping the step
+   * count that the learning-rate schedule reads.
+   */
   resetMoments(): void {
-    for (const name of this.variables.keys()) {
-      this.m.get(name)!.assign(tf.zerosLike(this.m.get(name)!));
-      this.v.get(name)!.assign(tf.zerosLike(this.v.get(name)!));
-    }
+    this.momentsFrom = this.step;
+    tf.tidy(() => {
+      for (const name of this.variables.keys()) {
+        this.m.get(name)!.assign(tf.zerosLike(this.m.get(name)!));
+        this.v.get(name)!.assign(tf.zerosLike(this.v.get(name)!));
+      }
+    });
   }
 
   dispose(): void {

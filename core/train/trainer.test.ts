@@ -5,7 +5,7 @@ import type { Gpt2Config } from '../model/config.ts';
 import { Gpt2Model, initGpt2Weights } from '../model/gpt2.ts';
 import { AdamW } from './adamw.ts';
 import { learningRateAt } from './schedule.ts';
-import { Trainer } from './trainer.ts';
+import { Trainer, TRAINER_DEFAULTS } from './trainer.ts';
 import { evaluate } from './evaluate.ts';
 import { MixtureSampler } from '../data/batches.ts';
 import { createRng } from '../util/random.ts';
@@ -65,6 +65,22 @@ describe('AdamW', () => {
     tf.dispose([w, w2]);
     opt.dispose();
     opt2.dispose();
+  });
+
+  it('after resetMoments the next update is a fresh optimiser\'s first one (lr·sign(g)), and the step count goes on', async () => {
+    const w = tf.variable(tf.tensor1d([1, 2, 3]));
+    const opt = new AdamW(new Map([['w', w]]), { beta1: 0.9, beta2: 0.999, epsilon: 0, weightDecay: 0 });
+    for (let i = 0; i < 5; i++) opt.apply(new Map([['w', tf.tensor1d([0.3, -0.2, 0.1])]]), 0.1);
+    opt.resetMoments();
+    expect(opt.stepCount).toBe(5);
+    const before = Array.from((await w.data()) as Float32Array);
+    // Gradients opposite to the earlier ones: kept moments would still push the old way; fresh ones follow sign(g).
+    opt.apply(new Map([['w', tf.tensor1d([-2, 0.5, -0.01])]]), 0.01);
+    const after = Array.from((await w.data()) as Float32Array);
+    [0.01, -0.01, 0.01].forEach((step, i) => expect(after[i] - before[i]).toBeCloseTo(step, 6));
+    expect(opt.stepCount).toBe(6);
+    tf.dispose(w);
+    opt.dispose();
   });
 });
 
@@ -156,6 +172,25 @@ describe('Trainer', () => {
       for (let i = 0; i < p.a.length; i++) expect(q.a[i]).toBeCloseTo(p.a[i], 4);
     }
     [t1, t2, one, two].forEach((x) => x.dispose());
+  });
+
+  it("in 'frozen-a' mode trains B only: A keeps its seeded values bit for bit and has no optimiser state", async () => {
+    const model = new Gpt2Model(TINY, initGpt2Weights(TINY, 3));
+    model.attachLora(LORA, 3, 'frozen-a');
+    expect([...model.trainableVariables().keys()].every((name) => name.endsWith('.lora_B'))).toBe(true);
+    const before = await model.getAdapter();
+    const trainer = new Trainer(model, { ...TRAINER_DEFAULTS, schedule: { lr: 1e-2, warmupSteps: 0, totalSteps: 10, minLrRatio: 1 } });
+    const sampler = new MixtureSampler([{ name: 'p', tokens: patternTokens, weight: 1 }], createRng(5));
+    for (let i = 0; i < 3; i++) await trainer.trainStep(() => sampler.sample(4, 8));
+    const after = await model.getAdapter();
+    for (const [name, pair] of after.modules) {
+      expect(Array.from(pair.a)).toEqual(Array.from(before.modules.get(name)!.a));
+      expect(pair.b.some((v) => v !== 0)).toBe(true);
+    }
+    const state = await trainer.optimizer.exportState();
+    expect(Object.keys(state.moments).some((name) => name.endsWith('.lora_A'))).toBe(false);
+    trainer.dispose();
+    model.dispose();
   });
 
   it('reports held-out loss in nats and bits per byte', async () => {

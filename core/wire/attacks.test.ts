@@ -4,6 +4,9 @@ import { schemaHash, type Adapter } from '../model/adapter.ts';
 import { encodeAdapter, expectedPayloadBytes, type PayloadCodec } from './codec.ts';
 import { announcementFor, decodeRunManifest, validateAnnouncement, validatePayload, type AnnouncementContext, type RunManifest } from './manifest.ts';
 import { makeAdapter } from './test-support.ts';
+import { decodeAdapter } from './codec.ts';
+import { DeltaReceiver, DeltaSender } from './delta-stream.ts';
+import { SPARSE_MAX_SCALE } from './sparse-delta.ts';
 import { decodeTelemetry, encodeTelemetry, type TelemetryReport } from './telemetry.ts';
 
 const PEER = '12D3KooWGzh9rWkZ3hPpnmYkzLaLM9C4wGxKXn5c1QJ7mkd8bSuq';
@@ -159,5 +162,39 @@ describe('telemetry in trouble (issue 12: a poisoned peer went silent)', () => {
     expect(decodeTelemetry(bytes({ health: 'ok', healthReason: 'x' }))).toMatchObject({ ok: false, reason: 'malformed' });
     expect(decodeTelemetry(bytes({ health: 'unhealthy', healthReason: 'y'.repeat(201) }))).toMatchObject({ ok: false, reason: 'malformed' });
     expect(decodeTelemetry(bytes({ health: 'unhealthy', healthReason: 'loss NaN' }))).toMatchObject({ ok: true });
+  });
+});
+
+describe('sparse deltas from a hostile sender (issue 13, item 4)', () => {
+  const config = { chunk: 16, keep: 2, keyframeEvery: 100 };
+  const adapter = tiny((i) => Math.sin(i));
+  const receiver = () => {
+    const r = new DeltaReceiver({ template: adapter, schemaHash: schemaHash(adapter), codec: 'fp16', config });
+    expect(r.receive(PEER, encodeAdapter(adapter, 'fp16'), 1).ok).toBe(true);
+    return r;
+  };
+  const sender = new DeltaSender(config);
+  sender.publish(encodeAdapter(adapter, 'fp16'), 1);
+  const honest = sender.publish(encodeAdapter(tiny((i) => Math.cos(i)), 'fp16'), 2).bytes;
+
+  it('a delta that would move values past fp16’s range is refused, and the copy is left as it was', () => {
+    const loud = honest.slice();
+    new DataView(loud.buffer).setFloat32(40, SPARSE_MAX_SCALE * 1.01, true);
+    const r = receiver();
+    expect(r.receive(PEER, loud, 2)).toMatchObject({ ok: false, reason: 'malformed', detail: expect.stringContaining('above 65504') });
+    expect(r.versionOf(PEER)).toBe(1);
+    expect(r.receive(PEER, honest, 2).ok).toBe(true);
+  });
+
+  it('a 64 MiB "delta" is refused by its size alone, and a delta sent as a full adapter payload is not an adapter', () => {
+    const huge = new Uint8Array(64 * 1024 * 1024);
+    huge.set(honest.subarray(0, 40));
+    expect(receiver().receive(PEER, huge, 2)).toMatchObject({ ok: false, reason: 'oversized' });
+    expect(decodeAdapter(honest)).toMatchObject({ ok: false, reason: 'malformed', detail: 'not an adapter payload (magic bytes differ from "SWAD")' });
+  });
+
+  it('a keyframe of another schema (a larger adapter) is refused by size before it is decoded', () => {
+    const larger = makeAdapter({ nEmbd: 16, nLayer: 1, r: 2, targets: ['attn.c_attn'] });
+    expect(receiver().receive(PEER, encodeAdapter(larger, 'fp16'), 2)).toMatchObject({ ok: false, reason: 'oversized' });
   });
 });

@@ -1,5 +1,5 @@
 /**
- * Fuzzing every decoder and validator of core/wire with seeded random and mutated inputs (12,000 cases).
+ * Fuzzing every decoder and validator of core/wire with seeded random and mutated inputs (16,000 cases, sparse deltas included).
  * Properties: no exception escapes; whatever a decoder accepts is well-formed by the encoder's own rules (it
  * re-encodes to the same value); and validation against the original announcement rejects every payload mutation.
  */
@@ -25,6 +25,8 @@ import {
   type TelemetryReport,
 } from './manifest.ts';
 import { makeAdapter } from './test-support.ts';
+import { DeltaReceiver, DeltaSender } from './delta-stream.ts';
+import { decodeSparseDelta, encodeSparseDelta, sparseLayout, type SparseConfig } from './sparse-delta.ts';
 import type { RejectReason } from './verdict.ts';
 
 const random = createRng(0x5eed_f00d);
@@ -217,6 +219,56 @@ describe('fuzz: adapter payloads', () => {
         expect(verdict.ok, label).toBe(false);
       }
       expect(noThrow(label, () => validatePayloadSync(bytes, manifests.fp32, { schemaHash: ctx.schemaHash })).ok).toBe(false);
+    }
+  });
+});
+
+describe('fuzz: sparse deltas', () => {
+  const config: SparseConfig = { chunk: 16, keep: 2, keyframeEvery: 100 };
+  const layout = sparseLayout(adapter, config);
+  const hash = schemaHash(adapter);
+  const sender = new DeltaSender(config);
+  const keyframe = sender.publish(encodeAdapter(adapter, 'fp16'), 1);
+  const moved = makeAdapter({ nEmbd: 12, nLayer: 2, r: 2, targets: ['attn.c_attn', 'mlp.c_fc'], seed: 22 });
+  const delta = sender.publish(encodeAdapter(moved, 'fp16'), 2);
+  const receiverFor = () => {
+    const receiver = new DeltaReceiver({ template: adapter, schemaHash: hash, codec: 'fp16', config });
+    expect(receiver.receive(PEER, keyframe.bytes, 1).ok).toBe(true);
+    return receiver;
+  };
+
+  it('3,000 mutated deltas: no exception, accepted ones are canonical, and what a receiver rebuilds is finite', () => {
+    expect([keyframe.keyframe, delta.keyframe]).toEqual([true, false]);
+    const reasons = new Set<RejectReason>();
+    let decodedOk = 0;
+    for (let i = 0; i < 3000; i++) {
+      const { bytes, kind } = mutateBytes(delta.bytes);
+      const label = `delta case ${i} (${kind})`;
+      const decoded = noThrow(label, () => decodeSparseDelta(bytes, hash, layout));
+      if (decoded.ok) {
+        decodedOk++;
+        expect(sameBytes(noThrow(label, () => encodeSparseDelta(decoded, layout)), bytes), label).toBe(true);
+      } else {
+        reasons.add(decoded.reason);
+      }
+      const rebuilt = noThrow(label, () => receiverFor().receive(PEER, bytes, 2));
+      if (rebuilt.ok) checkAcceptedAdapter(rebuilt.value.adapter, label);
+      // A delta that decodes is refused only for naming another version than announced, or another base.
+      else if (decoded.ok) expect(rebuilt.reason, label).toBe(decoded.version !== 2 ? 'malformed' : 'delta-base-mismatch');
+    }
+    expect(decodedOk).toBeGreaterThan(100);
+    for (const reason of ['malformed', 'truncated', 'oversized', 'schema-mismatch', 'non-finite'] as const) expect(reasons).toContain(reason);
+  });
+
+  it('1,000 random byte strings behind the delta’s header: refused, never thrown', () => {
+    const prefix = delta.bytes.subarray(0, 40);
+    for (let i = 0; i < 1000; i++) {
+      const body = randomBytes(below(i % 10 === 0 ? 4096 : 300));
+      const bytes = i % 2 === 0 ? body : new Uint8Array([...prefix, ...body]);
+      const label = `random delta case ${i}`;
+      const decoded = noThrow(label, () => decodeSparseDelta(bytes, hash, layout));
+      if (decoded.ok) expect(bytes.length, label).toBe(layout.payloadBytes);
+      noThrow(label, () => receiverFor().receive(PEER, bytes, 2));
     }
   });
 });

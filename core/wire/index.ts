@@ -6,3 +6,5 @@ export { canonicalJson, type JsonObject, type JsonValue } from './json.ts';
 export * from './fp16.ts';
 export * from './codec.ts';
 export * from './manifest.ts';
+export * from './sparse-delta.ts';
+export * from './delta-stream.ts';

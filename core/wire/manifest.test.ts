@@ -242,6 +242,34 @@ describe('run manifest', () => {
   });
 });
 
+describe('run manifest: sparse updates', () => {
+  const sparse = { ...run, sparse: { chunk: 256, keep: 8, keyframeEvery: 16 } };
+  const detailOf = (value: unknown) => {
+    const v = decodeRunManifest({ ...run, sparse: value });
+    return v.ok ? 'accepted' : `${v.reason}: ${v.detail}`;
+  };
+
+  it('is optional, round-trips, and is part of the run id', () => {
+    expect(decodeRunManifest(encodeRunManifest(sparse))).toEqual({ ok: true, value: sparse });
+    expect(runManifestId(sparse)).not.toBe(runManifestId(run));
+    expect(runManifestId({ ...sparse, sparse: { chunk: 256, keep: 16, keyframeEvery: 16 } })).not.toBe(runManifestId(sparse));
+    expect(canonicalRunManifestJson(sparse)).toContain('"sparse":{"chunk":256,"keep":8,"keyframeEvery":16}');
+  });
+
+  it('bounds every parameter, with the reason in words', () => {
+    expect(detailOf({ chunk: 512, keep: 8, keyframeEvery: 16 })).toBe('malformed: run.sparse.chunk = 512 must be an integer in 16..256');
+    expect(detailOf({ chunk: 8, keep: 1, keyframeEvery: 16 })).toMatch(/chunk = 8 must be an integer in 16\.\.256/);
+    expect(detailOf({ chunk: 256, keep: 129, keyframeEvery: 16 })).toBe('malformed: run.sparse.keep = 129 must be an integer in 1..128');
+    expect(detailOf({ chunk: 256, keep: 0, keyframeEvery: 16 })).toMatch(/keep = 0/);
+    expect(detailOf({ chunk: 256, keep: 8.5, keyframeEvery: 16 })).toMatch(/keep = 8.5/);
+    expect(detailOf({ chunk: 256, keep: 8, keyframeEvery: 0 })).toBe('malformed: run.sparse.keyframeEvery = 0 must be an integer in 1..1000');
+    expect(detailOf({ chunk: 256, keep: 8, keyframeEvery: 1001 })).toMatch(/keyframeEvery = 1001/);
+    expect(detailOf({ chunk: 256, keep: 8 })).toBe("malformed: run.sparse: missing field 'keyframeEvery'");
+    expect(detailOf({ chunk: 256, keep: 8, keyframeEvery: 16, density: 0.1 })).toBe("malformed: run.sparse: unknown field 'density'");
+    expect(detailOf('8/256')).toBe('malformed: run.sparse must be an object');
+  });
+});
+
 const report: TelemetryReport = {
   formatVersion: 1,
   peerId: PEER,

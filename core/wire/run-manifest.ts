@@ -2,7 +2,7 @@
  * The run manifest: everything peers must agree on to train and merge together. Its identity is the sha256 of
  * its canonical JSON, so two peers holding the same id hold the same run.
  */
-import { LORA_TARGETS, type LoraConfig } from '../model/adapter.ts';
+import { LORA_MODES, LORA_TARGETS, type LoraConfig, type LoraMode } from '../model/adapter.ts';
 import { asciiToBytes, sha256Hex, WireFormatError } from './bytes.ts';
 import { isPayloadCodec, PAYLOAD_CODECS, type PayloadCodec } from './codec.ts';
 import { MAX_LORA_RANK, MAX_RUN_MANIFEST_BYTES, MODEL_ID_PATTERN, RUN_ID_PATTERN, RUN_MANIFEST_FORMAT_VERSION, SHA256_HEX_PATTERN } from './constants.ts';
@@ -20,18 +20,31 @@ import {
   type JsonObject,
 } from './json.ts';
 import type { Verdict } from './verdict.ts';
+import { SPARSE_MAX_CHUNK, SPARSE_MAX_KEYFRAME_EVERY, SPARSE_MIN_CHUNK, type SparseConfig } from './sparse-delta.ts';
 // The registry is the one list of strategies and of their parameters' declared ranges; a manifest naming anything
 // else, or a value outside those ranges, would make every peer that joins fail at its first merge.
 import { getStrategy, resolveParams } from '../merge/registry.ts';
 import { parsePrivacyConfig, type PrivacyConfig } from '../privacy/config.ts';
+import { DEFAULT_OUTER, getOuterOptimizer, resolveOuterParams } from '../outer/registry.ts';
 
 export type StrategyParamValue = number | string | boolean;
+
+/** The run's LoRA configuration; `mode` absent = 'standard' (A and B train), so older manifests keep their id. */
+export interface RunLoraConfig extends LoraConfig {
+  mode?: Exclude<LoraMode, 'standard'>;
+}
+
+/** A core/outer optimiser by registry name, with its (numeric) parameters; absent = 'none'. */
+export interface OuterConfig {
+  name: string;
+  params: Record<string, number>;
+}
 
 export interface RunManifest {
   formatVersion: number;
   runId: string;
   baseModel: { id: string; url: string; sha256: string };
-  lora: LoraConfig;
+  lora: RunLoraConfig;
   /** A core/merge strategy by registry name, with its parameters. */
   strategy: { name: string; params: Record<string, StrategyParamValue> };
   /** Local optimiser steps between publishing (H). */
@@ -43,6 +56,13 @@ export interface RunManifest {
   codec: PayloadCodec;
   /** Differential privacy for volunteers' own files (core/privacy); absent = off. */
   privacy?: PrivacyConfig;
+  /**
+   * Sparse updates for slow links (core/wire/sparse-delta.ts): between keyframes in `codec`, peers send top-k int8
+   * deltas of their public copy. Absent = every publication is a full adapter.
+   */
+  sparse?: SparseConfig;
+  /** The outer optimiser applied after each merge (core/outer); absent = none, the merged adapter as it is. */
+  outer?: OuterConfig;
 }
 
 const RUN_KEYS = ['formatVersion', 'runId', 'baseModel', 'lora', 'strategy', 'localSteps', 'schedule', 'data', 'codec'] as const;
@@ -71,10 +91,17 @@ function readObject(value: unknown, where: string): Record<string, unknown> {
   return value;
 }
 
-function readLora(value: unknown): LoraConfig {
+function readLora(value: unknown): RunLoraConfig {
   const where = 'run.lora';
   const obj = readObject(value, where);
-  requireKeys(obj, ['r', 'alpha', 'targetModules'], [], where);
+  requireKeys(obj, ['r', 'alpha', 'targetModules'], ['mode'], where);
+  let mode: LoraMode = 'standard';
+  if (obj.mode !== undefined) {
+    if (typeof obj.mode !== 'string' || !(LORA_MODES as readonly string[]).includes(obj.mode)) {
+      throw new FieldRejection('malformed', `${where}.mode must be one of ${LORA_MODES.join(', ')}`);
+    }
+    mode = obj.mode as LoraMode;
+  }
   const r = intField(obj, 'r', 1, MAX_LORA_RANK, where);
   const alpha = numberField(obj, 'alpha', Number.MIN_VALUE, MAX_LORA_ALPHA, where);
   const targets = obj.targetModules;
@@ -89,7 +116,41 @@ function readLora(value: unknown): LoraConfig {
     if (seen.has(t)) throw new FieldRejection('malformed', `${where}.targetModules lists '${t}' twice`);
     seen.add(t);
   }
-  return { r, alpha, targetModules: [...(targets as string[])] };
+  // 'standard' is written as no mode at all: one run, one canonical form, one id.
+  return { r, alpha, targetModules: [...(targets as string[])], ...(mode === 'standard' ? {} : { mode }) };
+}
+
+/** At most this many outer-optimiser parameters (the registry's optimisers declare three at most). */
+const MAX_OUTER_PARAMS = 8;
+
+/** The outer optimiser, checked against the registry's declarations and ranges; 'none' is written as absent. */
+function readOuter(value: unknown): OuterConfig | undefined {
+  const where = 'run.outer';
+  const obj = readObject(value, where);
+  requireKeys(obj, ['name', 'params'], [], where);
+  const name = stringField(obj, 'name', STRATEGY_NAME_PATTERN, where);
+  const rawParams = readObject(obj.params, `${where}.params`);
+  const entries = Object.entries(rawParams);
+  if (entries.length > MAX_OUTER_PARAMS) throw new FieldRejection('malformed', `${where}.params has more than ${MAX_OUTER_PARAMS} entries`);
+  const params: Record<string, number> = {};
+  for (const [key, v] of entries) {
+    if (!PARAM_KEY_PATTERN.test(key)) throw new FieldRejection('malformed', `${where}.params key '${key.slice(0, 40)}' does not match ${PARAM_KEY_PATTERN}`);
+    if (typeof v !== 'number') throw new FieldRejection('malformed', `${where}.params.${key} must be a number`);
+    if (!Number.isFinite(v)) throw new FieldRejection('non-finite', `${where}.params.${key} is ${v}`);
+    params[key] = v;
+  }
+  let optimizer;
+  try {
+    optimizer = getOuterOptimizer(name);
+  } catch (error) {
+    throw new FieldRejection('malformed', `${where}.name: ${(error as Error).message}`);
+  }
+  try {
+    resolveOuterParams(optimizer, params);
+  } catch (error) {
+    throw new FieldRejection('malformed', `${where}.params: ${(error as Error).message}`);
+  }
+  return name === DEFAULT_OUTER ? undefined : { name, params };
 }
 
 function readStrategy(value: unknown): RunManifest['strategy'] {
@@ -143,7 +204,7 @@ function readRunManifest(obj: Record<string, unknown>): RunManifest {
   if (obj.formatVersion !== RUN_MANIFEST_FORMAT_VERSION) {
     throw new FieldRejection('unknown-version', `run manifest format version ${obj.formatVersion}; this build reads ${RUN_MANIFEST_FORMAT_VERSION}`);
   }
-  requireKeys(obj, RUN_KEYS, ['privacy'], where);
+  requireKeys(obj, RUN_KEYS, ['privacy', 'sparse', 'outer'], where);
   const base = readObject(obj.baseModel, `${where}.baseModel`);
   requireKeys(base, ['id', 'url', 'sha256'], [], `${where}.baseModel`);
   const codec = obj.codec;
@@ -165,7 +226,25 @@ function readRunManifest(obj: Record<string, unknown>): RunManifest {
     data,
     codec,
     ...(obj.privacy === undefined ? {} : { privacy: parsePrivacyConfig(obj.privacy, `${where}.privacy`) }),
+    ...(obj.sparse === undefined ? {} : { sparse: readSparse(obj.sparse) }),
+    ...withOuter(obj.outer === undefined ? undefined : readOuter(obj.outer)),
   };
+}
+
+function readSparse(value: unknown): SparseConfig {
+  const where = 'run.sparse';
+  const obj = readObject(value, where);
+  requireKeys(obj, ['chunk', 'keep', 'keyframeEvery'], [], where);
+  const chunk = intField(obj, 'chunk', SPARSE_MIN_CHUNK, SPARSE_MAX_CHUNK, where);
+  return {
+    chunk,
+    keep: intField(obj, 'keep', 1, Math.floor(chunk / 2), where),
+    keyframeEvery: intField(obj, 'keyframeEvery', 1, SPARSE_MAX_KEYFRAME_EVERY, where),
+  };
+}
+
+function withOuter(outer: OuterConfig | undefined): { outer?: OuterConfig } {
+  return outer ? { outer } : {};
 }
 
 /**

@@ -43,6 +43,12 @@ export interface TelemetryReport {
    */
   health?: TelemetryHealth;
   healthReason?: string;
+  /**
+   * In a run with differential privacy (added later: optional, absent in runs without it): the ε the peer's
+   * volunteer files have spent so far, and whether their budget is spent (the peer then shares no more updates).
+   */
+  epsilonSpent?: number;
+  privacyExhausted?: boolean;
 }
 
 export const TELEMETRY_HEALTH = ['ok', 'unhealthy'] as const;
@@ -54,7 +60,9 @@ const TELEMETRY_KEYS = [
   'formatVersion', 'peerId', 'runId', 'timeMs', 'step', 'trainLoss', 'heldOutLoss', 'merges', 'bytesSent',
   'bytesReceived', 'versionsAnnounced', 'versionsFetched', 'neighbours', 'rejections', 'tokensPerSecond', 'backend',
 ] as const;
-const OPTIONAL_TELEMETRY_KEYS = ['consensusDistance', 'health', 'healthReason'] as const;
+const OPTIONAL_TELEMETRY_KEYS = ['consensusDistance', 'health', 'healthReason', 'epsilonSpent', 'privacyExhausted'] as const;
+/** Above core/privacy's largest target ε (1000), with room for the last release's rounding. */
+const MAX_EPSILON = 1e4;
 const MAX_CONSENSUS_DISTANCE = 1e9;
 const MAX_COUNTER = Number.MAX_SAFE_INTEGER;
 const MAX_LOSS = 1e6;
@@ -112,6 +120,12 @@ function readTelemetry(obj: Record<string, unknown>): TelemetryReport {
     if (report.health !== 'unhealthy') throw new FieldRejection('malformed', `${where}.healthReason belongs to an unhealthy report only`);
     report.healthReason = stringField(obj, 'healthReason', HEALTH_REASON_PATTERN, where);
   }
+  if (obj.epsilonSpent !== undefined) report.epsilonSpent = numberField(obj, 'epsilonSpent', 0, MAX_EPSILON, where);
+  if (obj.privacyExhausted !== undefined) {
+    if (typeof obj.privacyExhausted !== 'boolean') throw new FieldRejection('malformed', `${where}.privacyExhausted must be true or false`);
+    if (report.epsilonSpent === undefined) throw new FieldRejection('malformed', `${where}.privacyExhausted belongs to a report with epsilonSpent only`);
+    report.privacyExhausted = obj.privacyExhausted;
+  }
   return report;
 }
 
@@ -137,6 +151,10 @@ export function sanitizeTelemetry(report: TelemetryReport): TelemetryReport {
   if (report.consensusDistance !== undefined) {
     const distance = measured('consensusDistance', report.consensusDistance, MAX_CONSENSUS_DISTANCE);
     if (distance === null) delete out.consensusDistance;
+  }
+  if (report.epsilonSpent !== undefined && measured('epsilonSpent', report.epsilonSpent, MAX_EPSILON) === null) {
+    delete out.epsilonSpent;
+    delete out.privacyExhausted;
   }
   let reason = report.health === 'unhealthy' ? report.healthReason : undefined;
   if (reason !== undefined) reason = reason.replace(/[^ -~]/g, '?').slice(0, 200) || undefined;

@@ -38,6 +38,13 @@ export const REJECT_REASONS = [
   'fetch-failed',
   /** Valid on the wire, but values the update guard refuses (beyond its absolute bound). */
   'out-of-bounds',
+  /**
+   * A sparse delta for a version of the sender's public copy that this peer does not hold (it missed a delta or
+   * joined after the last keyframe): ignored until the sender's next keyframe.
+   */
+  'delta-base-mismatch',
+  /** In a run whose LoRA A is frozen (lora.mode 'frozen-a'), an adapter whose A is not the run's shared A. */
+  'frozen-factor',
 ] as const;
 
 export type RejectReason = (typeof REJECT_REASONS)[number];
@@ -83,6 +90,9 @@ export const REJECTION_WEIGHTS: Record<RejectReason, number> = {
   timeout: 1,
   'fetch-failed': 1,
   'out-of-bounds': 1,
+  // A lost delivery or a late join causes it for honest senders; a sender repeating it gains nothing but bytes.
+  'delta-base-mismatch': 0.25,
+  'frozen-factor': 1,
 };
 
 /**

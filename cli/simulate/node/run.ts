@@ -48,7 +48,7 @@ function inProcessShard(init: ShardInit, backendName: () => string): ShardHandle
     start: () => shard.start(),
     runUntil: (endMs, inbox) => shard.runUntil(endMs, inbox),
     kill: async (slot, restartAtMs) => shard.kill(slot, restartAtMs),
-    close: async () => undefined,
+    close: async () => shard.close(),
   };
 }
 
@@ -138,6 +138,11 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
     return shardsCount === 1 ? inProcessShard(init, backendName) : workerShard(init);
   });
 
+  const at = (ms: number) => VIRTUAL_EPOCH_MS + ms;
+  const link = { latencyMs: s.node.latencyMs + (s.network?.latencyMs ?? 0), bandwidthBps: s.node.bandwidthMbps * 1e6, drop: s.network?.drop ?? 0 };
+  // Nothing sent in a window may arrive inside it (it is routed when the window ends), so a window is at least one
+  // link latency, and a payload that would arrive earlier than the window's end arrives at its end.
+  const windowMs = Math.max(1, link.latencyMs, s.node.windowMs);
   const log = new RunLog({
     source: 'simulation',
     wireRunId: runId,
@@ -145,17 +150,16 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
     createdAtMs: VIRTUAL_EPOCH_MS,
     meta: {
       ...simulationMeta(s, peers, byzantineSlots),
-      'sim.network': `${topologyLabel(s.node.topology)}; latency ${s.node.latencyMs} ms; ${s.node.bandwidthMbps > 0 ? `${s.node.bandwidthMbps} Mbit/s` : 'unlimited bandwidth'}; drop ${s.network?.drop ?? 0}`,
+      'sim.network': `${topologyLabel(s.node.topology)}; latency ${s.node.latencyMs} ms; ${s.node.bandwidthMbps > 0 ? `${s.node.bandwidthMbps} Mbit/s` : 'unlimited bandwidth'}; drop ${s.network?.drop ?? 0}; synchronised every ${windowMs} ms`,
       'sim.stepMs': s.node.stepMs,
     },
   });
-  const at = (ms: number) => VIRTUAL_EPOCH_MS + ms;
-  const link = { latencyMs: s.node.latencyMs + (s.network?.latencyMs ?? 0), bandwidthBps: s.node.bandwidthMbps * 1e6, drop: s.network?.drop ?? 0 };
-  const windowMs = Math.max(1, link.latencyMs);
   const latest = new Map<number, PeerObservation>();
   const knownPeer = new Map<number, string>();
   const adoptedBy = new Map<number, string>();
   const bytesSent = new Map<number, number>();
+  // Payloads put on links and their bytes (honest and not): the per-link cost of a publication, sparse or full.
+  const linkPayloads = { count: 0, bytes: 0 };
   const inflight: Delivery[] = [];
   let floodIndex = 0;
   const lastPublication = new Map<number, Publication>();
@@ -164,10 +168,12 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
     for (const to of adjacency[p.slot]) {
       const when = arrival(link, s.seed, p.slot, to, p.version, p.atMs, p.bytes.length);
       bytesSent.set(p.slot, (bytesSent.get(p.slot) ?? 0) + p.bytes.length);
-      if (when !== null) inflight.push({ atMs: when, from: p.slot, to, version: p.version, step: p.step, samplesSeen: p.samplesSeen, localLoss: p.localLoss, bytes: p.bytes });
+      linkPayloads.count++;
+      linkPayloads.bytes += p.bytes.length;
+      if (when !== null) inflight.push({ atMs: Math.max(when, nowMs), from: p.slot, to, version: p.version, step: p.step, samplesSeen: p.samplesSeen, localLoss: p.localLoss, bytes: p.bytes });
       for (let k = 0; k < p.flood; k++) {
         const junk = floodPayload(s.seed, floodIndex++, p.bytes.length);
-        inflight.push({ atMs: p.atMs + link.latencyMs, from: p.slot, to, version: p.version + k + 1, step: p.step, samplesSeen: p.samplesSeen, localLoss: p.localLoss, bytes: junk });
+        inflight.push({ atMs: Math.max(p.atMs + link.latencyMs, nowMs), from: p.slot, to, version: p.version + k + 1, step: p.step, samplesSeen: p.samplesSeen, localLoss: p.localLoss, bytes: junk });
       }
     }
   };
@@ -252,6 +258,11 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
     `[${s.label}] stopped after ${((Date.now() - wallStart) / 1000).toFixed(0)} s wall (${(nowMs / 1000).toFixed(0)} s virtual), ` +
       `peak memory ${(peakRssBytes / 2 ** 20).toFixed(0)} MiB RSS: ${stopReason}`,
   );
+  const streams = [...latest.values()].reduce((n, o) => ({ keyframes: n.keyframes + o.keyframes, deltas: n.deltas + o.deltas }), { keyframes: 0, deltas: 0 });
+  env.log(
+    `[${s.label}] ${linkPayloads.count} payloads on links, ${(linkPayloads.bytes / Math.max(1, linkPayloads.count)).toFixed(0)} bytes each on average` +
+      (s.sparse ? ` (sparse ${s.sparse.keep}/${s.sparse.chunk}:${s.sparse.keyframeEvery}: ${streams.keyframes} keyframes, ${streams.deltas} deltas)` : ''),
+  );
   const runLog = log.toData();
   return {
     settings: s,
@@ -303,6 +314,7 @@ export async function runNodeSimulation(s: SimulationSettings, env: NodeSimulati
         bytesSent: bytesSent.get(o.slot) ?? 0, bytesReceived: o.bytesReceived, versionsAnnounced: st.publishedVersion, versionsFetched: st.adaptersAccepted,
         neighbours: adjacency[o.slot].map((n) => knownPeer.get(n)).filter((id): id is string => !!id), rejections, tokensPerSecond: null,
         backend: st.backend || 'wasm', consensusDistance: st.consensusDistance ?? null, health: st.health,
+        privacy: st.privacy,
       }),
       at(nowMs),
     );

@@ -10,9 +10,15 @@ import { PeerEngine, type EngineHost, type LoadedBase } from '../../../core/swar
 import type { EngineOptions, EngineStatus, HeldOutPoint, MainToWorker, WorkerToMain } from '../../../core/swarm/engine-protocol.ts';
 import { memoryStore, type KeyValueStore } from '../../../core/swarm/peer-checkpoint.ts';
 import { decodeAdapter } from '../../../core/wire/codec.ts';
+import { DeltaReceiver, DeltaSender } from '../../../core/wire/delta-stream.ts';
+import { loraModuleShapes } from '../../../core/model/config.ts';
+import { schemaHash, type Adapter } from '../../../core/model/adapter.ts';
 import type { RunManifest } from '../../../core/wire/run-manifest.ts';
 import type { RejectReason } from '../../../core/wire/verdict.ts';
 import { poisonPublished, type Attack, type AttackState } from '../../../core/swarm/byzantine.ts';
+import { NoiseSource } from '../../../core/privacy/noise-source.ts';
+import { runTrainingSettings } from '../../../core/swarm/run.ts';
+import { deriveSeed } from '../../../core/util/random.ts';
 
 /** A payload on its way from one peer to another, with the time it arrives. */
 export interface Delivery {
@@ -51,6 +57,9 @@ export interface PeerObservation {
   transportRejections: Partial<Record<RejectReason, number>>;
   bytesSent: number;
   bytesReceived: number;
+  /** Sparse runs: publications sent as keyframes and as deltas. */
+  keyframes: number;
+  deltas: number;
   errors: string[];
 }
 
@@ -107,6 +116,12 @@ interface SimPeer {
   rate: Map<string, number>;
   /** Something about this peer changed in the current window, so the coordinator gets a fresh observation of it. */
   dirty: boolean;
+  /** Sparse runs: this peer's outgoing stream and its reconstruction of each neighbour's (both new per incarnation). */
+  sender: DeltaSender | null;
+  receiver: DeltaReceiver | null;
+  /** Publications sent as a full adapter (a keyframe) and as a sparse delta. */
+  keyframes: number;
+  deltas: number;
 }
 
 export function simPeerId(runTag: string, slot: number, incarnation: number): string {
@@ -131,6 +146,7 @@ export class Shard {
         spec, store: memoryStore(), engine: null, incarnation: 0, peerId: '', seq: 0, parked: null, heldOut: [], status: null, finished: false,
         rejections: {}, bytesSent: 0, bytesReceived: 0, errors: [], pendingPublications: [], attack: { first: null, rounds: 0 }, rate: new Map(),
         dirty: true,
+        sender: null, receiver: null, keyframes: 0, deltas: 0,
       };
       this.peers.set(spec.slot, peer);
       this.push({ atMs: spec.joinAtMs, slot: spec.slot, seq: peer.seq++, kind: 'join' });
@@ -157,12 +173,22 @@ export class Shard {
   kill(slot: number, restartAtMs: number | null): void {
     const peer = this.peers.get(slot);
     if (!peer?.engine) return;
-    peer.engine.stop();
+    // Parked in a sleep that will never return: its tensors can go.
+    peer.engine.dispose();
     peer.engine = null;
     peer.dirty = true;
     peer.parked = null;
     for (let i = this.queue.length - 1; i >= 0; i--) if (this.queue[i].slot === slot) this.queue.splice(i, 1);
     if (restartAtMs !== null) this.push({ atMs: restartAtMs, slot, seq: peer.seq++, kind: 'join' });
+  }
+
+  /** Frees every engine's tensors: an in-process shard shares its tfjs with the next run. */
+  close(): void {
+    for (const peer of this.peers.values()) {
+      peer.engine?.dispose();
+      peer.engine = null;
+    }
+    this.queue.length = 0;
   }
 
   async runUntil(endMs: number, inbox: Delivery[]): Promise<ShardWindowResult> {
@@ -191,12 +217,24 @@ export class Shard {
     const heldOut = p.heldOut.splice(0);
     return {
       slot: p.spec.slot, peerId: p.peerId, incarnation: p.incarnation, heldOut, status: p.status, finished: p.finished,
-      transportRejections: { ...p.rejections }, bytesSent: p.bytesSent, bytesReceived: p.bytesReceived, errors: p.errors.splice(0),
+      transportRejections: { ...p.rejections }, bytesSent: p.bytesSent, bytesReceived: p.bytesReceived, keyframes: p.keyframes, deltas: p.deltas,
+      errors: p.errors.splice(0),
     };
+  }
+
+  /** A sparse run's streams for a (re)joining peer: it holds no public copy of its own or of anyone else's. */
+  private sparseStreams(): Pick<SimPeer, 'sender' | 'receiver'> {
+    const { sparse, lora, baseModel, codec } = this.init.manifest;
+    if (!sparse) return { sender: null, receiver: null };
+    const template = { baseModelId: baseModel.id, config: lora, modules: loraModuleShapes(this.base!.config, lora.targetModules) };
+    const empty = new Float32Array(0);
+    const shapeOnly: Adapter = { ...template, modules: new Map([...template.modules].map(([name, d]) => [name, { ...d, a: empty, b: empty }])) };
+    return { sender: new DeltaSender(sparse), receiver: new DeltaReceiver({ template, schemaHash: schemaHash(shapeOnly), codec, config: sparse }) };
   }
 
   private async join(peer: SimPeer): Promise<void> {
     peer.incarnation++;
+    Object.assign(peer, this.sparseStreams());
     peer.peerId = simPeerId(this.init.runTag, peer.spec.slot, peer.incarnation);
     peer.finished = false;
     const slot = peer.spec.slot;
@@ -207,6 +245,11 @@ export class Shard {
       post: (message) => this.onMessage(peer, message),
       backendName: () => this.io.backendName(),
       now: () => this.nowMs,
+      // A DP arm repeats exactly given the run seed (a volunteer's peer seeds from crypto.getRandomValues instead).
+      privacyRandomness: () => {
+        const seed = deriveSeed(runTrainingSettings(this.init.manifest).seed, `privacy/${slot}/${peer.incarnation}`);
+        return { sampling: NoiseSource.fromTestSeed(seed), noise: NoiseSource.fromTestSeed(seed + 0.5) };
+      },
       sleep: (ms) =>
         new Promise<void>((resolve) => {
           // A step costs its modelled compute time; the engine's own rest comes on top.
@@ -255,15 +298,25 @@ export class Shard {
     peer.rate.set(second, count);
     if (count > this.init.maxDeliveriesPerSecond) return this.countRejection(peer, 'rate-limited');
     peer.bytesReceived += d.bytes.length;
-    // The transport's one decode and validation (as p2p/exchange does in a tab): the run's codec and schema.
-    const decoded = decodeAdapter(d.bytes);
-    if (!decoded.ok) return this.countRejection(peer, decoded.reason);
-    if (decoded.codec !== this.init.manifest.codec) return this.countRejection(peer, 'schema-mismatch');
     const from = this.peers.get(d.from);
+    const fromPeerId = simPeerId(this.init.runTag, d.from, from?.incarnation ?? 1);
+    let adapter: Adapter;
+    if (peer.receiver) {
+      // A sparse run: keyframes and deltas rebuild the sender's public copy, which the engine gets as a full adapter.
+      const rebuilt = peer.receiver.receive(`${d.from}`, d.bytes, d.version);
+      if (!rebuilt.ok) return this.countRejection(peer, rebuilt.reason);
+      adapter = rebuilt.value.adapter;
+    } else {
+      // The transport's one decode and validation (as p2p/exchange does in a tab): the run's codec and schema.
+      const decoded = decodeAdapter(d.bytes);
+      if (!decoded.ok) return this.countRejection(peer, decoded.reason);
+      if (decoded.codec !== this.init.manifest.codec) return this.countRejection(peer, 'schema-mismatch');
+      adapter = decoded.adapter;
+    }
     await peer.engine.handle({
       type: 'adapter',
-      adapter: decoded.adapter,
-      peerId: simPeerId(this.init.runTag, d.from, from?.incarnation ?? 1),
+      adapter,
+      peerId: fromPeerId,
       version: d.version,
       step: d.step,
       samplesSeen: d.samplesSeen,
@@ -295,6 +348,18 @@ export class Shard {
         let flood = 0;
         let bootstrapPoison: Uint8Array | undefined;
         if (peer.spec.byzantine) ({ bytes, flood, bootstrapPoison } = poisonPublished(peer.spec.byzantine, bytes, peer.attack, this.init.manifest.codec));
+        if (peer.sender) {
+          // The link carries the stream, not the engine's full adapter (a Byzantine peer's stream is of what it poisoned).
+          try {
+            const sent = peer.sender.publish(bytes, message.version);
+            bytes = sent.bytes;
+            if (sent.keyframe) peer.keyframes++;
+            else peer.deltas++;
+          } catch {
+            // Bytes that do not decode (an attacker's garbage) go out as they are, and receivers refuse them.
+            peer.keyframes++;
+          }
+        }
         peer.pendingPublications.push({
           atMs: this.nowMs, slot: peer.spec.slot, version: message.version, step: message.step, samplesSeen: message.samplesSeen,
           localLoss: message.localLoss, bytes, flood, bootstrapPoison,
