@@ -266,13 +266,7 @@ describe('peer engine (tfjs WASM in Node, real Brown data)', () => {
   it('with differential privacy it publishes the round anchor + the update clipped to C + noise of σ = z·2C, and continues from that', async () => {
     const clipNorm = 0.01;
     const manifest = dpManifest({ clipNorm });
-    const h = harness(memoryStore(), undefined, 41);
-    await h.send({ type: 'pause' });
-    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H } });
-    await h.send({ type: 'local-text', name: 'diary.txt', text: DIARY });
-    await h.send({ type: 'resume' });
-    await h.until((m) => lastStatus(m)?.phase === 'done', 'done');
-    h.engine.stop();
+    const h = await trainOnePrivateRound(manifest);
     const publishes = h.messages.filter((m) => m.type === 'publish');
     expect(publishes).toHaveLength(1);
     if (publishes[0].type !== 'publish') throw new Error('unreachable');
@@ -532,13 +526,7 @@ describe('outer optimiser and frozen A in the engine', () => {
   it("with differential privacy in a frozen-A run the release carries the run's A exactly (receivers refuse any other), and noised B", async () => {
     const dp = dpManifest({ clipNorm: 0.01 });
     const manifest: RunManifest = { ...dp, lora: { ...dp.lora, mode: 'frozen-a' } };
-    const h = harness(memoryStore(), undefined, 41);
-    await h.send({ type: 'pause' });
-    await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H } });
-    await h.send({ type: 'local-text', name: 'diary.txt', text: DIARY });
-    await h.send({ type: 'resume' });
-    await h.until((m) => lastStatus(m)?.phase === 'done', 'done');
-    h.engine.stop();
+    const h = await trainOnePrivateRound(manifest);
     const publish = h.messages.find((m) => m.type === 'publish');
     if (publish?.type !== 'publish') throw new Error('nothing was published');
     const published = adapterOf(publish.bytes);
@@ -673,6 +661,18 @@ describe('a hostile neighbour or a damaged store never halts the peer', () => {
 });
 
 const DIARY = Array.from({ length: 70 }, (_, i) => `day ${i}: a private line of my own\n`).join('').slice(0, 2000);
+
+/** A fresh DP peer with the volunteer's diary trains one round of H steps (one release), then stops. */
+async function trainOnePrivateRound(manifest: RunManifest): Promise<Harness> {
+  const h = harness(memoryStore(), undefined, 41);
+  await h.send({ type: 'pause' });
+  await h.send({ type: 'init', manifest, baseModelUrl: '/m/', backend: 'wasm', options: { ...OPTIONS, maxSteps: H } });
+  await h.send({ type: 'local-text', name: 'diary.txt', text: DIARY });
+  await h.send({ type: 'resume' });
+  await h.until((m) => lastStatus(m)?.phase === 'done', 'done');
+  h.engine.stop();
+  return h;
+}
 
 function dpManifest(privacy: Partial<PrivacyConfig> = {}): RunManifest {
   return { ...tinyManifest(), privacy: { targetEpsilon: 8, delta: 1e-5, clipNorm: 0.05, samplingRate: 0.5, maxPublishes: 3, ...privacy } };
